@@ -1,0 +1,1 @@
+"""Cameron's actors: the Thespian stand-ins for the original OTP gen_servers, one per file."""

@@ -1,0 +1,136 @@
+"""JobRunner: drives many jobs at once: which tasks start, with what input, and when a job is done."""
+
+import json
+from dataclasses import dataclass, field
+
+from thespian.actors import ActorExitRequest
+
+from cameron import keys
+from cameron import messages as m
+from cameron.store import now
+
+from actors.base import CameronActor
+from actors.task_actor import TaskActor
+
+
+@dataclass
+class Task:
+    n: int
+    name: str
+    depth: int
+    call: m.ActivityCall  # kept until the task ends, to call again if the TaskActor dies
+
+
+@dataclass
+class Job:
+    spec: m.JobSpec
+    names: list = field(default_factory=list)  # task names in start order (job.tasks)
+    running: dict = field(default_factory=dict)  # n -> Task
+    errors: int = 0
+
+
+class JobRunner(CameronActor):
+    """Holds its jobs in memory; one message in produces at most one write batch and one call batch."""
+
+    role = "runner"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.jobs = {}  # uuid -> Job
+        self.task_actor = None
+        self.finished = 0
+        self._ops, self._calls = [], []
+
+    def setup(self, first):
+        if self.task_actor is None:
+            self.task_actor = self.createActor(TaskActor)
+        self.send(self.task_actor, m.Setup(self.config, self.peers))
+
+    # --- from the scheduler -----------------------------------------------
+
+    def receiveMsg_RunJob(self, msg: m.RunJob, sender):
+        spec = msg.job
+        if spec.uuid in self.jobs:
+            return
+        job = self.jobs[spec.uuid] = Job(spec)
+        self._ops.append(m.JobStarted(spec.tag, now()))
+        self._start_task(job, "start", spec.process.start_url, spec.data, spec.requestor,
+                         parent=-1, depth=0)
+        self._flush()
+
+    # --- from the TaskActor -----------------------------------------------
+
+    def receiveMsg_ActivityOutcomes(self, msg: m.ActivityOutcomes, sender):
+        for outcome in msg.outcomes:
+            job = self.jobs.get(outcome.job_uuid)
+            task = job and job.running.pop(outcome.n, None)
+            if task is None:
+                continue  # a late duplicate of a call made again after a TaskActor restart
+            self._task_ended(job, task, outcome)
+            if not job.running:
+                self._ops.append(m.JobEnded(job.spec.tag, now(), job.errors))
+                del self.jobs[job.spec.uuid]
+                self.finished += 1
+        self._flush()
+
+    def _task_ended(self, job, task, outcome):
+        result, error = outcome.result, outcome.error
+        if result is not None and result.definitions and task.depth + 1 >= self.config.max_depth:
+            result, error = None, f"next activities would exceed the job depth limit of {self.config.max_depth}"
+        if result is None:
+            job.errors += 1
+            self._ops.append(m.TaskEnded(
+                job.spec.tag, task.n, keys.TASK_ERROR,
+                json.dumps({"error": error, "url": task.call.url}), "undefined", now(),
+                outcome.duration_ms))
+            return
+        data_json = json.dumps(result.data)
+        nxt = "undefined" if result.next_activities is None else json.dumps(result.next_activities)
+        self._ops.append(m.TaskEnded(job.spec.tag, task.n, keys.TASK_DONE, data_json, nxt, now(),
+                                     outcome.duration_ms))
+        for d in result.definitions:
+            # Children get the parent's answer: its data, and its name as their requestor.
+            self._start_task(job, d.name, d.url, result.data, result.name,
+                             parent=task.n, depth=task.depth + 1)
+
+    def _start_task(self, job, name, url, data, requestor, *, parent, depth):
+        spec = job.spec
+        n = len(job.names)
+        job.names.append(name)
+        call = m.ActivityCall(
+            job_uuid=spec.uuid, n=n, name=name, url=url,
+            body={"job": spec.uuid, "key": spec.key, "data": data, "requestor": requestor},
+            connect_timeout=spec.process.connect_timeout or self.config.connect_timeout,
+            read_timeout=spec.process.read_timeout or self.config.read_timeout)
+        job.running[n] = Task(n, name, depth, call)
+        self._ops.append(m.TaskStarted(spec.tag, n, name, url, requestor, parent,
+                                       ",".join(job.names), now()))
+        self._calls.append(call)
+
+    def _flush(self):
+        if self._ops:
+            self.send(self.peers.job_data, m.WriteBatch(self._ops))
+            self._ops = []
+        if self._calls:
+            self.send(self.task_actor, m.CallActivities(self._calls))
+            self._calls = []
+
+    # --- supervision of the TaskActor -------------------------------------
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender):
+        self.task_actor = None  # shutting down: do not replace it
+
+    def receiveMsg_ChildActorExited(self, msg, sender):
+        if self.task_actor is None or msg.childAddress != self.task_actor:
+            return
+        # The calls it had in flight are lost with it: make them again (at-least-once).
+        self.log.warning("TaskActor exited with %d calls in flight; restarting it",
+                         sum(len(j.running) for j in self.jobs.values()))
+        self.task_actor = self.createActor(TaskActor)
+        self.send(self.task_actor, m.Setup(self.config, self.peers))
+        self._calls = [t.call for j in self.jobs.values() for t in j.running.values()]
+        self._flush()
+
+    def status(self):
+        return {"jobs": len(self.jobs), "finished": self.finished,
+                "tasks_running": sum(len(j.running) for j in self.jobs.values())}

@@ -1,0 +1,105 @@
+"""TaskActor: calls activities over HTTP, many at once on threads, and reports their outcomes."""
+
+import queue
+import socket
+import threading
+import time
+
+from thespian.actors import ThespianWatch
+
+from cameron import activity
+from cameron import messages as m
+
+from actors.base import CameronActor
+
+#: Calls in flight at once per TaskActor; a thread waiting on HTTP costs little memory.
+MAX_CALLS = 2048
+
+
+class TaskActor(CameronActor):
+    """A task is a unit of work on a thread here, not a process: threads hand outcomes back
+    through a queue and wake the actor through a socket it watches (ThespianWatch)."""
+
+    role = "task_actor"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._done = queue.SimpleQueue()
+        self._todo = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = self._idle = 0
+        self.in_flight = 0
+
+    def receiveMessage(self, message, sender):
+        super().receiveMessage(message, sender)
+        return ThespianWatch([self._wake_r.fileno()])
+
+    def receiveMsg_CallActivities(self, msg: m.CallActivities, sender):
+        for call in msg.calls:
+            self.in_flight += 1
+            self._todo.put((call, sender))
+            with self._lock:
+                grow = self._idle == 0 and self._threads < MAX_CALLS
+                if grow:
+                    self._threads += 1
+                else:
+                    self._idle -= 1  # claimed by this call, so the next one counts right
+            if grow:
+                # Daemon threads: stopping the engine must not wait for slow activities.
+                threading.Thread(target=self._work, daemon=True, name="activity").start()
+
+    def _work(self):
+        while True:
+            call, reply_to = self._todo.get()
+            self._call(call, reply_to)
+            with self._lock:
+                self._idle += 1
+
+    def receiveMsg_WatchMessage(self, msg, sender):
+        try:
+            while self._wake_r.recv(65536):
+                pass
+        except BlockingIOError:
+            pass
+        batches = []  # [(reply_to, [outcome...])]: addresses are not hashable
+        while True:
+            try:
+                reply_to, outcome = self._done.get_nowait()
+            except queue.Empty:
+                break
+            for addr, outcomes in batches:
+                if addr == reply_to:
+                    outcomes.append(outcome)
+                    break
+            else:
+                batches.append((reply_to, [outcome]))
+        for reply_to, outcomes in batches:
+            self.in_flight -= len(outcomes)
+            self.send(reply_to, m.ActivityOutcomes(outcomes))
+
+    def _call(self, call: m.ActivityCall, reply_to):
+        """Runs on a pool thread: no actor state is touched here but the queue."""
+        started = time.monotonic()
+        result = error = None
+        try:
+            result = activity.call(
+                call.url, call.body, connect_timeout=call.connect_timeout,
+                read_timeout=call.read_timeout, max_bytes=self.config.max_response_bytes,
+                max_fanout=self.config.max_fanout,
+                headers={"X-Cameron-Job": call.job_uuid, "X-Cameron-Task": f"{call.n}:{call.name}"})
+        except activity.ActivityError as e:
+            error = str(e)
+        except Exception as e:  # a bug of ours must still end the task, not leave it running
+            error = f"internal error calling the activity: {type(e).__name__}: {e}"
+        elapsed = int((time.monotonic() - started) * 1000)
+        self._done.put((reply_to, m.ActivityOutcome(call.job_uuid, call.n, result, error, elapsed)))
+        try:
+            self._wake_w.send(b"!")
+        except BlockingIOError:
+            pass  # the socket is full of wake-ups already: the actor will drain the queue
+
+    def status(self):
+        return {"in_flight": self.in_flight, "threads": self._threads}

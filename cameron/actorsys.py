@@ -1,0 +1,220 @@
+"""Starting, joining and stopping the Thespian actor system that runs the engine's actors."""
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+from cameron import messages as m
+from cameron.config import Config
+
+BASE = "multiprocTCPBase"  # the only base other processes (gunicorn, the CLI) can join
+
+log = logging.getLogger("cameron.actorsys")
+
+
+class EngineDown(Exception):
+    """No actor system answers on the configured admin port."""
+
+
+def _loopback_by_default():
+    # Thespian's transport unpickles whatever reaches its ports: keep them off the network
+    # unless the operator explicitly chose an address.
+    os.environ.setdefault("THESPIAN_BASE_IPADDR", "127.0.0.1")
+
+
+def admin_listening(config: Config) -> bool:
+    try:
+        with socket.create_connection((os.environ.get("THESPIAN_BASE_IPADDR", "127.0.0.1"),
+                                       config.admin_port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _log_defs(config: Config) -> dict:
+    return {
+        "version": 1,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                                "level": "INFO"}},
+        "root": {"handlers": ["stderr"], "level": "INFO"},
+    }
+
+
+def join(config: Config):
+    """The running system, as a client; never starts one (a wrong port would silently do that)."""
+    _loopback_by_default()
+    if not admin_listening(config):
+        raise EngineDown(f"no Cameron actor system on admin port {config.admin_port}")
+    from thespian.actors import ActorSystem
+    return ActorSystem(BASE, {"Admin Port": config.admin_port})
+
+
+def supervisor(asys):
+    from actors.supervisor import GLOBAL_NAME, Supervisor
+    return asys.createActor(Supervisor, globalName=GLOBAL_NAME)
+
+
+def start(config: Config, timeout: float = 30.0) -> m.Peers:
+    """Start the actor system and its supervised actors; return once every actor answers."""
+    _loopback_by_default()
+    if admin_listening(config):
+        raise RuntimeError(f"admin port {config.admin_port} is in use: is Cameron already running?")
+    from thespian.actors import ActorSystem
+    asys = ActorSystem(BASE, {"Admin Port": config.admin_port}, logDefs=_log_defs(config))
+    _write_pidfile(config)
+    try:
+        return wait_ready(asys, config, timeout)
+    except Exception:
+        stop(config)
+        raise
+
+
+def wait_ready(asys, config: Config, timeout: float) -> m.Peers:
+    deadline = time.monotonic() + timeout
+    sup = supervisor(asys)
+    while True:
+        with asys.private() as ctx:
+            peers = ctx.ask(sup, m.WhereIs(config), 5)
+            if isinstance(peers, m.Peers) and peers.scheduler is not None:
+                addrs = [peers.catalog, peers.job_data, peers.scheduler, *peers.runners]
+                if all(isinstance(ctx.ask(a, m.Ping(), 5), m.Pong) for a in addrs):
+                    return peers
+        if time.monotonic() > deadline:
+            raise RuntimeError("the actor system started but its actors did not answer")
+        time.sleep(0.1)
+
+
+def stop(config: Config, timeout: float = 15.0) -> bool:
+    """Shut the system down and wait until none of its processes is left; False if none ran."""
+    pids = system_pids(config)
+    if not admin_listening(config):
+        _kill(pids)  # orphans of an admin that died: they hold the port and must go
+        return bool(pids)
+    join(config).shutdown()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    _kill([p for p in pids if _alive(p)])
+    _pidfile(config).unlink(missing_ok=True)
+    return True
+
+
+# --- which OS processes belong to the system ---------------------------------
+# The admin calls setsid() and forks once more, and every actor is forked from it, so they
+# all share one session: the session id recorded at start finds them all, orphans included.
+# The file holds "SID ADMIN_PID"; the admin is the session's first process.
+
+def _pidfile(config: Config):
+    from pathlib import Path
+    return Path(config.data_dir) / "run" / f"actors-{config.admin_port}.pid"
+
+
+def _read_pidfile(config: Config) -> tuple[int, int] | None:
+    try:
+        sid, admin = map(int, _pidfile(config).read_text().split())
+        return sid, admin
+    except (OSError, ValueError):
+        return None
+
+
+def _write_pidfile(config: Config):
+    sid = _listener_sid(config.admin_port)
+    if sid:
+        members = _session_members(sid)
+        admin = next(p for p in members if _ppid(p) not in members)
+        path = _pidfile(config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{sid} {admin}\n")
+
+
+def _listener_sid(port: int) -> int | None:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(parts[9])
+        except OSError:
+            pass
+    for pid in _all_pids():
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return os.getsid(pid)
+        except OSError:
+            continue
+    return None
+
+
+def _all_pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def system_pids(config: Config) -> list[int]:
+    """PIDs of the actor system's processes (admin, logger, actors), live or orphaned."""
+    recorded = _read_pidfile(config)
+    sid = recorded[0] if recorded else _listener_sid(config.admin_port)
+    return _session_members(sid) if sid else []
+
+
+def _session_members(sid: int) -> list[int]:
+    # A session id can be reused once its leader is gone: only count processes that run our
+    # own interpreter, as every process Thespian forks for us does.
+    python = os.path.realpath(sys.executable)
+    pids = []
+    for pid in _all_pids():
+        try:
+            if (os.getsid(pid) == sid and pid != os.getpid()
+                    and os.path.realpath(f"/proc/{pid}/exe") == python):
+                pids.append(pid)
+        except OSError:
+            pass
+    return pids
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _kill(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def orphans(config: Config) -> list[int]:
+    """Actor processes whose admin died (kill -9): they still hold the admin port."""
+    recorded = _read_pidfile(config)
+    if recorded is None or _alive(recorded[1]):
+        return []
+    return _session_members(recorded[0])
+
+
+def kill_and_wait(pids, config: Config, timeout: float = 10.0):
+    _kill(pids)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (any(_alive(p) for p in pids) or admin_listening(config)):
+        time.sleep(0.05)
+    _pidfile(config).unlink(missing_ok=True)

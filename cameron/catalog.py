@@ -1,0 +1,71 @@
+"""The process catalog file: which processes exist, where each one starts, and its settings."""
+
+import re
+import tomllib
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from cameron.config import ConfigError
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+_SETTINGS = {"connect_timeout": float, "read_timeout": float}
+
+
+@dataclass(frozen=True)
+class Process:
+    """A workflow definition; settings left None fall back to the engine's defaults."""
+
+    name: str
+    start_url: str
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
+
+
+def is_http_url(url) -> bool:
+    if not isinstance(url, str):
+        return False
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def load(path: str) -> dict[str, Process]:
+    """Read and check a catalog file; any problem raises ConfigError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"process catalog {path}: file not found") from None
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"process catalog {path}: {e}") from None
+    return parse(doc, path)
+
+
+def parse(doc: dict, path: str = "<catalog>") -> dict[str, Process]:
+    def bad(problem):
+        return ConfigError(f"process catalog {path}: {problem}")
+
+    unknown = set(doc) - {"processes"}
+    if unknown:
+        raise bad(f"unknown top-level entry {sorted(unknown)[0]!r} (only [processes.NAME] tables)")
+    tables = doc.get("processes", {})
+    if not isinstance(tables, dict):
+        raise bad("'processes' must be a table of [processes.NAME] tables")
+    catalog = {}
+    for name, entry in tables.items():
+        if not _NAME.match(name):
+            raise bad(f"process name {name!r} must be 1-100 letters, digits, '_', '.' or '-'")
+        if not isinstance(entry, dict):
+            raise bad(f"[processes.{name}] must be a table")
+        if not is_http_url(entry.get("start")):
+            raise bad(f"[processes.{name}] needs start = \"http://...\" (the start activity's URL)")
+        settings = {}
+        for key, value in entry.items():
+            if key == "start":
+                continue
+            if key not in _SETTINGS:
+                raise bad(f"[processes.{name}] unknown setting {key!r} (known: start, {', '.join(_SETTINGS)})")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise bad(f"[processes.{name}] {key} must be a number greater than zero")
+            settings[key] = _SETTINGS[key](value)
+        catalog[name] = Process(name=name, start_url=entry["start"], **settings)
+    return catalog

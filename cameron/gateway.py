@@ -1,0 +1,54 @@
+"""The web layer's door into the running actor system: one ask per API request."""
+
+import threading
+
+from thespian.actors import PoisonMessage
+
+from cameron import actorsys
+from cameron import messages as m
+from cameron.config import Config
+
+
+class EngineUnavailable(Exception):
+    """The actor system did not answer in time, or said it cannot take the request now."""
+
+
+class ActorGateway:
+    """Joins the actor system lazily, after gunicorn forked the worker (a system object made in
+    the master and inherited by the workers mixes up their replies), and remembers where the
+    supervised actors are until one stops answering."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._lock = threading.Lock()
+        self._asys = None
+        self._peers = None
+
+    def ask(self, role: str, msg):
+        """Send `msg` to the actor playing `role` and return its answer; retried once after
+        looking the actors up again, since the supervisor may have replaced that one."""
+        for attempt in (1, 2):
+            asys, peers = self._connect(refresh=attempt == 2)
+            with asys.private() as ctx:
+                reply = ctx.ask(getattr(peers, role), msg, self.config.ask_timeout / 2)
+            if reply is not None and not isinstance(reply, PoisonMessage):
+                if isinstance(reply, m.Unavailable):
+                    raise EngineUnavailable(reply.reason)
+                return reply
+        raise EngineUnavailable(f"the {role} actor did not answer")
+
+    def _connect(self, refresh: bool):
+        with self._lock:
+            try:
+                if self._asys is None:
+                    self._asys = actorsys.join(self.config)
+                if refresh or self._peers is None:
+                    with self._asys.private() as ctx:
+                        peers = ctx.ask(actorsys.supervisor(self._asys), m.WhereIs(self.config),
+                                        self.config.ask_timeout / 2)
+                    if not isinstance(peers, m.Peers):
+                        raise EngineUnavailable("the supervisor did not answer")
+                    self._peers = peers
+            except actorsys.EngineDown as e:
+                raise EngineUnavailable(str(e)) from None
+            return self._asys, self._peers

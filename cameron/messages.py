@@ -1,0 +1,219 @@
+"""Messages between the web layer and the actors, and among the actors (all pickled by Thespian)."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cameron.catalog import Process
+from cameron.config import Config
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything needed to run a job, fixed when it is accepted."""
+
+    process: Process
+    key: str
+    data: str
+    requestor: str
+    uuid: str
+    tag: str
+    scheduled_time: str
+
+
+# --- web layer -> actors, and the answers ---------------------------------
+
+@dataclass(frozen=True)
+class WhereIs:
+    """Ask the supervisor for its children's addresses; boots it with `config` if it was not."""
+
+    config: Config
+
+
+@dataclass
+class Peers:
+    """Addresses of the supervised actors, as the supervisor last created them."""
+
+    catalog: Any = None
+    job_data: Any = None
+    scheduler: Any = None
+    runners: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StartJob:
+    process: str
+    key: str
+    data: str
+    requestor: str
+
+
+@dataclass(frozen=True)
+class JobAccepted:
+    job: JobSpec
+
+
+@dataclass(frozen=True)
+class UnknownProcess:
+    process: str
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """The engine cannot take the request now (Redis down, actors restarting); try again."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class GetJob:
+    process: str
+    key: str
+    uuid: str
+
+
+@dataclass(frozen=True)
+class JobDocument:
+    doc: dict
+
+
+@dataclass(frozen=True)
+class JobNotFound:
+    pass
+
+
+@dataclass(frozen=True)
+class ListProcesses:
+    pass
+
+
+@dataclass(frozen=True)
+class ProcessList:
+    processes: list
+
+
+@dataclass(frozen=True)
+class Ping:
+    """Any actor answers Pong: how `cameron status` and start-up see that it lives."""
+
+
+@dataclass(frozen=True)
+class Pong:
+    role: str
+    pid: int
+    handled: int
+    status: dict
+
+
+# --- among the actors -----------------------------------------------------
+
+@dataclass(frozen=True)
+class Setup:
+    """From the supervisor: the settings and where the other actors are; resent on any restart."""
+
+    config: Config
+    peers: Peers
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    """Scheduler -> JobData: store a new job; answer JobStored or StoreFailed to the scheduler."""
+
+    job: JobSpec
+    reply_to: Any
+
+
+@dataclass(frozen=True)
+class JobStored:
+    job: JobSpec
+    reply_to: Any
+
+
+@dataclass(frozen=True)
+class StoreFailed:
+    job: JobSpec
+    reply_to: Any
+    reason: str
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """Scheduler -> JobRunner: drive this stored job to the end."""
+
+    job: JobSpec
+
+
+# Writes, batched by the JobRunner into one WriteBatch per message it handles.
+
+@dataclass(frozen=True)
+class JobStarted:
+    tag: str
+    time: str
+
+
+@dataclass(frozen=True)
+class TaskStarted:
+    tag: str
+    n: int
+    name: str
+    url: str
+    requestor: str
+    parent: int  # -1 for the start task
+    tasks_csv: str  # job.tasks after this task joined it
+    time: str
+
+
+@dataclass(frozen=True)
+class TaskEnded:
+    tag: str
+    n: int
+    status: str  # done or error
+    data_json: str
+    next_json: str  # JSON text, or "undefined" for a leaf or an error
+    time: str
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    tag: str
+    time: str
+    errors: int
+
+
+@dataclass(frozen=True)
+class WriteBatch:
+    ops: list
+
+
+@dataclass(frozen=True)
+class ActivityCall:
+    """JobRunner -> TaskActor: call one activity for one task."""
+
+    job_uuid: str
+    n: int
+    name: str
+    url: str
+    body: dict
+    connect_timeout: float
+    read_timeout: float
+
+
+@dataclass(frozen=True)
+class CallActivities:
+    calls: list
+
+
+@dataclass(frozen=True)
+class ActivityOutcome:
+    """The answer of one call: `result` when it went well, else `error` says what happened."""
+
+    job_uuid: str
+    n: int
+    result: Any  # cameron.activity.ActivityResult or None
+    error: str | None
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class ActivityOutcomes:
+    outcomes: list

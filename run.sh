@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One command for everything: `./run.sh` runs Cameron with the sample workflow,
+# `./run.sh test [pytest args]` runs the test suite. Sets up .venv on first use.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+PY=${PYTHON:-python3}
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "run.sh: creating $VENV" >&2
+    "$PY" -m venv "$VENV"
+fi
+# Reinstall only when the package's metadata changed since the last install.
+stamp="$VENV/.cameron-installed"
+if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "run.sh: installing Cameron and its dependencies into $VENV" >&2
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+    touch "$stamp"
+fi
+
+cmd=${1:-run}
+case "$cmd" in
+    run)
+        shift || true
+        exec "$VENV/bin/cameron" run "$@" ;;
+    test)
+        shift
+        exec "$VENV/bin/python" -m pytest "$@" ;;
+    *)
+        exec "$VENV/bin/cameron" "$@" ;;
+esac
