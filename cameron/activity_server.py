@@ -75,7 +75,7 @@ def lab_answer(path: str, body: dict, base: str):
         bad = ["status/500", "notjson", "shape", "noname", "badnext", "sleep/3000"]
         defs = [{"name": "good", "url": f"{base}/lab/echo"}]
         defs += [{"name": b.split("/")[0], "url": f"{base}/lab/{b}"} for b in bad]
-        defs += [{"name": "refused", "url": body.get("data") or "http://127.0.0.1:9/"}]
+        defs += [{"name": "refused", "url": "http://127.0.0.1:9/"}]  # nothing listens on port 9
         return {"name": "mixed", "data": "to the children", "next_activities": {"definitions": defs}}
     if kind == "twins":  # two children with the same activity name
         return {"name": "twins", "data": body.get("data"), "next_activities": {"definitions": [

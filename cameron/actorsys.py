@@ -1,11 +1,14 @@
 """Starting, joining and stopping the Thespian actor system that runs the engine's actors."""
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
 import time
+
+from pathlib import Path
 
 from cameron import messages as m
 from cameron.config import Config
@@ -58,19 +61,50 @@ def supervisor(asys):
     return asys.createActor(Supervisor, globalName=GLOBAL_NAME)
 
 
-def start(config: Config, timeout: float = 30.0) -> m.Peers:
-    """Start the actor system and its supervised actors; return once every actor answers."""
+def start(config: Config, timeout: float = 30.0, log_file: str | None = None) -> m.Peers:
+    """Start the actor system and its supervised actors; return once every actor answers.
+    The actor processes outlive the caller; they write their log to `log_file`, or to the
+    caller's stderr when None."""
     _loopback_by_default()
     if admin_listening(config):
         raise RuntimeError(f"admin port {config.admin_port} is in use: is Cameron already running?")
     from thespian.actors import ActorSystem
-    asys = ActorSystem(BASE, {"Admin Port": config.admin_port}, logDefs=_log_defs(config))
+    if log_file is None:
+        asys = ActorSystem(BASE, {"Admin Port": config.admin_port}, logDefs=_log_defs(config))
+    else:
+        _create_detached(config, log_file)
+        asys = join(config)
     _write_pidfile(config)
     try:
         return wait_ready(asys, config, timeout)
     except Exception:
         stop(config)
         raise
+
+
+def _create_detached(config: Config, log_file: str):
+    """Create the system from a throwaway child whose stdio is the log file: the admin forks
+    from its creator and keeps every descriptor it had, and a caller reading our output
+    through a pipe would otherwise wait for the daemons to end too."""
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            with open(os.devnull, "rb") as null, open(log_file, "ab") as log_out:
+                os.dup2(null.fileno(), 0)
+                os.dup2(log_out.fileno(), 1)
+                os.dup2(log_out.fileno(), 2)
+            from thespian.actors import ActorSystem
+            ActorSystem(BASE, {"Admin Port": config.admin_port}, logDefs=_log_defs(config))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"the actor system did not start; see {log_file}")
 
 
 def wait_ready(asys, config: Config, timeout: float) -> m.Peers:
@@ -96,9 +130,9 @@ def stop(config: Config, timeout: float = 15.0) -> bool:
         return bool(pids)
     join(config).shutdown()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.05)
-    _kill([p for p in pids if _alive(p)])
+    _kill([p for p in pids if alive(p)])
     _pidfile(config).unlink(missing_ok=True)
     return True
 
@@ -109,7 +143,6 @@ def stop(config: Config, timeout: float = 15.0) -> bool:
 # The file holds "SID ADMIN_PID"; the admin is the session's first process.
 
 def _pidfile(config: Config):
-    from pathlib import Path
     return Path(config.data_dir) / "run" / f"actors-{config.admin_port}.pid"
 
 
@@ -188,7 +221,7 @@ def _ppid(pid: int) -> int:
         return 0
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -207,7 +240,7 @@ def _kill(pids):
 def orphans(config: Config) -> list[int]:
     """Actor processes whose admin died (kill -9): they still hold the admin port."""
     recorded = _read_pidfile(config)
-    if recorded is None or _alive(recorded[1]):
+    if recorded is None or alive(recorded[1]):
         return []
     return _session_members(recorded[0])
 
@@ -215,6 +248,6 @@ def orphans(config: Config) -> list[int]:
 def kill_and_wait(pids, config: Config, timeout: float = 10.0):
     _kill(pids)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (any(_alive(p) for p in pids) or admin_listening(config)):
+    while time.monotonic() < deadline and (any(alive(p) for p in pids) or admin_listening(config)):
         time.sleep(0.05)
     _pidfile(config).unlink(missing_ok=True)

@@ -32,14 +32,14 @@ def _check_redis(url: str):
         raise Fail(f"cannot reach Redis at {url}: {e}") from None
 
 
-def _start_actors(config: Config):
+def _start_actors(config: Config, log_file=None):
     """Clear what an unclean stop left behind, then boot the actor system."""
     orphans = actorsys.orphans(config)
     if orphans:
         _say(f"stopping {len(orphans)} actor processes left by an engine that died")
         actorsys.kill_and_wait(orphans, config)
     try:
-        actorsys.start(config)
+        actorsys.start(config, log_file=log_file)
     except RuntimeError as e:
         raise Fail(str(e)) from None
 
@@ -122,8 +122,9 @@ def cmd_run(config: Config, args) -> int:
 def cmd_start(config: Config, args) -> int:
     """Boot the actor system in the background (Redis must be reachable)."""
     _check_redis(config.effective_redis_url)
-    _start_actors(config)
-    print(f"Cameron actor system started on admin port {config.admin_port}")
+    log_file = os.path.join(config.data_dir, "log", "actors.log")
+    _start_actors(config, log_file)
+    print(f"Cameron actor system started on admin port {config.admin_port} (log: {log_file})")
     return 0
 
 

@@ -1,0 +1,195 @@
+"""Fixtures that bring up the real stack: redis-server, activity servers, actor system, gunicorn."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from cameron import actorsys, store
+from cameron.activity_server import ActivityServer
+from cameron.config import ROOT, from_env
+from cameron.redis_server import EmbeddedRedis
+
+TIME_FORMAT = re.compile(r"^\d\d-\d\d-\d{4} \d\d:\d\d:\d\d$")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def short_tmp():
+    # Unix socket paths are limited to ~100 bytes: pytest's tmp_path can be longer.
+    path = tempfile.mkdtemp(prefix="cam", dir="/tmp")
+    yield Path(path)
+    subprocess.run(["rm", "-rf", path], check=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server(short_tmp):
+    server = EmbeddedRedis(str(short_tmp / "data")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def activities():
+    server = ActivityServer("127.0.0.1", 0).start_in_thread()
+    yield server
+    server.stop()
+
+
+class Engine:
+    """A running Cameron: actor system started by `cameron start`, API served by gunicorn."""
+
+    def __init__(self, env: dict, base_url: str, redis_url: str):
+        self.env = env
+        self.config = from_env(env)
+        self.base_url = base_url
+        self.redis = store.connect(redis_url)
+        self.http = requests.Session()
+
+    def cli(self, *args, timeout=60) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cameron.cli", *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def start_job(self, process: str, key: str = "k1", data: str = "some data",
+                  requestor: str = "tester") -> requests.Response:
+        return self.http.post(f"{self.base_url}/api/process/{process}/start",
+                              json={"key": key, "data": data, "requestor": requestor}, timeout=15)
+
+    def run_job(self, process: str, timeout: float = 20, **fields) -> dict:
+        """Start a job and return its document once it is done."""
+        resp = self.start_job(process, **fields)
+        assert resp.status_code == 201, resp.text
+        return self.wait_done(resp.headers["Location"], timeout)
+
+    def wait_done(self, location: str, timeout: float = 20) -> dict:
+        def done():
+            doc = self.http.get(location, timeout=15).json()
+            return doc if doc["status"]["current"] == "done" else None
+        return wait_until(done, timeout, f"job {location} to be done")
+
+    def job_hash(self, doc: dict) -> dict:
+        from cameron import keys
+        return self.redis.hgetall(keys.job_tag(doc["process"], doc["key"], doc["uuid"]))
+
+
+def _catalog(activities: ActivityServer, closed_port: int) -> str:
+    lab = f"{activities.url}/lab"
+    return f"""
+[processes.foo]
+start = "{activities.url}/foo/v0.0.1/start"
+
+[processes.mixed]
+start = "{lab}/mixed"
+read_timeout = 1
+
+[processes.fanout]
+start = "{lab}/fanout/5/1000"
+
+[processes.twins]
+start = "{lab}/twins"
+
+[processes.chain]
+start = "{lab}/chain/3"
+
+[processes.slow]
+start = "{lab}/sleep/2000"
+
+[processes.refused]
+start = "http://127.0.0.1:{closed_port}/nothing"
+"""
+
+
+def start_engine(tmp: Path, redis_url: str, activities: ActivityServer, **extra_env) -> tuple:
+    """Start actors and gunicorn on free ports; returns (Engine, gunicorn process)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    catalog_file = tmp / "processes.toml"
+    catalog_file.write_text(_catalog(activities, free_port()))
+    env = {**os.environ, "CAMERON_ENV": "test", "CAMERON_PROCESSES": str(catalog_file),
+           "CAMERON_REDIS_URL": redis_url, "CAMERON_DATA_DIR": str(tmp),
+           "CAMERON_ADMIN_PORT": str(free_port()), "CAMERON_PORT": str(free_port()),
+           "THESPIAN_BASE_IPADDR": "127.0.0.1", **extra_env}
+    engine = Engine(env, f"http://127.0.0.1:{env['CAMERON_PORT']}", redis_url)
+    try:
+        started = engine.cli("start")
+    except BaseException:
+        _force_stop(engine)
+        raise
+    if started.returncode != 0:
+        _force_stop(engine)
+        pytest.fail(f"cameron start failed: {started.stderr}")
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.py"),
+                            "cameron.wsgi:app"], env=env, stdin=subprocess.DEVNULL)
+
+    def serving():
+        try:
+            return requests.get(f"{engine.base_url}/api", timeout=1).status_code == 200
+        except requests.RequestException:
+            assert web.poll() is None, "gunicorn exited at start"
+            return False
+    try:
+        wait_until(serving, 30, "gunicorn to serve /api", interval=0.05)
+    except BaseException:
+        stop_engine(engine, web)
+        raise
+    return engine, web
+
+
+def _force_stop(engine: Engine):
+    """After a failed start: whatever of the actor system came up must not outlive the test."""
+    try:
+        engine.cli("stop", timeout=30)
+    finally:
+        actorsys.kill_and_wait(actorsys.system_pids(engine.config), engine.config)
+
+
+def stop_engine(engine: Engine, web: subprocess.Popen):
+    """Stop gunicorn and the actor system; fail if anything had to be killed or stays behind."""
+    web.send_signal(signal.SIGTERM)
+    try:
+        web.wait(20)
+    except subprocess.TimeoutExpired:
+        web.kill()
+        web.wait()
+        pytest.fail("gunicorn did not stop on SIGTERM")
+    pids = actorsys.system_pids(engine.config)
+    stopped = engine.cli("stop")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    left = [p for p in pids if actorsys.alive(p)]
+    assert not left, f"actor processes left after `cameron stop`: {left}"
+
+
+@pytest.fixture(scope="session")
+def engine(short_tmp, redis_server, activities):
+    engine, web = start_engine(short_tmp / "engine", redis_server.url, activities)
+    yield engine
+    stop_engine(engine, web)
+
+
+def load_json(text: str):
+    return json.loads(text)

@@ -1,0 +1,161 @@
+"""Jobs through the real stack: gunicorn, actor system, redis-server and HTTP activity servers."""
+
+import json
+import time
+from urllib.parse import quote
+
+import pytest
+
+from cameron import keys
+from conftest import TIME_FORMAT
+
+pytestmark = pytest.mark.stack
+
+ORIGINAL_REQUEST = {"key": "(id,007)", "data": "be careful with that data", "requestor": "bob_the_thin"}
+
+
+def test_the_foo_job_runs_to_done_with_seven_tasks_in_start_order(engine):
+    # Given the sample workflow, when a client starts it with the original request
+    resp = engine.start_job("foo", **ORIGINAL_REQUEST)
+
+    # Expect a 201 naming the job, with a Location on the request's own host, key encoded
+    assert resp.status_code == 201
+    body = resp.json()
+    assert len(body["uuid"]) == 32 and int(body["uuid"], 16) >= 0
+    assert resp.headers["Location"] == (
+        f"{engine.base_url}/api/process/foo/key/%28id%2C007%29/job/{body['uuid']}")
+    assert body["links"]["self"] == resp.headers["Location"]
+
+    # and the job ends done, its seven tasks in start order, three levels deep
+    doc = engine.wait_done(resp.headers["Location"])
+    assert (doc["process"], doc["key"], doc["uuid"]) == ("foo", "(id,007)", body["uuid"])
+    assert doc["requestor"] == "bob_the_thin"
+    assert TIME_FORMAT.match(doc["status"]["time"])
+    names = [t["name"] for t in doc["tasks"]]
+    assert names[0] == "start" and names[-1] == "act_5_sub_1"
+    assert sorted(names[1:6]) == [f"act_{i}" for i in range(1, 6)]
+    assert all(t["status"]["current"] == "done" for t in doc["tasks"])
+    assert doc["errors"] == 0
+
+
+def test_activities_get_the_protocol_body_and_pass_data_on(engine):
+    doc = engine.run_job("foo", **ORIGINAL_REQUEST)
+    tasks = {t["name"]: t for t in doc["tasks"]}
+    # The start task gets the job's own input as requestor.
+    assert tasks["start"]["requestor"] == "bob_the_thin"
+    assert tasks["start"]["data"]["who_id"] == "(id,007)"
+    # Children get the parent's data as JSON (not a string) and its answer's name as requestor.
+    for i in range(1, 6):
+        assert tasks[f"act_{i}"]["requestor"] == "whois"
+        assert tasks[f"act_{i}"]["data"] == {"act": str(i), "who_id": "(id,007)", "requestor": "whois"}
+    assert tasks["act_5_sub_1"]["requestor"] == "foo_act_5"
+    assert tasks["act_5_sub_1"]["data"] == {"sub": 1, "from": "foo_act_5"}
+
+
+def test_redis_holds_the_original_schema_for_foo(engine):
+    doc = engine.run_job("foo", **ORIGINAL_REQUEST)
+    tag = keys.job_tag("foo", "(id,007)", doc["uuid"])
+    h = engine.redis.hgetall(tag)
+
+    job_fields = {"job.key", "job.data", "job.requestor", "job.status.current", "job.status.scheduled.time",
+                  "job.status.running.time", "job.status.done.time", "job.tasks"}
+    task_fields = {f"task.{n}.{f}" for n in range(7) for f in (
+        "requestor", "status.current", "status.running.time", "status.done.time",
+        "output.data", "output.next_activities")}
+    original = job_fields | task_fields
+    assert len(original) == 50
+    assert original <= set(h), sorted(original - set(h))
+    assert h["job.key"] == "(id,007)" and h["job.data"] == "be careful with that data"
+    assert h["job.requestor"] == "bob_the_thin" and h["job.status.current"] == "done"
+    assert h["job.tasks"].split(",") == [t["name"] for t in doc["tasks"]]
+    for field, value in h.items():
+        if field.endswith(".time"):
+            assert TIME_FORMAT.match(value), (field, value)
+    by_name = {h[f"task.{n}.name"]: n for n in range(7)}
+    start = by_name["start"]
+    assert json.loads(h[f"task.{start}.output.next_activities"])["definitions"][0]["name"] == "act_1"
+    assert h[f"task.{by_name['act_1']}.output.next_activities"] == "undefined"
+    assert json.loads(h[f"task.{by_name['act_1']}.output.data"])["act"] == "1"
+
+    # Markers: only the final ones are left.
+    assert engine.redis.exists(f"{tag}:done")
+    assert not engine.redis.exists(f"{tag}:pending") and not engine.redis.exists(f"{tag}:running")
+    for n in range(7):
+        assert engine.redis.exists(f"{tag}:{n}:done")
+        assert not engine.redis.exists(f"{tag}:{n}:running")
+
+
+def test_every_kind_of_activity_failure_ends_its_task_in_error_and_the_job_done(engine, activities):
+    # Given a start activity whose children fail in every way (the 'mixed' process reads with
+    # a 1 s timeout), beside one good child
+    doc = engine.run_job("mixed", timeout=30)
+    tasks = {t["name"]: t for t in doc["tasks"]}
+    assert tasks["start"]["status"]["current"] == "done"
+    assert tasks["good"]["status"]["current"] == "done"
+    assert tasks["good"]["data"] == "to the children"
+    expected = {
+        "status": "HTTP 500",
+        "notjson": "not JSON",
+        "shape": "must be a JSON object",
+        "noname": "no 'name'",
+        "badnext": "definitions[0] needs an http(s) 'url'",
+        "sleep": "read timeout",
+        "refused": "connection",
+    }
+    tag = keys.job_tag("mixed", "k1", doc["uuid"])
+    for name, words in expected.items():
+        task = tasks[name]
+        assert task["status"]["current"] == "error", name
+        assert words in task["data"]["error"], (name, task["data"])
+        assert task["data"]["url"] == task["url"]
+        assert engine.redis.exists(f"{tag}:{task['index']}:error")
+        assert not engine.redis.exists(f"{tag}:{task['index']}:running")
+    assert doc["errors"] == len(expected)
+    assert engine.redis.exists(f"{tag}:done")
+
+
+def test_a_start_activity_nobody_listens_on_ends_the_job_done_with_one_error(engine):
+    doc = engine.run_job("refused")
+    [task] = doc["tasks"]
+    assert task["status"]["current"] == "error"
+    assert "connection" in task["data"]["error"]
+    assert doc["errors"] == 1
+
+
+def test_two_tasks_with_the_same_activity_name_are_both_recorded(engine):
+    doc = engine.run_job("twins")
+    twins = [t for t in doc["tasks"] if t["name"] == "twin"]
+    assert len(twins) == 2
+    assert {t["index"] for t in twins} == {1, 2}
+    assert all(t["status"]["current"] == "done" for t in twins)
+    h = engine.job_hash(doc)
+    assert h["job.tasks"] == "start,twin,twin"
+    assert h["task.1.status.current"] == h["task.2.status.current"] == "done"
+
+
+def test_five_siblings_of_one_second_run_at_the_same_time(engine):
+    started = time.monotonic()
+    doc = engine.run_job("fanout")
+    elapsed = time.monotonic() - started
+    children = doc["tasks"][1:]
+    assert len(children) == 5 and all(t["status"]["current"] == "done" for t in children)
+    assert all(t["duration_ms"] >= 1000 for t in children)
+    # One after another they would take at least 5 s.
+    assert elapsed < 3.5, f"five 1 s siblings took {elapsed:.2f} s"
+
+
+def test_a_chain_runs_level_by_level(engine):
+    doc = engine.run_job("chain")
+    assert [t["name"] for t in doc["tasks"]] == ["start", "chain_2", "chain_1", "chain_0"]
+    assert [t["parent"] for t in doc["tasks"]] == [None, 0, 1, 2]
+    assert [t["requestor"] for t in doc["tasks"][1:]] == ["chain_3", "chain_2", "chain_1"]
+
+
+@pytest.mark.parametrize("key", ["MixedCase", "with space", "a/b/c", "(id,007)", "ünï, (x/y) Z"])
+def test_keys_round_trip_through_the_location(engine, key):
+    resp = engine.start_job("foo", key=key)
+    assert resp.status_code == 201
+    assert f"/key/{quote(key, safe='')}/job/" in resp.headers["Location"]
+    doc = engine.wait_done(resp.headers["Location"])
+    assert doc["key"] == key
+    assert doc["tasks"][0]["data"]["who_id"] == key

@@ -1,0 +1,308 @@
+"""The activity protocol: what Cameron sends to an activity and how it checks the answer."""
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from cameron import activity
+from cameron.activity import ActivityError, ActivityResult, Definition, parse_answer
+from cameron.activity_server import ActivityServer
+
+LIMITS = dict(connect_timeout=2.0, read_timeout=5.0, max_bytes=1024 * 1024, max_fanout=100)
+BODY = {"job": "0123456789abcdef0123456789abcdef", "key": "(id,007)",
+        "data": "be careful with that data", "requestor": "bob_the_thin"}
+
+
+def bad_answer(raw, max_fanout=10) -> str:
+    if isinstance(raw, (dict, list)):
+        raw = json.dumps(raw)
+    if isinstance(raw, str):
+        raw = raw.encode()
+    with pytest.raises(ActivityError) as info:
+        parse_answer(raw, max_fanout=max_fanout)
+    return str(info.value)
+
+
+# --- parse_answer: good answers ---------------------------------------------
+
+def test_an_answer_with_next_activities_lists_their_definitions():
+    # Given the sample start activity's kind of answer
+    nxt = {"definitions": [{"name": "act_1", "url": "http://h/act_1"},
+                           {"name": "act_2", "url": "https://h/act_2", "extra": "ignored"}]}
+    raw = json.dumps({"name": "whois", "data": {"who_id": "(id,007)"}, "next_activities": nxt,
+                      "something_else": True}).encode()
+    # When / Expect
+    result = parse_answer(raw, max_fanout=10)
+    assert result == ActivityResult(name="whois", data={"who_id": "(id,007)"}, next_activities=nxt,
+                                    definitions=(Definition("act_1", "http://h/act_1"),
+                                                 Definition("act_2", "https://h/act_2")))
+
+
+def test_an_answer_without_next_activities_is_a_leaf():
+    result = parse_answer(b'{"name": "foo_act_1", "data": [1, 2, 3]}', max_fanout=10)
+    assert result == ActivityResult(name="foo_act_1", data=[1, 2, 3], next_activities=None, definitions=())
+
+
+@pytest.mark.parametrize("data", [None, 0, "", [], {}, False])
+def test_any_json_value_is_acceptable_data(data):
+    result = parse_answer(json.dumps({"name": "n", "data": data}).encode(), max_fanout=10)
+    assert result.data == data
+    assert result.definitions == ()
+
+
+def test_next_activities_with_no_definitions_has_no_successors():
+    result = parse_answer(b'{"name": "n", "data": 1, "next_activities": {}}', max_fanout=10)
+    assert result.definitions == ()
+    assert result.next_activities == {}
+
+
+def test_exactly_the_fanout_limit_is_allowed():
+    defs = [{"name": f"a{i}", "url": f"http://h/{i}"} for i in range(3)]
+    result = parse_answer(json.dumps({"name": "n", "data": 1, "next_activities": {"definitions": defs}})
+                          .encode(), max_fanout=3)
+    assert len(result.definitions) == 3
+
+
+# --- parse_answer: bad answers, each saying what is wrong ---------------------
+
+@pytest.mark.parametrize("raw", [b"this is not JSON", b"", b'{"name": "x", "data": ', b"\xff\xfe\x00garbage"])
+def test_an_answer_that_is_not_json_is_refused(raw):
+    message = bad_answer(raw)
+    assert "not JSON" in message
+
+
+def test_the_not_json_message_quotes_the_start_of_the_answer():
+    message = bad_answer(b"<html>Bad Gateway</html>")
+    assert "<html>Bad Gateway" in message
+
+
+@pytest.mark.parametrize("raw, kind", [(["a", "list"], "list"), ('"text"', "str"), ("42", "int"),
+                                       ("null", "NoneType")])
+def test_an_answer_that_is_not_an_object_is_refused(raw, kind):
+    message = bad_answer(raw)
+    assert "must be a JSON object" in message
+    assert kind in message
+
+
+@pytest.mark.parametrize("answer", [{"data": 1}, {"name": "", "data": 1}, {"name": 7, "data": 1},
+                                    {"name": None, "data": 1}])
+def test_an_answer_without_a_name_string_is_refused(answer):
+    assert "'name'" in bad_answer(answer)
+
+
+def test_an_answer_without_data_is_refused():
+    assert "'data'" in bad_answer({"name": "n"})
+
+
+@pytest.mark.parametrize("nxt", [[], "act_1", 1, [{"name": "a", "url": "http://h/a"}]])
+def test_next_activities_that_is_not_an_object_is_refused(nxt):
+    message = bad_answer({"name": "n", "data": 1, "next_activities": nxt})
+    assert "'next_activities' must be an object" in message
+
+
+@pytest.mark.parametrize("defs", [{"name": "a", "url": "http://h/a"}, "http://h/a", None, 3])
+def test_definitions_that_is_not_a_list_is_refused(defs):
+    message = bad_answer({"name": "n", "data": 1, "next_activities": {"definitions": defs}})
+    assert "'definitions' list" in message
+
+
+@pytest.mark.parametrize("definition", [{"url": "http://h/a"}, {"name": "", "url": "http://h/a"},
+                                        {"name": 3, "url": "http://h/a"}, "act_1", None])
+def test_a_definition_without_a_name_is_refused_naming_its_position(definition):
+    defs = [{"name": "ok", "url": "http://h/ok"}, definition]
+    message = bad_answer({"name": "n", "data": 1, "next_activities": {"definitions": defs}})
+    assert "definitions[1]" in message
+    assert "'name'" in message
+
+
+@pytest.mark.parametrize("url", [None, "", "h/act", "ftp://h/act", "http://", 42])
+def test_a_definition_without_an_http_url_is_refused_naming_its_position(url):
+    definition = {"name": "act"} if url is None else {"name": "act", "url": url}
+    message = bad_answer({"name": "n", "data": 1, "next_activities": {"definitions": [definition]}})
+    assert "definitions[0]" in message
+    assert "'url'" in message
+
+
+def test_more_next_activities_than_the_fanout_limit_is_refused():
+    defs = [{"name": f"a{i}", "url": f"http://h/{i}"} for i in range(4)]
+    message = bad_answer({"name": "n", "data": 1, "next_activities": {"definitions": defs}}, max_fanout=3)
+    assert "4 next activities" in message
+    assert "fan-out limit of 3" in message
+
+
+# --- call(): against real HTTP servers ---------------------------------------
+
+@pytest.fixture(scope="module")
+def lab():
+    server = ActivityServer("127.0.0.1", 0).start_in_thread()
+    yield server
+    server.stop()
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Answers like /lab/echo and keeps what it was sent, to check the request itself."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.seen.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                                 "content_type": self.headers.get("Content-Type"), "raw": raw})
+        if self.path == "/stall":  # the headers and a first piece of the body, then nothing
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b'{"name": "stalled", ')
+            self.wfile.flush()
+            self.server.release.wait(5)
+            return
+        payload = json.dumps({"name": "recorded", "data": None}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def recorder_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.daemon_threads = True
+    server.seen = []
+    server.release = threading.Event()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def recorder(recorder_server):
+    recorder_server.seen.clear()
+    return recorder_server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call_error(url, **overrides) -> str:
+    with pytest.raises(ActivityError) as info:
+        activity.call(url, BODY, **{**LIMITS, **overrides})
+    return str(info.value)
+
+
+def test_the_request_is_a_json_post_of_job_key_data_and_requestor(recorder):
+    # Given an activity that records what it receives
+    url = f"http://127.0.0.1:{recorder.server_address[1]}/activity/start"
+    # When Cameron calls it
+    activity.call(url, BODY, **LIMITS)
+    # Expect one POST to that path, Content-Type application/json, and the body as a JSON object
+    [seen] = recorder.seen
+    assert (seen["method"], seen["path"]) == ("POST", "/activity/start")
+    assert seen["content_type"] == "application/json"
+    assert json.loads(seen["raw"]) == BODY
+
+
+def test_extra_headers_go_along_with_the_json_content_type(recorder):
+    # Given the headers the engine adds to say which job and task is calling
+    url = f"http://127.0.0.1:{recorder.server_address[1]}/act"
+    activity.call(url, BODY, headers={"X-Cameron-Job": BODY["job"], "X-Cameron-Task": "0:start"}, **LIMITS)
+    # Expect them sent, and the body still declared as JSON
+    headers = recorder.seen[0]["headers"]
+    assert headers["X-Cameron-Job"] == BODY["job"]
+    assert headers["X-Cameron-Task"] == "0:start"
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_a_parent_data_object_is_sent_as_json_not_as_a_json_string(recorder):
+    # Given a later task whose parent answered an object (the original re-encoded it as a string)
+    url = f"http://127.0.0.1:{recorder.server_address[1]}/act_1"
+    body = {**BODY, "data": {"who_id": "(id,007)", "list": [1, 2]}, "requestor": "whois"}
+    # When / Expect the object arrives as an object
+    activity.call(url, body, **LIMITS)
+    assert json.loads(recorder.seen[0]["raw"])["data"] == {"who_id": "(id,007)", "list": [1, 2]}
+
+
+def test_a_good_activity_answer_comes_back_checked(lab):
+    # Given the lab's echo activity / When called / Expect its answer, echoing the data sent
+    result = activity.call(f"{lab.url}/lab/echo", {**BODY, "data": {"x": [1, "ü"]}}, **LIMITS)
+    assert (result.name, result.data, result.definitions) == ("echo", {"x": [1, "ü"]}, ())
+
+
+def test_an_answer_with_successors_comes_back_with_their_definitions(lab):
+    result = activity.call(f"{lab.url}/lab/fanout/2/0", BODY, **LIMITS)
+    assert [d.name for d in result.definitions] == ["child_0", "child_1"]
+    assert all(d.url == f"{lab.url}/lab/sleep/0" for d in result.definitions)
+
+
+def test_a_refused_connection_is_an_activity_error():
+    # Given a port nothing listens on
+    message = call_error(f"http://127.0.0.1:{free_port()}/start")
+    # Expect a short, clear reason
+    assert message == "connection failed: connection refused"
+
+
+def test_an_activity_slower_than_the_read_timeout_is_an_activity_error(lab):
+    # Given an activity that takes 2 s, and a read timeout of 0.2 s
+    message = call_error(f"{lab.url}/lab/sleep/2000", read_timeout=0.2)
+    # Expect a timeout error naming the limit
+    assert message == "no answer within 0.2 s (read timeout)"
+
+
+def test_an_activity_that_stalls_mid_answer_is_reported_as_a_read_timeout(recorder):
+    # Given an activity that sends its headers and part of its body, then goes quiet
+    url = f"http://127.0.0.1:{recorder.server_address[1]}/stall"
+    # When the read timeout passes / Expect the same clear timeout message as for a silent activity
+    message = call_error(url, read_timeout=0.2)
+    assert message == "no answer within 0.2 s (read timeout)"
+
+
+@pytest.mark.parametrize("status, reason", [(500, "Internal Server Error"), (404, "Not Found"),
+                                            (201, "Created")])
+def test_a_status_other_than_200_is_an_activity_error(lab, status, reason):
+    message = call_error(f"{lab.url}/lab/status/{status}")
+    assert message == f"activity answered HTTP {status} {reason}"
+
+
+def test_an_unknown_activity_path_is_an_http_404_error(lab):
+    assert "HTTP 404" in call_error(f"{lab.url}/lab/nothing-here")
+
+
+def test_an_answer_that_is_not_json_is_an_activity_error(lab):
+    message = call_error(f"{lab.url}/lab/notjson")
+    assert message == "answer is not JSON: 'this is not JSON'"
+
+
+def test_an_answer_of_the_wrong_shape_is_an_activity_error(lab):
+    assert "must be a JSON object, got list" in call_error(f"{lab.url}/lab/shape")
+    assert "'name'" in call_error(f"{lab.url}/lab/noname")
+    assert "definitions[0]" in call_error(f"{lab.url}/lab/badnext")
+
+
+def test_an_answer_larger_than_max_bytes_is_an_activity_error(lab):
+    # Given an answer of about 200 kB and a limit of 100 kB
+    message = call_error(f"{lab.url}/lab/big/200000", max_bytes=100_000)
+    # Expect the limit named in the error
+    assert message == "answer larger than the 100000-byte limit"
+
+
+def test_an_answer_just_under_max_bytes_is_accepted(lab):
+    # Given an answer whose JSON is a little under the limit
+    result = activity.call(f"{lab.url}/lab/big/1000", BODY, **{**LIMITS, "max_bytes": 1100})
+    assert result.data == "x" * 1000
+
+
+def test_a_fanout_over_the_limit_from_a_real_activity_is_an_activity_error(lab):
+    message = call_error(f"{lab.url}/lab/fanout/5/0", max_fanout=4)
+    assert "fan-out limit of 4" in message

@@ -1,0 +1,284 @@
+"""The HTTP API as a client sees it, with a fake engine behind the gateway (no actors)."""
+
+import json
+
+import falcon
+import falcon.testing
+import pytest
+
+from cameron import api
+from cameron import messages as m
+from cameron.catalog import Process
+from cameron.gateway import EngineUnavailable
+
+UUID = "0123456789abcdef0123456789abcdef"
+FOO = Process(name="foo", start_url="http://127.0.0.1:9292/foo/v0.0.1/start")
+REQUEST = {"key": "(id,007)", "data": "be careful with that data", "requestor": "bob_the_thin"}
+
+
+class FakeGateway:
+    """Answers each ask with what the test set for that role, and remembers what was asked."""
+
+    def __init__(self, **replies):
+        self.replies = replies
+        self.asked = []
+
+    def ask(self, role, msg):
+        self.asked.append((role, msg))
+        reply = self.replies[role]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply(msg) if callable(reply) else reply
+
+
+def accept(msg: m.StartJob):
+    """The scheduler's answer: the job accepted, for the process the catalog knows."""
+    process = Process(name=msg.process, start_url="http://a.example/start")
+    return m.JobAccepted(m.JobSpec(process=process, key=msg.key, data=msg.data, requestor=msg.requestor,
+                                   uuid=UUID, tag=f"cameron:process:{msg.process}:key:{msg.key}:job:{UUID}",
+                                   scheduled_time="01-02-2025 03:04:05"))
+
+
+def client_for(gateway) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(api.create_app(gateway))
+
+
+def post_start(client, body, name="foo", raw_name=None, headers=None, **kwargs):
+    path = f"/api/process/{name}/start"
+    extras = {"RAW_URI": f"/api/process/{raw_name}/start"} if raw_name else None
+    if not isinstance(body, (str, bytes)):
+        body = json.dumps(body)
+    return client.simulate_post(path, body=body, headers={"Content-Type": "application/json", **(headers or {})},
+                                extras=extras, **kwargs)
+
+
+def assert_json_error(resp, status, title):
+    assert resp.status_code == status
+    assert resp.headers["content-type"].startswith("application/json")
+    assert resp.json["title"] == title
+    return resp.json.get("description", "")
+
+
+# --- GET /api -------------------------------------------------------------------
+
+def test_the_api_root_answers_the_banner_text():
+    # When a client opens /api
+    resp = client_for(FakeGateway()).simulate_get("/api")
+    # Expect 200 text starting with the original's banner
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/plain")
+    assert resp.text.splitlines()[0] == "Cameron Workflow Engine // Web API"
+
+
+def test_the_api_root_answers_json_to_a_client_that_asks_for_it():
+    resp = client_for(FakeGateway()).simulate_get("/api", headers={"Accept": "application/json"})
+    assert resp.status_code == 200
+    assert resp.json["name"] == "Cameron Workflow Engine // Web API"
+    assert resp.json["links"]["start"] == "/api/process/{name}/start"
+
+
+# --- POST /api/process/{name}/start -------------------------------------------------
+
+def test_starting_a_job_answers_201_with_its_location_and_a_json_body():
+    # Given an engine that accepts the job
+    gateway = FakeGateway(scheduler=accept)
+    client = client_for(gateway)
+    # When the original docs' request is posted to a server reached as cameron.example:8080
+    resp = post_start(client, REQUEST, host="cameron.example", port=8080)
+    # Expect 201, Location from the request's own host with the key URL-encoded
+    location = f"http://cameron.example:8080/api/process/foo/key/%28id%2C007%29/job/{UUID}"
+    assert resp.status_code == 201
+    assert resp.headers["location"] == location
+    # ... a JSON body naming the job
+    assert resp.json["uuid"] == UUID
+    assert resp.json["links"]["self"] == location
+    assert (resp.json["process"], resp.json["key"], resp.json["status"]) == ("foo", "(id,007)", "scheduled")
+    # ... and the scheduler asked to start exactly what was posted
+    assert gateway.asked == [("scheduler", m.StartJob("foo", "(id,007)", "be careful with that data",
+                                                      "bob_the_thin"))]
+
+
+@pytest.mark.parametrize("key, encoded", [("a/b", "a%2Fb"), ("Bob Smith", "Bob%20Smith"),
+                                          ("50%", "50%25"), ("é?#&", "%C3%A9%3F%23%26")])
+def test_the_location_encodes_every_special_character_of_the_key(key, encoded):
+    resp = post_start(client_for(FakeGateway(scheduler=accept)), {**REQUEST, "key": key})
+    assert resp.status_code == 201
+    assert resp.headers["location"].endswith(f"/api/process/foo/key/{encoded}/job/{UUID}")
+
+
+def test_an_encoded_process_name_is_decoded_before_the_engine_sees_it():
+    # Given a client that encodes the process name in the path
+    gateway = FakeGateway(scheduler=accept)
+    resp = post_start(client_for(gateway), REQUEST, name="my.proc", raw_name="my%2Eproc")
+    # Expect the scheduler asked about the decoded name
+    assert resp.status_code == 201
+    assert gateway.asked[0][1].process == "my.proc"
+
+
+@pytest.mark.parametrize("body", ["{not json", "", b"\xff\xfe", '{"key": "k", "data": "d", "requestor": "r"'])
+def test_a_body_that_is_not_json_is_a_400_saying_so(body):
+    gateway = FakeGateway(scheduler=accept)
+    resp = post_start(client_for(gateway), body)
+    assert "not valid JSON" in assert_json_error(resp, 400, "Invalid JSON")
+    assert gateway.asked == []
+
+
+@pytest.mark.parametrize("body", [[REQUEST], '"a string"', "42", "null"])
+def test_a_body_that_is_not_an_object_is_a_400_saying_so(body):
+    resp = post_start(client_for(FakeGateway(scheduler=accept)), body)
+    assert "must be a JSON object" in assert_json_error(resp, 400, "Invalid job request")
+
+
+@pytest.mark.parametrize("field", ["key", "data", "requestor"])
+def test_a_missing_field_is_a_400_naming_it(field):
+    body = {k: v for k, v in REQUEST.items() if k != field}
+    gateway = FakeGateway(scheduler=accept)
+    resp = post_start(client_for(gateway), body)
+    assert assert_json_error(resp, 400, "Invalid job request") == f"'{field}' is missing"
+    assert gateway.asked == []
+
+
+@pytest.mark.parametrize("field", ["key", "data", "requestor"])
+@pytest.mark.parametrize("value", [7, None, {"a": 1}, ["x"], True])
+def test_a_non_string_field_is_a_400_naming_it(field, value):
+    resp = post_start(client_for(FakeGateway(scheduler=accept)), {**REQUEST, field: value})
+    assert assert_json_error(resp, 400, "Invalid job request") == f"'{field}' must be a string"
+
+
+def test_an_empty_key_is_a_400():
+    resp = post_start(client_for(FakeGateway(scheduler=accept)), {**REQUEST, "key": ""})
+    assert assert_json_error(resp, 400, "Invalid job request") == "'key' must not be empty"
+
+
+def test_a_body_over_the_size_limit_is_a_413():
+    gateway = FakeGateway(scheduler=accept)
+    resp = post_start(client_for(gateway), {**REQUEST, "data": "x" * (api.MAX_BODY + 1)})
+    assert_json_error(resp, 413, "Body too large")
+    assert gateway.asked == []
+
+
+def test_an_unknown_process_is_a_json_404():
+    # Given an engine whose catalog has no process "nope"
+    resp = post_start(client_for(FakeGateway(scheduler=m.UnknownProcess("nope"))), REQUEST, name="nope")
+    # Expect a JSON 404 naming it
+    assert "'nope'" in assert_json_error(resp, 404, "Unknown process")
+    assert "location" not in resp.headers
+
+
+def test_an_unavailable_engine_is_a_json_503_with_retry_after():
+    # Given an engine that cannot take the request now
+    gateway = FakeGateway(scheduler=EngineUnavailable("the scheduler actor did not answer"))
+    resp = post_start(client_for(gateway), REQUEST)
+    # Expect 503 with Retry-After and the reason
+    assert assert_json_error(resp, 503, "Engine unavailable") == "the scheduler actor did not answer"
+    assert resp.headers["retry-after"] == "1"
+
+
+def test_a_bug_behind_the_gateway_is_a_json_500_that_keeps_its_details_in_the_log():
+    resp = post_start(client_for(FakeGateway(scheduler=RuntimeError("secret internals"))), REQUEST)
+    description = assert_json_error(resp, 500, "Internal error")
+    assert "RuntimeError" in description
+    assert "secret internals" not in resp.text
+
+
+def test_errors_are_json_even_for_a_client_that_prefers_xml():
+    resp = post_start(client_for(FakeGateway(scheduler=accept)), "{bad",
+                      headers={"Accept": "application/xml"})
+    assert_json_error(resp, 400, "Invalid JSON")
+
+
+# --- GET /api/process/{name}/key/{key}/job/{uuid} ------------------------------
+
+DOC = {"process": "foo", "uuid": UUID, "key": "(id,007)", "requestor": "bob_the_thin",
+       "status": {"current": "done", "time": "01-02-2025 03:04:09"},
+       "tasks": [{"name": "start", "requestor": "bob_the_thin",
+                  "status": {"current": "done", "time": "01-02-2025 03:04:08"}, "data": {"who_id": "(id,007)"}}]}
+
+
+def get_job(client, raw_path, **kwargs):
+    # The path as a client would send it: RAW_URI carries it encoded, PATH_INFO decoded.
+    from urllib.parse import unquote
+    return client.simulate_get(unquote(raw_path), extras={"RAW_URI": raw_path}, **kwargs)
+
+
+def test_reading_a_job_returns_its_document_with_a_self_link():
+    # Given a stored job
+    gateway = FakeGateway(job_data=lambda msg: m.JobDocument(dict(DOC)))
+    # When the Location of the original docs' request is read
+    raw = f"/api/process/foo/key/%28id%2C007%29/job/{UUID}"
+    resp = get_job(client_for(gateway), raw)
+    # Expect 200 with the SPEC fields, and the job asked for by its decoded key
+    assert resp.status_code == 200
+    assert {k: resp.json[k] for k in DOC} == DOC
+    assert resp.json["links"]["self"] == f"http://falconframework.org{raw}"
+    assert gateway.asked == [("job_data", m.GetJob("foo", "(id,007)", UUID))]
+
+
+@pytest.mark.parametrize("raw_key, key", [("a%2Fb", "a/b"), ("Bob%20Smith", "Bob Smith"),
+                                          ("MiXeD", "MiXeD"), ("%28id%2C007%29", "(id,007)"),
+                                          ("(id,007)", "(id,007)"), ("50%25", "50%")])
+def test_a_job_is_read_back_by_its_exact_key(raw_key, key):
+    # Given a key with a slash, a space, capitals or an escaped percent sign, encoded in the path
+    gateway = FakeGateway(job_data=lambda msg: m.JobDocument({**DOC, "key": msg.key}))
+    resp = get_job(client_for(gateway), f"/api/process/foo/key/{raw_key}/job/{UUID}")
+    # Expect the engine asked for that exact key (not lowercased, not split at the slash)
+    assert resp.status_code == 200
+    assert gateway.asked == [("job_data", m.GetJob("foo", key, UUID))]
+
+
+def test_a_job_path_works_without_raw_uri_too():
+    # Given a WSGI server that does not pass the raw path (only the decoded PATH_INFO)
+    gateway = FakeGateway(job_data=lambda msg: m.JobDocument(dict(DOC)))
+    resp = client_for(gateway).simulate_get(f"/api/process/foo/key/Bob Smith/job/{UUID}")
+    assert resp.status_code == 200
+    assert gateway.asked == [("job_data", m.GetJob("foo", "Bob Smith", UUID))]
+
+
+@pytest.mark.parametrize("uuid", ["123", UUID.upper(), UUID + "0", UUID[:-1] + "g", "../../etc"])
+def test_a_uuid_that_is_not_32_lowercase_hex_is_a_json_404_without_asking_the_engine(uuid):
+    gateway = FakeGateway(job_data=lambda msg: m.JobDocument(dict(DOC)))
+    resp = get_job(client_for(gateway), f"/api/process/foo/key/k/job/{uuid}")
+    assert resp.status_code == 404
+    assert resp.headers["content-type"].startswith("application/json")
+    assert gateway.asked == []
+
+
+def test_an_unknown_job_is_a_json_404():
+    resp = get_job(client_for(FakeGateway(job_data=m.JobNotFound())), f"/api/process/foo/key/k/job/{UUID}")
+    description = assert_json_error(resp, 404, "Job not found")
+    assert UUID in description and "'k'" in description
+
+
+def test_reading_a_job_while_the_engine_is_unavailable_is_a_503():
+    gateway = FakeGateway(job_data=EngineUnavailable("Redis is down"))
+    resp = get_job(client_for(gateway), f"/api/process/foo/key/k/job/{UUID}")
+    assert assert_json_error(resp, 503, "Engine unavailable") == "Redis is down"
+    assert resp.headers["retry-after"] == "1"
+
+
+# --- GET /api/process ----------------------------------------------------------------
+
+def test_the_catalog_is_listable():
+    gateway = FakeGateway(catalog=m.ProcessList([FOO, Process(name="my.proc", start_url="https://b/s")]))
+    resp = client_for(gateway).simulate_get("/api/process")
+    assert resp.status_code == 200
+    assert resp.json["processes"] == [
+        {"name": "foo", "start": FOO.start_url,
+         "links": {"start": "http://falconframework.org/api/process/foo/start"}},
+        {"name": "my.proc", "start": "https://b/s",
+         "links": {"start": "http://falconframework.org/api/process/my.proc/start"}}]
+    assert gateway.asked == [("catalog", m.ListProcesses())]
+
+
+# --- anything else ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/"), ("GET", "/nothing"), ("GET", "/api/unknown"), ("POST", "/api/process/foo"),
+    ("GET", "/api/process/foo/key/k"), ("GET", f"/api/process/foo/key/a/b/job/{UUID}"),
+    ("DELETE", "/x/y"),
+])
+def test_any_other_path_is_a_json_404(method, path):
+    gateway = FakeGateway()
+    resp = client_for(gateway).simulate_request(method, path)
+    assert_json_error(resp, 404, "Page not found")
+    assert gateway.asked == []

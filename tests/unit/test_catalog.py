@@ -1,0 +1,195 @@
+"""The process catalog file: a user writes config/processes/<env>.toml and Cameron reads it."""
+
+import pytest
+
+from cameron import catalog
+from cameron.catalog import Process
+from cameron.config import ConfigError
+
+
+def write(tmp_path, text, name="processes.toml", mode="w"):
+    path = tmp_path / name
+    if mode == "wb":
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return str(path)
+
+
+def load_error(path) -> str:
+    with pytest.raises(ConfigError) as info:
+        catalog.load(path)
+    return str(info.value)
+
+
+# --- good files -------------------------------------------------------------
+
+def test_a_catalog_with_two_processes_loads_with_their_settings(tmp_path):
+    # Given a catalog with the sample process and one that sets its own timeouts
+    path = write(tmp_path, """
+# comments are fine
+[processes.foo]
+start = "http://127.0.0.1:9292/foo/v0.0.1/start"
+
+[processes."billing.v2-beta_1"]
+start = "https://billing.example.com/start"
+connect_timeout = 2
+read_timeout = 0.5
+""")
+    # When it is loaded
+    processes = catalog.load(path)
+    # Expect both processes, keyed by name; unset settings stay None, ints become floats
+    assert processes == {
+        "foo": Process(name="foo", start_url="http://127.0.0.1:9292/foo/v0.0.1/start"),
+        "billing.v2-beta_1": Process(name="billing.v2-beta_1",
+                                     start_url="https://billing.example.com/start",
+                                     connect_timeout=2.0, read_timeout=0.5),
+    }
+    assert isinstance(processes["billing.v2-beta_1"].connect_timeout, float)
+
+
+def test_an_empty_catalog_has_no_processes(tmp_path):
+    # Given a file with only comments
+    path = write(tmp_path, "# nothing yet\n")
+    # When / Expect
+    assert catalog.load(path) == {}
+
+
+def test_the_shipped_catalogs_are_valid():
+    # Given the catalogs under config/processes/ that ship with Cameron
+    from cameron.config import ROOT
+    for env in ("development", "test", "production"):
+        # When each is loaded / Expect the sample foo process in it
+        processes = catalog.load(str(ROOT / "config" / "processes" / f"{env}.toml"))
+        assert processes["foo"].start_url.startswith("http://"), env
+
+
+# --- bad files: each error names the file and what is wrong ------------------
+
+def test_a_missing_file_is_reported_with_its_path(tmp_path):
+    # Given a path where no file exists
+    path = str(tmp_path / "nope.toml")
+    # When it is loaded / Expect an error naming the path and saying the file is missing
+    message = load_error(path)
+    assert path in message
+    assert "not found" in message
+
+
+def test_a_folder_instead_of_a_file_is_reported_with_its_path(tmp_path):
+    # Given a folder where the file should be
+    folder = tmp_path / "processes.toml"
+    folder.mkdir()
+    # When / Expect a ConfigError (not a bare OSError) naming the path
+    assert str(folder) in load_error(str(folder))
+
+
+def test_bad_toml_is_reported_with_the_path_and_the_parser_error(tmp_path):
+    # Given a file with a syntax error (an unterminated string) on line 2
+    path = write(tmp_path, '[processes.foo]\nstart = "http://x/start\n')
+    # When / Expect
+    message = load_error(path)
+    assert path in message
+    assert "line 2" in message
+
+
+def test_a_file_that_is_not_utf8_is_reported_as_a_config_error(tmp_path):
+    # Given a catalog saved in Latin-1 (an é in a comment), which TOML forbids
+    path = write(tmp_path, '# caf\xe9\n[processes.foo]\nstart = "http://x/s"\n'.encode("latin-1"),
+                 mode="wb")
+    # When it is loaded / Expect a ConfigError naming the file, like any other bad file
+    assert path in load_error(path)
+
+
+def test_an_unknown_top_level_key_is_refused(tmp_path):
+    # Given a file with a typo'd table name
+    path = write(tmp_path, '[process.foo]\nstart = "http://x/start"\n')
+    # When / Expect the error names the file and the unknown entry
+    message = load_error(path)
+    assert path in message
+    assert "'process'" in message
+
+
+def test_processes_that_is_not_a_table_is_refused(tmp_path):
+    path = write(tmp_path, 'processes = ["foo"]\n')
+    message = load_error(path)
+    assert path in message
+    assert "processes" in message
+
+
+@pytest.mark.parametrize("name", ["has space", "a/b", "x:y", "é", "a" * 101, ""])
+def test_a_process_name_outside_the_allowed_characters_is_refused(tmp_path, name):
+    # Given a process whose name cannot appear safely in URLs and Redis keys
+    path = write(tmp_path, f'[processes."{name}"]\nstart = "http://x/start"\n')
+    # When / Expect the error names the file and the bad name
+    message = load_error(path)
+    assert path in message
+    assert repr(name) in message
+
+
+def test_a_process_name_ending_in_a_newline_is_refused(tmp_path):
+    # Given a quoted TOML key with a trailing newline escape: "foo\n"
+    path = write(tmp_path, '[processes."foo\\n"]\nstart = "http://x/start"\n')
+    # When / Expect it is refused like any other name with a control character
+    message = load_error(path)
+    assert path in message
+    assert "process name" in message
+
+
+def test_a_process_that_is_not_a_table_is_refused(tmp_path):
+    path = write(tmp_path, '[processes]\nfoo = "http://x/start"\n')
+    message = load_error(path)
+    assert path in message
+    assert "[processes.foo] must be a table" in message
+
+
+@pytest.mark.parametrize("start_line", [
+    "",                                  # missing
+    'start = "ftp://x/start"',           # not http
+    'start = "127.0.0.1:9292/start"',    # no scheme
+    'start = "http://"',                 # no host
+    "start = 42",                        # not a string
+])
+def test_a_process_needs_an_http_start_url(tmp_path, start_line):
+    # Given a process without a usable start URL
+    path = write(tmp_path, f"[processes.foo]\n{start_line}\nread_timeout = 1\n")
+    # When / Expect the error names the file, the process and the start setting
+    message = load_error(path)
+    assert path in message
+    assert "[processes.foo]" in message
+    assert "start" in message
+
+
+def test_an_unknown_setting_is_refused(tmp_path):
+    # Given a typo in a setting name
+    path = write(tmp_path, '[processes.foo]\nstart = "http://x/s"\nread_timout = 3\n')
+    # When / Expect the error names the file and the unknown setting, and lists the known ones
+    message = load_error(path)
+    assert path in message
+    assert "'read_timout'" in message
+    assert "read_timeout" in message and "connect_timeout" in message
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "-0.5", '"5"', "true", "nan"])
+def test_a_timeout_must_be_a_number_greater_than_zero(tmp_path, value):
+    # Given a timeout that cannot work
+    path = write(tmp_path, f'[processes.foo]\nstart = "http://x/s"\nconnect_timeout = {value}\n')
+    # When / Expect
+    message = load_error(path)
+    assert path in message
+    assert "connect_timeout must be a number greater than zero" in message
+
+
+def test_parse_names_the_given_path_in_its_errors():
+    # Given an already-parsed document with an error, and the path it came from
+    doc = {"processes": {"foo": {"start": "gopher://x"}}}
+    # When / Expect the path given to parse() is in the message
+    with pytest.raises(ConfigError, match="/etc/cameron/prod.toml"):
+        catalog.parse(doc, "/etc/cameron/prod.toml")
+
+
+@pytest.mark.parametrize("url, ok", [
+    ("http://a/b", True), ("https://a:1/b?c", True), ("HTTP://a/b", True),
+    ("http:/a", False), ("file:///etc/passwd", False), (None, False), (b"http://a", False),
+])
+def test_is_http_url(url, ok):
+    assert catalog.is_http_url(url) is ok

@@ -1,0 +1,170 @@
+"""Settings from the environment: what an operator gets by exporting CAMERON_* variables."""
+
+import re
+
+import pytest
+
+from cameron.config import ROOT, Config, ConfigError, from_env
+from cameron.redis_server import EmbeddedRedis
+
+
+def config_error(environ) -> str:
+    with pytest.raises(ConfigError) as info:
+        from_env(environ)
+    return str(info.value)
+
+
+def test_an_empty_environment_gives_the_documented_defaults():
+    # Given no CAMERON_* variable / When the settings are read
+    config = from_env({})
+    # Expect the development catalog, the embedded Redis and the documented defaults
+    assert config.env == "development"
+    assert config.processes_file == str(ROOT / "config" / "processes" / "development.toml")
+    assert config.redis_url == ""
+    assert config.data_dir == str(ROOT / ".cameron")
+    assert (config.bind, config.port, config.admin_port) == ("127.0.0.1", 8080, 19500)
+    assert (config.connect_timeout, config.read_timeout) == (5.0, 30.0)
+    assert config.runners > 0 and config.web_workers > 0 and config.web_threads > 0
+    assert config.max_fanout > 0 and config.max_depth > 0 and config.max_response_bytes > 0
+
+
+def test_from_env_reads_os_environ_when_given_nothing(monkeypatch):
+    # Given the variable exported in the real environment
+    monkeypatch.setenv("CAMERON_PORT", "8181")
+    # When / Expect
+    assert from_env().port == 8181
+
+
+@pytest.mark.parametrize("env", ["development", "test", "production"])
+def test_cameron_env_picks_the_catalog_of_that_environment(env):
+    config = from_env({"CAMERON_ENV": env})
+    assert config.env == env
+    assert config.processes_file == str(ROOT / "config" / "processes" / f"{env}.toml")
+
+
+@pytest.mark.parametrize("env", ["prod", "Production", "staging", ""])
+def test_an_unknown_cameron_env_is_refused_naming_the_choices(env):
+    # Given a mistyped environment name / When / Expect the error quotes it and lists the choices
+    message = config_error({"CAMERON_ENV": env})
+    assert f"CAMERON_ENV={env!r}" in message
+    assert "development, test, production" in message
+
+
+def test_cameron_processes_overrides_the_catalog_file():
+    # Given both an environment and an explicit catalog file
+    config = from_env({"CAMERON_ENV": "production", "CAMERON_PROCESSES": "/srv/cameron/mine.toml"})
+    # Expect the explicit file wins and the environment is still production
+    assert config.processes_file == "/srv/cameron/mine.toml"
+    assert config.env == "production"
+
+
+def test_an_empty_cameron_processes_falls_back_to_the_environment_catalog():
+    config = from_env({"CAMERON_ENV": "test", "CAMERON_PROCESSES": ""})
+    assert config.processes_file == str(ROOT / "config" / "processes" / "test.toml")
+
+
+def test_numbers_are_parsed_into_their_types():
+    # Given every numeric knob set
+    config = from_env({
+        "CAMERON_PORT": "9000", "CAMERON_ADMIN_PORT": "19600", "CAMERON_RUNNERS": "4",
+        "CAMERON_WEB_WORKERS": "3", "CAMERON_WEB_THREADS": "16", "CAMERON_MAX_FANOUT": "50",
+        "CAMERON_MAX_DEPTH": "7", "CAMERON_MAX_RESPONSE_BYTES": "2048",
+        "CAMERON_CONNECT_TIMEOUT": "0.25", "CAMERON_READ_TIMEOUT": "2", "CAMERON_ASK_TIMEOUT": "1.5",
+    })
+    # Expect each one, ints as ints and timeouts as floats
+    assert (config.port, config.admin_port, config.runners) == (9000, 19600, 4)
+    assert (config.web_workers, config.web_threads) == (3, 16)
+    assert (config.max_fanout, config.max_depth, config.max_response_bytes) == (50, 7, 2048)
+    assert (config.connect_timeout, config.read_timeout, config.ask_timeout) == (0.25, 2.0, 1.5)
+    assert type(config.port) is int and type(config.read_timeout) is float
+
+
+def test_string_knobs_are_taken_as_given():
+    config = from_env({"CAMERON_BIND": "0.0.0.0", "CAMERON_DATA_DIR": "/var/lib/cameron",
+                       "CAMERON_REDIS_URL": "redis://db:6379/2"})
+    assert (config.bind, config.data_dir, config.redis_url) == (
+        "0.0.0.0", "/var/lib/cameron", "redis://db:6379/2")
+
+
+def test_an_empty_variable_means_the_default():
+    # Given variables exported but empty (as `export CAMERON_PORT=` does)
+    config = from_env({"CAMERON_PORT": "", "CAMERON_READ_TIMEOUT": "", "CAMERON_BIND": ""})
+    # Expect the defaults rather than an error
+    assert (config.port, config.read_timeout, config.bind) == (8080, 30.0, "127.0.0.1")
+
+
+@pytest.mark.parametrize("var, value", [
+    ("CAMERON_PORT", "eighty"), ("CAMERON_PORT", "80.5"), ("CAMERON_RUNNERS", "2x"),
+    ("CAMERON_MAX_RESPONSE_BYTES", "10MB"),
+])
+def test_a_non_integer_is_refused_naming_the_variable(var, value):
+    message = config_error({var: value})
+    assert f"{var}={value!r}" in message
+    assert re.search(r"expected an? int", message)
+
+
+@pytest.mark.parametrize("var, value", [
+    ("CAMERON_READ_TIMEOUT", "30s"), ("CAMERON_CONNECT_TIMEOUT", "five"), ("CAMERON_ASK_TIMEOUT", "1,5"),
+])
+def test_a_non_number_timeout_is_refused_naming_the_variable(var, value):
+    message = config_error({var: value})
+    assert f"{var}={value!r}" in message
+    assert re.search(r"expected an? float", message)
+
+
+@pytest.mark.parametrize("var, value", [
+    ("CAMERON_PORT", "0"), ("CAMERON_RUNNERS", "-1"), ("CAMERON_WEB_THREADS", "0"),
+    ("CAMERON_MAX_FANOUT", "0"), ("CAMERON_READ_TIMEOUT", "0"), ("CAMERON_CONNECT_TIMEOUT", "-0.5"),
+    ("CAMERON_ASK_TIMEOUT", "0.0"),
+])
+def test_zero_or_negative_values_are_refused(var, value):
+    message = config_error({var: value})
+    assert f"{var}={value!r}" in message
+    assert "greater than zero" in message
+
+
+def test_a_timeout_that_is_not_a_number_at_all_is_refused():
+    # Given float("nan"), which parses but compares false to everything
+    message = config_error({"CAMERON_READ_TIMEOUT": "nan"})
+    assert "CAMERON_READ_TIMEOUT" in message
+
+
+@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://db.example.com:6380",
+                                 "unix:///run/redis/redis.sock"])
+def test_a_redis_url_with_a_known_scheme_is_accepted(url):
+    config = from_env({"CAMERON_REDIS_URL": url})
+    assert config.redis_url == url
+    assert config.effective_redis_url == url
+
+
+@pytest.mark.parametrize("url", ["localhost:6379", "http://localhost:6379", "/run/redis.sock"])
+def test_a_redis_url_with_another_scheme_is_refused(url):
+    message = config_error({"CAMERON_REDIS_URL": url})
+    assert f"CAMERON_REDIS_URL={url!r}" in message
+    assert "redis://" in message and "unix://" in message
+
+
+def test_without_a_redis_url_the_engine_uses_the_embedded_socket_under_the_data_dir():
+    # Given no CAMERON_REDIS_URL and an absolute data folder
+    config = from_env({"CAMERON_DATA_DIR": "/var/lib/cameron"})
+    # Expect a unix:// URL to the socket the embedded Redis listens on
+    assert config.redis_socket == "/var/lib/cameron/redis/redis.sock"
+    assert config.effective_redis_url == "unix:///var/lib/cameron/redis/redis.sock"
+    assert config.effective_redis_url == EmbeddedRedis("/var/lib/cameron").url
+
+
+def test_a_relative_data_dir_still_points_the_engine_at_the_embedded_socket(tmp_path, monkeypatch):
+    # Given CAMERON_DATA_DIR relative to the current folder
+    monkeypatch.chdir(tmp_path)
+    config = from_env({"CAMERON_DATA_DIR": "data"})
+    # Expect the URL the actors connect to is the one the embedded Redis listens on
+    from redis.connection import parse_url
+    assert parse_url(config.effective_redis_url)["path"] == str(tmp_path / "data" / "redis" / "redis.sock")
+
+
+def test_with_changes_one_setting_and_keeps_the_rest():
+    base = from_env({"CAMERON_PORT": "9000"})
+    changed = base.with_(read_timeout=1.0)
+    assert changed.read_timeout == 1.0 and changed.port == 9000
+    assert base.read_timeout == 30.0  # the original is untouched (frozen)
+    assert isinstance(changed, Config)

@@ -1,0 +1,347 @@
+"""The job schema in a real Redis: what each moment of a job writes, and how it reads back."""
+
+import json
+import re
+import shutil
+import tempfile
+import uuid as uuidlib
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from cameron import keys, store
+from cameron import messages as m
+from cameron.catalog import Process
+from cameron.redis_server import EmbeddedRedis
+
+TIME = re.compile(r"^\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2}$")
+FOO = Process(name="foo", start_url="http://127.0.0.1:9292/foo/v0.0.1/start")
+T0, T1, T2, T3, T4 = (f"01-02-2025 03:04:0{i}" for i in range(5))
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    folder = tempfile.mkdtemp(prefix="cu", dir="/tmp")  # short: unix socket paths max ~100 chars
+    server = EmbeddedRedis(folder).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def client(redis_url):
+    c = store.connect(redis_url)
+    c.flushdb()  # our own throwaway server: nothing else lives in it
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def jobs(client):
+    return store.JobStore(client)
+
+
+def new_job(key="(id,007)", process=FOO, data="be careful with that data", requestor="bob_the_thin",
+            scheduled_time=T0):
+    uuid = uuidlib.uuid4().hex
+    return m.JobSpec(process=process, key=key, data=data, requestor=requestor, uuid=uuid,
+                     tag=keys.job_tag(process.name, key, uuid), scheduled_time=scheduled_time)
+
+
+def task_started(job, n, name, parent=-1, requestor="bob_the_thin", tasks_csv="start", time=T2):
+    return m.TaskStarted(tag=job.tag, n=n, name=name, url=f"http://a.example/{name}",
+                         requestor=requestor, parent=parent, tasks_csv=tasks_csv, time=time)
+
+
+def task_done(job, n, data, next_activities=None, time=T3):
+    next_json = "undefined" if next_activities is None else json.dumps(next_activities)
+    return m.TaskEnded(tag=job.tag, n=n, status="done", data_json=json.dumps(data),
+                       next_json=next_json, time=time, duration_ms=12)
+
+
+def task_error(job, n, error, url, time=T3):
+    return m.TaskEnded(tag=job.tag, n=n, status="error", data_json=json.dumps({"error": error, "url": url}),
+                       next_json="undefined", time=time, duration_ms=5)
+
+
+def markers(client, job) -> set:
+    """The job's marker keys, as suffixes after JOBTAG (`pending`, `0:running`, ...)."""
+    return {k[len(job.tag) + 1:] for k in client.keys("*") if k.startswith(job.tag + ":")}
+
+
+# --- job created --------------------------------------------------------------
+
+def test_creating_a_job_writes_the_spec_fields_and_a_pending_marker(client, jobs):
+    # Given the request of the original's docs
+    job = new_job()
+    # When the job is stored
+    jobs.create(job)
+    # Expect the job hash under the documented name, with the SPEC fields exactly ...
+    tag = f"cameron:process:foo:key:(id,007):job:{job.uuid}"
+    h = client.hgetall(tag)
+    assert {f: h.get(f) for f in ("job.key", "job.data", "job.requestor", "job.status.current",
+                                   "job.status.scheduled.time")} == {
+        "job.key": "(id,007)", "job.data": "be careful with that data", "job.requestor": "bob_the_thin",
+        "job.status.current": "scheduled", "job.status.scheduled.time": T0}
+    # ... plus only our documented restart fields (no task fields, no other job moment yet)
+    assert set(h) - {"job.key", "job.data", "job.requestor", "job.status.current",
+                     "job.status.scheduled.time"} == {"job.process", "job.start_url"}
+    assert (h["job.process"], h["job.start_url"]) == ("foo", FOO.start_url)
+    # ... one marker, JOBTAG:pending, and the job listed as unfinished
+    assert markers(client, job) == {"pending"}
+    assert client.exists(tag + ":pending")
+    assert client.sismember(store.UNFINISHED, tag)
+    assert set(client.keys("*")) == {tag, tag + ":pending", store.UNFINISHED}
+
+
+# --- the moments of a job ---------------------------------------------------------
+
+def test_a_job_moves_its_markers_from_pending_to_running_to_done(client, jobs):
+    # Given a stored job
+    job = new_job()
+    jobs.create(job)
+
+    # When it starts
+    jobs.apply([m.JobStarted(tag=job.tag, time=T1)])
+    # Expect running, with its time, and the pending marker replaced by the running one
+    h = client.hgetall(job.tag)
+    assert (h["job.status.current"], h["job.status.running.time"]) == ("running", T1)
+    assert h["job.status.scheduled.time"] == T0
+    assert markers(client, job) == {"running"}
+
+    # When it ends
+    jobs.apply([m.JobEnded(tag=job.tag, time=T4, errors=0)])
+    # Expect done, with its time, and only the done marker; no longer unfinished
+    h = client.hgetall(job.tag)
+    assert (h["job.status.current"], h["job.status.done.time"]) == ("done", T4)
+    assert h["job.status.running.time"] == T1
+    assert markers(client, job) == {"done"}
+    assert not client.sismember(store.UNFINISHED, job.tag)
+
+
+def test_a_task_start_writes_its_spec_fields_and_a_running_marker(client, jobs):
+    # Given a running job
+    job = new_job()
+    jobs.create(job)
+    jobs.apply([m.JobStarted(tag=job.tag, time=T1)])
+    # When its start task starts
+    jobs.apply([task_started(job, 0, "start", tasks_csv="start", time=T2)])
+    # Expect the SPEC fields of task 0, job.tasks, and the JOBTAG:0:running marker
+    h = client.hgetall(job.tag)
+    assert h["task.0.requestor"] == "bob_the_thin"
+    assert h["task.0.status.current"] == "running"
+    assert h["task.0.status.running.time"] == T2
+    assert h["job.tasks"] == "start"
+    assert markers(client, job) == {"running", "0:running"}
+
+
+def test_a_task_that_ends_done_keeps_its_output_and_moves_its_marker(client, jobs):
+    # Given a start task running
+    job = new_job()
+    jobs.create(job)
+    jobs.apply([m.JobStarted(tag=job.tag, time=T1), task_started(job, 0, "start", time=T2)])
+    nxt = {"definitions": [{"name": "act_1", "url": "http://a.example/act_1"}]}
+    # When it ends well, with data and one next activity
+    jobs.apply([task_done(job, 0, {"who_id": "(id,007)"}, nxt, time=T3)])
+    # Expect done with its time, the outputs as JSON text, and JOBTAG:0:running -> JOBTAG:0:done
+    h = client.hgetall(job.tag)
+    assert h["task.0.status.current"] == "done"
+    assert h["task.0.status.done.time"] == T3
+    assert json.loads(h["task.0.output.data"]) == {"who_id": "(id,007)"}
+    assert json.loads(h["task.0.output.next_activities"]) == nxt
+    assert markers(client, job) == {"running", "0:done"}
+
+
+def test_a_leaf_task_records_undefined_next_activities(client, jobs):
+    job = new_job()
+    jobs.create(job)
+    jobs.apply([m.JobStarted(tag=job.tag, time=T1), task_started(job, 0, "start")])
+    jobs.apply([task_done(job, 0, "just data")])
+    assert client.hget(job.tag, "task.0.output.next_activities") == "undefined"
+
+
+def test_a_task_that_fails_records_the_error_and_url_and_moves_its_marker(client, jobs):
+    # Given a start task running
+    job = new_job()
+    jobs.create(job)
+    jobs.apply([m.JobStarted(tag=job.tag, time=T1), task_started(job, 0, "start", time=T2)])
+    # When its call fails
+    jobs.apply([task_error(job, 0, "activity answered HTTP 500 Internal Server Error",
+                           FOO.start_url, time=T3)])
+    # Expect error with its time, output.data {"error", "url"}, and JOBTAG:0:running -> JOBTAG:0:error
+    h = client.hgetall(job.tag)
+    assert h["task.0.status.current"] == "error"
+    assert h["task.0.status.error.time"] == T3
+    assert "task.0.status.done.time" not in h
+    assert json.loads(h["task.0.output.data"]) == {
+        "error": "activity answered HTTP 500 Internal Server Error", "url": FOO.start_url}
+    assert markers(client, job) == {"running", "0:error"}
+
+
+def test_a_whole_foo_shaped_job_has_every_spec_field_and_only_final_markers(client, jobs):
+    # Given the sample workflow's shape: start -> act_1..act_5, act_5 -> act_5_sub_1
+    job = new_job()
+    jobs.create(job)
+    names = ["start"] + [f"act_{i}" for i in range(1, 6)] + ["act_5_sub_1"]
+    parents = [-1, 0, 0, 0, 0, 0, 5]
+    # When every moment is applied, children started in one batch as the runner does
+    jobs.apply([m.JobStarted(tag=job.tag, time=T1), task_started(job, 0, "start")])
+    jobs.apply([task_done(job, 0, {"who_id": "(id,007)"}, {"definitions": []})])
+    jobs.apply([task_started(job, n, names[n], parent=0, requestor="whois",
+                             tasks_csv=",".join(names[:n + 1])) for n in range(1, 6)])
+    jobs.apply([task_done(job, n, {"act": n}) for n in range(1, 5)])
+    jobs.apply([task_done(job, 5, {"act": 5}, {"definitions": []}),
+                task_started(job, 6, "act_5_sub_1", parent=5, requestor="foo_act_5",
+                             tasks_csv=",".join(names))])
+    jobs.apply([task_done(job, 6, {"sub": 1}), m.JobEnded(tag=job.tag, time=T4, errors=0)])
+    # Expect the 8 job fields and 6 fields for each of the 7 tasks that SPEC.md counts (50)
+    h = client.hgetall(job.tag)
+    spec_fields = {"job.key", "job.data", "job.requestor", "job.status.current", "job.tasks",
+                   "job.status.scheduled.time", "job.status.running.time", "job.status.done.time"}
+    for n in range(7):
+        spec_fields |= {f"task.{n}.{f}" for f in ("requestor", "status.current", "status.running.time",
+                                                   "status.done.time", "output.data",
+                                                   "output.next_activities")}
+    assert len(spec_fields) == 50
+    assert spec_fields <= set(h)
+    assert h["job.tasks"] == "start,act_1,act_2,act_3,act_4,act_5,act_5_sub_1"
+    # ... and only the final markers: the job done, every task done
+    assert markers(client, job) == {"done"} | {f"{n}:done" for n in range(7)}
+    assert [int(h[f"task.{n}.parent"]) for n in range(7)] == parents
+
+
+def test_a_batch_that_fails_part_way_writes_nothing(client, jobs):
+    # Given a stored job
+    job = new_job()
+    jobs.create(job)
+    # When a batch holds a valid moment followed by something that is not one
+    with pytest.raises(Exception):
+        jobs.apply([m.JobStarted(tag=job.tag, time=T1), object()])
+    # Expect the valid moment was not written either (one MULTI/EXEC per batch)
+    assert client.hget(job.tag, "job.status.current") == "scheduled"
+    assert markers(client, job) == {"pending"}
+
+
+# --- times ------------------------------------------------------------------------
+
+def test_now_uses_the_original_time_format_in_utc():
+    # When the store stamps a moment
+    stamp = store.now()
+    # Expect MM-DD-YYYY hh:mm:ss, and the current UTC time
+    assert TIME.match(stamp), stamp
+    parsed = datetime.strptime(stamp, "%m-%d-%Y %H:%M:%S").replace(tzinfo=timezone.utc)
+    assert abs(datetime.now(timezone.utc) - parsed) < timedelta(minutes=1)
+
+
+def test_every_time_of_a_job_read_back_has_the_original_format(jobs):
+    # Given a job run with times stamped by store.now()
+    job = new_job(scheduled_time=store.now())
+    jobs.create(job)
+    jobs.apply([m.JobStarted(tag=job.tag, time=store.now()),
+                task_started(job, 0, "start", time=store.now())])
+    jobs.apply([task_done(job, 0, 1, time=store.now()), m.JobEnded(tag=job.tag, time=store.now(), errors=0)])
+    # When it is read back / Expect
+    doc = jobs.get("foo", job.key, job.uuid)
+    assert TIME.match(doc["status"]["time"])
+    assert TIME.match(doc["tasks"][0]["status"]["time"])
+
+
+# --- reading a job back -----------------------------------------------------------
+
+def test_get_returns_the_job_document_with_tasks_in_start_order(jobs):
+    # Given a job whose start task spawned two children, one done and one failed
+    job = new_job()
+    jobs.create(job)
+    jobs.apply([m.JobStarted(tag=job.tag, time=T1), task_started(job, 0, "start", time=T1)])
+    jobs.apply([task_done(job, 0, {"who_id": "(id,007)", "n": [1, 2]},
+                          {"definitions": [{"name": "act_2", "url": "http://a/2"},
+                                           {"name": "act_1", "url": "http://a/1"}]}, time=T2)])
+    jobs.apply([task_started(job, 1, "act_2", parent=0, requestor="whois", tasks_csv="start,act_2", time=T2),
+                task_started(job, 2, "act_1", parent=0, requestor="whois", tasks_csv="start,act_2,act_1",
+                             time=T2)])
+    jobs.apply([task_error(job, 2, "answer is not JSON: 'oops'", "http://a/1", time=T3)])
+    jobs.apply([task_done(job, 1, "plain string data", time=T4), m.JobEnded(tag=job.tag, time=T4, errors=1)])
+    # When it is read back
+    doc = jobs.get("foo", "(id,007)", job.uuid)
+    # Expect the SPEC fields of the job ...
+    assert {k: doc[k] for k in ("process", "uuid", "key", "requestor", "status")} == {
+        "process": "foo", "uuid": job.uuid, "key": "(id,007)", "requestor": "bob_the_thin",
+        "status": {"current": "done", "time": T4}}
+    # ... and the tasks in the order they started, each with its own status time and parsed data
+    assert [(t["name"], t["requestor"], t["status"], t["data"]) for t in doc["tasks"]] == [
+        ("start", "bob_the_thin", {"current": "done", "time": T2}, {"who_id": "(id,007)", "n": [1, 2]}),
+        ("act_2", "whois", {"current": "done", "time": T4}, "plain string data"),
+        ("act_1", "whois", {"current": "error", "time": T3},
+         {"error": "answer is not JSON: 'oops'", "url": "http://a/1"}),
+    ]
+    assert doc["errors"] == 1
+    assert json.loads(json.dumps(doc)) == doc  # the API can send it as it is
+
+
+def test_a_running_task_reads_back_as_running_without_data(jobs):
+    job = new_job()
+    jobs.create(job)
+    jobs.apply([m.JobStarted(tag=job.tag, time=T1), task_started(job, 0, "start", time=T2)])
+    doc = jobs.get("foo", job.key, job.uuid)
+    assert doc["status"] == {"current": "running", "time": T1}
+    assert [(t["name"], t["status"], t["data"]) for t in doc["tasks"]] == [
+        ("start", {"current": "running", "time": T2}, None)]
+
+
+def test_a_job_just_created_reads_back_scheduled_with_no_tasks(jobs):
+    job = new_job()
+    jobs.create(job)
+    doc = jobs.get("foo", job.key, job.uuid)
+    assert doc["status"] == {"current": "scheduled", "time": T0}
+    assert doc["tasks"] == []
+
+
+def test_two_tasks_of_the_same_activity_keep_their_own_records(jobs):
+    # Given a parent naming the same activity twice (the original overwrote one with the other)
+    job = new_job()
+    jobs.create(job)
+    jobs.apply([m.JobStarted(tag=job.tag, time=T1), task_started(job, 0, "start")])
+    jobs.apply([task_done(job, 0, 0, {"definitions": []})])
+    jobs.apply([task_started(job, 1, "twin", parent=0, tasks_csv="start,twin"),
+                task_started(job, 2, "twin", parent=0, tasks_csv="start,twin,twin")])
+    jobs.apply([task_done(job, 1, "first"), task_error(job, 2, "boom", "http://a/twin")])
+    # When / Expect both twins, each with its own outcome
+    doc = jobs.get("foo", job.key, job.uuid)
+    assert [(t["name"], t["status"]["current"], t["data"]) for t in doc["tasks"][1:]] == [
+        ("twin", "done", "first"), ("twin", "error", {"error": "boom", "url": "http://a/twin"})]
+
+
+def test_an_unknown_job_reads_back_as_none(jobs):
+    # Given one stored job
+    job = new_job()
+    jobs.create(job)
+    # When asking for another uuid, another key or another process / Expect None
+    assert jobs.get("foo", job.key, uuidlib.uuid4().hex) is None
+    assert jobs.get("foo", "(id,008)", job.uuid) is None
+    assert jobs.get("bar", job.key, job.uuid) is None
+
+
+@pytest.mark.parametrize("key", ["(id,007)", "Bob", "Mary Ann Smith", "acme/orders/42",
+                                 "Mixed Case (a/b), c", "ünïcödé ✓"])
+def test_keys_with_capitals_spaces_slashes_parentheses_and_commas_read_back(client, jobs, key):
+    # Given a job stored for an unusual key
+    job = new_job(key=key)
+    jobs.create(job)
+    # Expect its hash named with the key verbatim, and the job readable by that exact key
+    assert client.exists(f"cameron:process:foo:key:{key}:job:{job.uuid}")
+    doc = jobs.get("foo", key, job.uuid)
+    assert doc["key"] == key
+    assert doc["uuid"] == job.uuid
+
+
+def test_keys_differing_only_in_case_are_different_jobs(jobs):
+    # Given one job for "Bob" and one for "bob" (the original lowercased keys)
+    upper, lower = new_job(key="Bob", data="upper"), new_job(key="bob", data="lower")
+    jobs.create(upper)
+    jobs.create(lower)
+    # When / Expect each reads back with its own data, and not under the other's key
+    assert jobs.get("foo", "Bob", upper.uuid)["data"] == "upper"
+    assert jobs.get("foo", "bob", lower.uuid)["data"] == "lower"
+    assert jobs.get("foo", "bob", upper.uuid) is None
