@@ -57,6 +57,8 @@ def call(url: str, body: dict, *, connect_timeout: float, read_timeout: float,
     except requests.exceptions.ReadTimeout:
         raise ActivityError(f"no answer within {read_timeout:g} s (read timeout)") from None
     except requests.exceptions.ConnectionError as e:
+        if "Read timed out" in str(e):  # a stall while streaming the body comes out this way
+            raise ActivityError(f"no answer within {read_timeout:g} s (read timeout)") from None
         raise ActivityError(f"connection failed: {_reason(e)}") from None
     except requests.exceptions.RequestException as e:
         raise ActivityError(f"request failed: {_reason(e)}") from None

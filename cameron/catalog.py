@@ -1,5 +1,6 @@
 """The process catalog file: which processes exist, where each one starts, and its settings."""
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass
@@ -7,7 +8,7 @@ from urllib.parse import urlsplit
 
 from cameron.config import ConfigError
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _SETTINGS = {"connect_timeout": float, "read_timeout": float}
 
 
@@ -35,7 +36,7 @@ def load(path: str) -> dict[str, Process]:
             doc = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"process catalog {path}: file not found") from None
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"process catalog {path}: {e}") from None
     return parse(doc, path)
 
@@ -52,7 +53,7 @@ def parse(doc: dict, path: str = "<catalog>") -> dict[str, Process]:
         raise bad("'processes' must be a table of [processes.NAME] tables")
     catalog = {}
     for name, entry in tables.items():
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise bad(f"process name {name!r} must be 1-100 letters, digits, '_', '.' or '-'")
         if not isinstance(entry, dict):
             raise bad(f"[processes.{name}] must be a table")
@@ -64,7 +65,7 @@ def parse(doc: dict, path: str = "<catalog>") -> dict[str, Process]:
                 continue
             if key not in _SETTINGS:
                 raise bad(f"[processes.{name}] unknown setting {key!r} (known: start, {', '.join(_SETTINGS)})")
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
                 raise bad(f"[processes.{name}] {key} must be a number greater than zero")
             settings[key] = _SETTINGS[key](value)
         catalog[name] = Process(name=name, start_url=entry["start"], **settings)

@@ -1,5 +1,6 @@
 """Settings: every knob Cameron reads, its default, and the environment variable that sets it."""
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -64,13 +65,14 @@ _INT = {"CAMERON_PORT": "port", "CAMERON_ADMIN_PORT": "admin_port",
         "CAMERON_MAX_DEPTH": "max_depth", "CAMERON_MAX_RESPONSE_BYTES": "max_response_bytes"}
 _FLOAT = {"CAMERON_CONNECT_TIMEOUT": "connect_timeout", "CAMERON_READ_TIMEOUT": "read_timeout",
           "CAMERON_ASK_TIMEOUT": "ask_timeout"}
+_KIND_NAMES = {int: "a whole number", float: "a number"}
 _STR = {"CAMERON_REDIS_URL": "redis_url", "CAMERON_DATA_DIR": "data_dir", "CAMERON_BIND": "bind"}
 
 
 def from_env(environ=None) -> Config:
     """Build the settings from the environment, refusing values that cannot work."""
     environ = os.environ if environ is None else environ
-    env = environ.get("CAMERON_ENV", "development")
+    env = environ.get("CAMERON_ENV") or "development"
     if env not in ENVIRONMENTS:
         raise ConfigError(f"CAMERON_ENV={env!r}: expected one of {', '.join(ENVIRONMENTS)}")
     values = {"env": env,
@@ -85,9 +87,12 @@ def from_env(environ=None) -> Config:
                 try:
                     values[name] = kind(environ[var])
                 except ValueError:
-                    raise ConfigError(f"{var}={environ[var]!r}: expected a {kind.__name__}") from None
-                if values[name] <= 0:
+                    raise ConfigError(f"{var}={environ[var]!r}: expected {_KIND_NAMES[kind]}") from None
+                if not 0 < values[name] < math.inf:
                     raise ConfigError(f"{var}={environ[var]!r}: must be greater than zero")
+    if "data_dir" in values:
+        # Absolute, so the embedded Redis's unix:// URL means the same in every process.
+        values["data_dir"] = str(Path(values["data_dir"]).resolve())
     if values.get("redis_url") and not values["redis_url"].startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"CAMERON_REDIS_URL={values['redis_url']!r}: expected redis://, rediss:// or unix://")
     return Config(**values)

@@ -42,7 +42,7 @@ def test_cameron_env_picks_the_catalog_of_that_environment(env):
     assert config.processes_file == str(ROOT / "config" / "processes" / f"{env}.toml")
 
 
-@pytest.mark.parametrize("env", ["prod", "Production", "staging", ""])
+@pytest.mark.parametrize("env", ["prod", "Production", "staging"])
 def test_an_unknown_cameron_env_is_refused_naming_the_choices(env):
     # Given a mistyped environment name / When / Expect the error quotes it and lists the choices
     message = config_error({"CAMERON_ENV": env})
@@ -100,7 +100,7 @@ def test_an_empty_variable_means_the_default():
 def test_a_non_integer_is_refused_naming_the_variable(var, value):
     message = config_error({var: value})
     assert f"{var}={value!r}" in message
-    assert re.search(r"expected an? int", message)
+    assert "expected a whole number" in message
 
 
 @pytest.mark.parametrize("var, value", [
@@ -109,7 +109,7 @@ def test_a_non_integer_is_refused_naming_the_variable(var, value):
 def test_a_non_number_timeout_is_refused_naming_the_variable(var, value):
     message = config_error({var: value})
     assert f"{var}={value!r}" in message
-    assert re.search(r"expected an? float", message)
+    assert "expected a number" in message
 
 
 @pytest.mark.parametrize("var, value", [
