@@ -3,7 +3,7 @@
 import logging
 import os
 
-from thespian.actors import ActorTypeDispatcher
+from thespian.actors import ActorSystemMessage, ActorTypeDispatcher
 
 from cameron import messages as m
 
@@ -19,15 +19,29 @@ class CameronActor(ActorTypeDispatcher):
         self.peers = m.Peers()
         self.handled = 0
         self.log = logging.getLogger(f"cameron.{self.role}")
+        self._early = []  # work that arrived before the first Setup
 
     def receiveMessage(self, message, sender):
         self.handled += 1
+        if self.config is None and not isinstance(message, (m.Setup, m.Ping, ActorSystemMessage)):
+            # Messages from different senders are not ordered: a peer can reach a freshly
+            # (re)started actor before its supervisor's Setup does. Keep it for after.
+            self._early.append((message, sender))
+            return None
         return super().receiveMessage(message, sender)
 
     def receiveMsg_Setup(self, msg: m.Setup, sender):
         first = self.config is None
-        self.config, self.peers = msg.config, msg.peers
+        self.config = msg.config
+        self.adopt(msg.peers)
         self.setup(first)
+        early, self._early = self._early, []
+        for message, original_sender in early:
+            self.receiveMessage(message, original_sender)
+
+    def adopt(self, peers: m.Peers) -> None:
+        if peers.generation >= self.peers.generation:
+            self.peers = peers
 
     def setup(self, first: bool) -> None:
         """Hook: the settings or a peer's address changed (first=True on the first Setup)."""

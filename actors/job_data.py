@@ -20,6 +20,7 @@ class JobData(CameronActor):
         super().__init__(*args, **kwargs)
         self.store = None
         self.backlog = []  # write batches not yet in Redis, oldest first
+        self.loads = []  # (LoadUnfinished, sender) waiting for the backlog: reads must see it
         self.retrying = False
         self.written = 0
 
@@ -46,6 +47,21 @@ class JobData(CameronActor):
             return
         self.send(sender, m.JobStored(msg.job, msg.reply_to))
 
+    def receiveMsg_LoadUnfinished(self, msg: m.LoadUnfinished, sender):
+        self.loads.append((msg, sender))
+        self._flush()
+
+    def _serve_loads(self):
+        while self.loads:
+            msg, sender = self.loads[0]
+            try:
+                found = self.store.unfinished(msg.runner, len(msg.runners))
+            except redis.RedisError as e:
+                self._retry_later(e)
+                return
+            self.loads.pop(0)
+            self.send(sender, m.UnfinishedJobs(found, msg.runners))
+
     # --- from the runners -------------------------------------------------
 
     def receiveMsg_WriteBatch(self, msg: m.WriteBatch, sender):
@@ -61,12 +77,16 @@ class JobData(CameronActor):
             try:
                 self.store.apply(self.backlog[0])
             except redis.RedisError as e:
-                if not self.retrying:
-                    self.log.warning("%d write batches wait for Redis: %s", len(self.backlog), e)
-                    self.retrying = True
-                    self.wakeupAfter(RETRY_AFTER)
+                self._retry_later(e)
                 return
             self.written += len(self.backlog.pop(0))
+        self._serve_loads()
+
+    def _retry_later(self, error):
+        if not self.retrying:
+            self.log.warning("%d write batches wait for Redis: %s", len(self.backlog), error)
+            self.retrying = True
+            self.wakeupAfter(RETRY_AFTER)
 
     def status(self):
         return {"writes": self.written, "backlog": len(self.backlog)}

@@ -58,6 +58,32 @@ class JobRunner(CameronActor):
                          parent=-1, depth=0)
         self._flush()
 
+    def receiveMsg_ResumeJob(self, msg: m.ResumeJob, sender):
+        """Go on from what Redis recorded: done and error tasks stay as they are, tasks that
+        were running are called again (at-least-once), a job never started starts now."""
+        spec = msg.job
+        if spec.uuid in self.jobs:
+            return  # already driving it: this runner never lost it
+        if msg.status == keys.SCHEDULED or not msg.tasks:
+            self.receiveMsg_RunJob(m.RunJob(spec), sender)
+            return
+        job = self.jobs[spec.uuid] = Job(spec, names=[t["name"] for t in msg.tasks])
+        depth = {}
+        for t in msg.tasks:
+            depth[t["n"]] = 0 if t["parent"] < 0 else depth[t["parent"]] + 1
+            if t["status"] == keys.TASK_ERROR:
+                job.errors += 1
+            if t["status"] != keys.TASK_RUNNING:
+                continue
+            parent = t["parent"]
+            data = spec.data if parent < 0 else json.loads(msg.tasks[parent]["output"])
+            call = self._call(spec, t["n"], t["name"], t["url"], data, t["requestor"])
+            job.running[t["n"]] = Task(t["n"], t["name"], depth[t["n"]], call)
+            self._calls.append(call)
+        if not job.running:
+            self._end_job(job)
+        self._flush()
+
     # --- from the TaskActor -----------------------------------------------
 
     def receiveMsg_ActivityOutcomes(self, msg: m.ActivityOutcomes, sender):
@@ -68,10 +94,13 @@ class JobRunner(CameronActor):
                 continue  # a late duplicate of a call made again after a TaskActor restart
             self._task_ended(job, task, outcome)
             if not job.running:
-                self._ops.append(m.JobEnded(job.spec.tag, now(), job.errors))
-                del self.jobs[job.spec.uuid]
-                self.finished += 1
+                self._end_job(job)
         self._flush()
+
+    def _end_job(self, job):
+        self._ops.append(m.JobEnded(job.spec.tag, now(), job.errors))
+        del self.jobs[job.spec.uuid]
+        self.finished += 1
 
     def _task_ended(self, job, task, outcome):
         result, error = outcome.result, outcome.error
@@ -97,15 +126,18 @@ class JobRunner(CameronActor):
         spec = job.spec
         n = len(job.names)
         job.names.append(name)
-        call = m.ActivityCall(
-            job_uuid=spec.uuid, n=n, name=name, url=url,
-            body={"job": spec.uuid, "key": spec.key, "data": data, "requestor": requestor},
-            connect_timeout=spec.process.connect_timeout or self.config.connect_timeout,
-            read_timeout=spec.process.read_timeout or self.config.read_timeout)
+        call = self._call(spec, n, name, url, data, requestor)
         job.running[n] = Task(n, name, depth, call)
         self._ops.append(m.TaskStarted(spec.tag, n, name, url, requestor, parent,
                                        ",".join(job.names), now()))
         self._calls.append(call)
+
+    def _call(self, spec, n, name, url, data, requestor) -> m.ActivityCall:
+        return m.ActivityCall(
+            job_uuid=spec.uuid, n=n, name=name, url=url,
+            body={"job": spec.uuid, "key": spec.key, "data": data, "requestor": requestor},
+            connect_timeout=spec.process.connect_timeout or self.config.connect_timeout,
+            read_timeout=spec.process.read_timeout or self.config.read_timeout)
 
     def _flush(self):
         if self._ops:

@@ -1,11 +1,11 @@
 """JobScheduler: accepts new jobs, has JobData store them, then hands each to a JobRunner."""
 
-import itertools
 import uuid
 
 from cameron import keys
 from cameron import messages as m
-from cameron.store import now
+from cameron.catalog import Process
+from cameron import store
 
 from actors.base import CameronActor
 
@@ -16,8 +16,8 @@ class JobScheduler(CameronActor):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.processes = None  # name -> Process, pushed by the ProcessCatalog
-        self.next_runner = itertools.count()
         self.accepted = 0
+        self.resumed = 0
 
     # --- client API -------------------------------------------------------
 
@@ -32,7 +32,7 @@ class JobScheduler(CameronActor):
         job_id = uuid.uuid4().hex
         job = m.JobSpec(process=process, key=msg.key, data=msg.data, requestor=msg.requestor,
                         uuid=job_id, tag=keys.job_tag(process.name, msg.key, job_id),
-                        scheduled_time=now())
+                        scheduled_time=store.now())
         # The 201 waits for JobStored: an accepted job is always already in Redis.
         self.send(self.peers.job_data, m.CreateJob(job, sender))
 
@@ -44,12 +44,37 @@ class JobScheduler(CameronActor):
     def receiveMsg_JobStored(self, msg: m.JobStored, sender):
         self.accepted += 1
         self.send(msg.reply_to, m.JobAccepted(msg.job))
-        runners = self.peers.runners
-        self.send(runners[next(self.next_runner) % len(runners)], m.RunJob(msg.job))
+        self.send(self._runner_of(msg.job.uuid, self.peers.runners), m.RunJob(msg.job))
+
+    @staticmethod
+    def _runner_of(job_uuid, runners):
+        return runners[m.runner_slot(job_uuid, len(runners))]
+
+    # --- recovery ---------------------------------------------------------
+
+    def receiveMsg_Recover(self, msg: m.Recover, sender):
+        self.adopt(msg.peers)
+        self.send(msg.peers.job_data, m.LoadUnfinished(msg.runner, msg.peers.runners))
+
+    def receiveMsg_UnfinishedJobs(self, msg: m.UnfinishedJobs, sender):
+        for tag, h in msg.jobs:
+            job_uuid = tag.rsplit(":", 1)[1]
+            name = h.get(keys.JOB_PROCESS, "")
+            # The catalog's current settings if the process is still there; else what the job
+            # was accepted with.
+            process = (self.processes or {}).get(name) or Process(name, h.get(keys.JOB_START_URL, ""))
+            job = m.JobSpec(process=process, key=h.get(keys.JOB_KEY, ""), data=h.get(keys.JOB_DATA, ""),
+                            requestor=h.get(keys.JOB_REQUESTOR, ""), uuid=job_uuid, tag=tag,
+                            scheduled_time=h.get(keys.job_time(keys.SCHEDULED), ""))
+            self.send(self._runner_of(job_uuid, msg.runners),
+                      m.ResumeJob(job, h.get(keys.JOB_STATUS, ""), store.tasks_of(h)))
+            self.resumed += 1
+        if msg.jobs:
+            self.log.warning("resuming %d unfinished jobs", len(msg.jobs))
 
     def receiveMsg_StoreFailed(self, msg: m.StoreFailed, sender):
         self.send(msg.reply_to, m.Unavailable(f"job store unavailable: {msg.reason}"))
 
     def status(self):
-        return {"accepted": self.accepted,
+        return {"accepted": self.accepted, "resumed": self.resumed,
                 "processes": None if self.processes is None else len(self.processes)}

@@ -1,5 +1,6 @@
 """Supervisor: creates the engine's actors and restarts any that dies (cameron_process_sup)."""
 
+import datetime
 import logging
 import os
 import time
@@ -21,6 +22,10 @@ GLOBAL_NAME = "cameron-supervisor"
 #: seconds means restarting does not help; the child is left down and it is logged.
 MAX_RESTARTS, PERIOD = 5, 10.0
 
+#: How often the supervisor looks for children that died unnoticed: Thespian learns of
+#: child exits from SIGCHLD, and two children dying at once can raise a single signal.
+SWEEP = datetime.timedelta(seconds=1)
+
 log = logging.getLogger("cameron.supervisor")
 
 
@@ -31,7 +36,7 @@ class Supervisor(ActorTypeDispatcher):
         super().__init__(*args, **kwargs)
         self.config = None
         self.peers = m.Peers()
-        self.roles = []  # [child address, role name] (addresses are not hashable)
+        self.roles = []  # [child address, role name, pid or None] (addresses are not hashable)
         self.restarts = {}  # role -> deque of restart times
         self.stopping = False
 
@@ -57,12 +62,16 @@ class Supervisor(ActorTypeDispatcher):
         for i in range(config.runners):
             self._spawn(f"runner:{i}")
         self._announce()
+        # Jobs a previous engine accepted but did not finish go on now.
+        self.send(self.peers.scheduler, m.Recover(None, self.peers))
+        self.wakeupAfter(SWEEP)
 
     def _spawn(self, role):
         cls = {"catalog": ProcessCatalog, "job_data": JobData,
                "scheduler": JobScheduler}.get(role, JobRunner)
         addr = self.createActor(cls)
-        self.roles.append([addr, role])
+        self.roles.append([addr, role, None])
+        self.send(addr, m.Ping())  # its Pong tells the pid the sweep watches
         if role.startswith("runner:"):
             i = int(role.split(":")[1])
             runners = self.peers.runners
@@ -73,14 +82,31 @@ class Supervisor(ActorTypeDispatcher):
         return addr
 
     def _announce(self):
-        for addr, role in self.roles:
+        self.peers.generation += 1
+        for addr, role, _ in self.roles:
             self.send(addr, m.Setup(self.config, self.peers))
 
     def receiveMsg_ActorExitRequest(self, msg, sender):
         self.stopping = True
 
+    def receiveMsg_Pong(self, msg: m.Pong, sender):
+        for entry in self.roles:
+            if entry[0] == sender:
+                entry[2] = msg.pid
+
+    def receiveMsg_WakeupMessage(self, msg, sender):
+        if self.stopping:
+            return
+        for addr, role, pid in list(self.roles):
+            if pid is not None and not _alive(pid):
+                self._child_exited(addr)
+        self.wakeupAfter(SWEEP)
+
     def receiveMsg_ChildActorExited(self, msg, sender):
-        gone = [entry for entry in self.roles if entry[0] == msg.childAddress]
+        self._child_exited(msg.childAddress)
+
+    def _child_exited(self, address):
+        gone = [entry for entry in self.roles if entry[0] == address]
         if not gone or self.stopping:
             return
         self.roles.remove(gone[0])
@@ -100,3 +126,15 @@ class Supervisor(ActorTypeDispatcher):
         log.warning("%s exited; restarting it", role)
         self._spawn(role)
         self._announce()
+        if role.startswith("runner:"):
+            # Its jobs lived in its memory: the new runner picks them up from Redis.
+            self.send(self.peers.scheduler, m.Recover(int(role.split(":")[1]), self.peers))
+
+
+def _alive(pid: int) -> bool:
+    """False once the child has exited; reaps it if Thespian has not (a missed SIGCHLD)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return os.path.exists(f"/proc/{pid}")  # not our child (already reaped): gone if absent

@@ -1,11 +1,13 @@
 """TaskActor: calls activities over HTTP, many at once on threads, and reports their outcomes."""
 
+import datetime
+import os
 import queue
 import socket
 import threading
 import time
 
-from thespian.actors import ThespianWatch
+from thespian.actors import ActorExitRequest, ThespianWatch
 
 from cameron import activity
 from cameron import messages as m
@@ -14,6 +16,8 @@ from actors.base import CameronActor
 
 #: Calls in flight at once per TaskActor; a thread waiting on HTTP costs little memory.
 MAX_CALLS = 2048
+#: How often it checks that its JobRunner still lives (Thespian does not tell a child).
+PARENT_CHECK = datetime.timedelta(seconds=1)
 
 
 class TaskActor(CameronActor):
@@ -32,6 +36,20 @@ class TaskActor(CameronActor):
         self._lock = threading.Lock()
         self._threads = self._idle = 0
         self.in_flight = 0
+        self._parent_pid = None
+
+    def setup(self, first):
+        if first:
+            self._parent_pid = os.getppid()
+            self.wakeupAfter(PARENT_CHECK)
+
+    def receiveMsg_WakeupMessage(self, msg, sender):
+        if os.getppid() != self._parent_pid:
+            # Its runner was killed; the new runner has its own TaskActor and calls again.
+            self.log.warning("JobRunner gone; TaskActor exiting")
+            self.send(self.myAddress, ActorExitRequest())
+        else:
+            self.wakeupAfter(PARENT_CHECK)
 
     def receiveMessage(self, message, sender):
         super().receiveMessage(message, sender)

@@ -37,6 +37,9 @@ class Peers:
     job_data: Any = None
     scheduler: Any = None
     runners: list = field(default_factory=list)
+    #: Raised on every change: messages between two actors are not always delivered in the
+    #: order sent, so an actor keeps the newest Peers it has seen.
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,44 @@ class RunJob:
     """Scheduler -> JobRunner: drive this stored job to the end."""
 
     job: JobSpec
+
+
+@dataclass(frozen=True)
+class Recover:
+    """Supervisor -> scheduler: resume unfinished jobs from Redis, those of runner `runner`
+    after it was restarted, or all of them (None) when the engine boots."""
+
+    runner: int | None
+    peers: Peers  # the runners to resume on, which the scheduler may not have heard of yet
+
+
+@dataclass(frozen=True)
+class LoadUnfinished:
+    """Scheduler -> JobData: read the unfinished jobs whose runner slot is `runner` (None: all)."""
+
+    runner: int | None
+    runners: list  # the runners' addresses, handed back with the answer
+
+
+@dataclass(frozen=True)
+class UnfinishedJobs:
+    jobs: list  # of (tag, job hash)
+    runners: list
+
+
+@dataclass(frozen=True)
+class ResumeJob:
+    """Scheduler -> JobRunner: go on with a job a dead runner or engine left unfinished."""
+
+    job: JobSpec
+    status: str
+    tasks: list  # [{"n", "name", "url", "requestor", "parent", "status", "output"}] in start order
+
+
+def runner_slot(uuid: str, runners: int) -> int:
+    """Which runner drives a job: fixed by its uuid, so a resumed job and a new one never
+    end up on two runners at once."""
+    return int(uuid, 16) % runners
 
 
 # Writes, batched by the JobRunner into one WriteBatch per message it handles.

@@ -52,6 +52,15 @@ class JobStore:
             _WRITERS[type(op)](pipe, op)
         pipe.execute()
 
+    def unfinished(self, runner: int | None, runners: int) -> list[tuple[str, dict]]:
+        """(tag, hash) of every job not yet done, or only those of one runner slot."""
+        tags = [t for t in self.redis.smembers(UNFINISHED)
+                if runner is None or m.runner_slot(t.rsplit(":", 1)[1], runners) == runner]
+        pipe = self.redis.pipeline(transaction=False)
+        for tag in tags:
+            pipe.hgetall(tag)
+        return [(tag, h) for tag, h in zip(tags, pipe.execute()) if h]
+
     def get(self, process: str, key: str, uuid: str) -> dict | None:
         """The job document of the API, or None when there is no such job."""
         h = self.redis.hgetall(keys.job_tag(process, key, uuid))
@@ -141,6 +150,19 @@ def document(process: str, key: str, uuid: str, h: dict) -> dict:
     if "job.errors" in h:
         doc["errors"] = int(h["job.errors"])
     return doc
+
+
+def tasks_of(h: dict) -> list[dict]:
+    """The tasks recorded in a job hash, in start order, as a runner needs them to resume."""
+    tasks = []
+    n = 0
+    while keys.task_field(n, "status.current") in h:
+        t = lambda name: h.get(keys.task_field(n, name))  # noqa: E731
+        tasks.append({"n": n, "name": t("name"), "url": t("url"), "requestor": t("requestor"),
+                      "parent": int(t("parent") or -1), "status": t("status.current"),
+                      "output": t("output.data")})
+        n += 1
+    return tasks
 
 
 def _json_or_text(s: str):
