@@ -120,24 +120,21 @@ def document(process: str, key: str, uuid: str, h: dict) -> dict:
     """Turn a job hash into the API's job document (SPEC.md field names), tasks in start order."""
     status = h.get(keys.JOB_STATUS, "")
     tasks = []
-    n = 0
-    while keys.task_field(n, "status.current") in h:
-        t = lambda name: h.get(keys.task_field(n, name))  # noqa: E731
-        current = t("status.current")
-        out = t("output.data")
+    for t in tasks_of(h):
+        n, current = t["n"], t["status"]
         task = {
-            "name": t("name"),
-            "requestor": t("requestor"),
+            "name": t["name"],
+            "requestor": t["requestor"],
             "status": {"current": current, "time": h.get(keys.task_time(n, current))},
-            "data": _json_or_text(out) if out is not None else None,
+            "data": _json_or_text(t["output"]) if t["output"] is not None else None,
             "index": n,
-            "url": t("url"),
-            "parent": int(t("parent")) if t("parent") not in (None, "-1") else None,
+            "url": t["url"],
+            "parent": t["parent"] if t["parent"] >= 0 else None,
         }
-        if t("duration_ms") is not None:
-            task["duration_ms"] = int(t("duration_ms"))
+        duration = h.get(keys.task_field(n, "duration_ms"))
+        if duration is not None:
+            task["duration_ms"] = int(duration)
         tasks.append(task)
-        n += 1
     doc = {
         "process": process,
         "uuid": uuid,
