@@ -1,7 +1,6 @@
 """Starting, joining and stopping the Thespian actor system that runs the engine's actors."""
 
 import contextlib
-import logging
 import os
 import signal
 import socket
@@ -14,8 +13,6 @@ from cameron import messages as m
 from cameron.config import Config
 
 BASE = "multiprocTCPBase"  # the only base other processes (gunicorn, the CLI) can join
-
-log = logging.getLogger("cameron.actorsys")
 
 
 class EngineDown(Exception):

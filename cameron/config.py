@@ -2,7 +2,7 @@
 
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 #: The checkout Cameron runs from; config/ and the embedded Redis data live under it.

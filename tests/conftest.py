@@ -1,6 +1,5 @@
 """Fixtures that bring up the real stack: redis-server, activity servers, actor system, gunicorn."""
 
-import json
 import os
 import re
 import signal
@@ -190,6 +189,3 @@ def engine(short_tmp, redis_server, activities):
     yield engine
     stop_engine(engine, web)
 
-
-def load_json(text: str):
-    return json.loads(text)
