@@ -7,6 +7,7 @@ from thespian.actors import ActorExitRequest
 
 from cameron import keys
 from cameron import messages as m
+from cameron.activity import RetryPolicy
 from cameron.store import now
 
 from actors.base import CameronActor
@@ -111,12 +112,12 @@ class JobRunner(CameronActor):
             self._ops.append(m.TaskEnded(
                 job.spec.tag, task.n, keys.TASK_ERROR,
                 json.dumps({"error": error, "url": task.call.url}), "undefined", now(),
-                outcome.duration_ms))
+                outcome.duration_ms, outcome.attempts))
             return
         data_json = json.dumps(result.data)
         nxt = "undefined" if result.next_activities is None else json.dumps(result.next_activities)
         self._ops.append(m.TaskEnded(job.spec.tag, task.n, keys.TASK_DONE, data_json, nxt, now(),
-                                     outcome.duration_ms))
+                                     outcome.duration_ms, outcome.attempts))
         for d in result.definitions:
             # Children get the parent's answer: its data, and its name as their requestor.
             self._start_task(job, d.name, d.url, result.data, result.name,
@@ -133,11 +134,14 @@ class JobRunner(CameronActor):
         self._calls.append(call)
 
     def _call(self, spec, n, name, url, data, requestor) -> m.ActivityCall:
+        p, c = spec.process, self.config
         return m.ActivityCall(
             job_uuid=spec.uuid, n=n, name=name, url=url,
             body={"job": spec.uuid, "key": spec.key, "data": data, "requestor": requestor},
-            connect_timeout=spec.process.connect_timeout or self.config.connect_timeout,
-            read_timeout=spec.process.read_timeout or self.config.read_timeout)
+            connect_timeout=p.connect_timeout or c.connect_timeout,
+            read_timeout=p.read_timeout or c.read_timeout,
+            retry=RetryPolicy(p.max_attempts or c.max_attempts, p.retry_backoff or c.retry_backoff,
+                              p.retry_backoff_max or c.retry_backoff_max))
 
     def _flush(self):
         if self._ops:

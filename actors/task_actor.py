@@ -99,21 +99,34 @@ class TaskActor(CameronActor):
             self.send(reply_to, m.ActivityOutcomes(outcomes))
 
     def _call(self, call: m.ActivityCall, reply_to):
-        """Runs on a pool thread: no actor state is touched here but the queue."""
+        """Runs on a pool thread: no actor state is touched here but the queue. Retries sleep
+        on this thread; a waiting thread costs little, and the actor stays free."""
         started = time.monotonic()
         result = error = None
-        try:
-            result = activity.call(
-                call.url, call.body, connect_timeout=call.connect_timeout,
-                read_timeout=call.read_timeout, max_bytes=self.config.max_response_bytes,
-                max_fanout=self.config.max_fanout,
-                headers={"X-Cameron-Job": call.job_uuid, "X-Cameron-Task": f"{call.n}:{call.name}"})
-        except activity.ActivityError as e:
-            error = str(e)
-        except Exception as e:  # a bug of ours must still end the task, not leave it running
-            error = f"internal error calling the activity: {type(e).__name__}: {e}"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = activity.call(
+                    call.url, call.body, connect_timeout=call.connect_timeout,
+                    read_timeout=call.read_timeout, max_bytes=self.config.max_response_bytes,
+                    max_fanout=self.config.max_fanout,
+                    headers={"X-Cameron-Job": call.job_uuid, "X-Cameron-Task": f"{call.n}:{call.name}",
+                             "X-Cameron-Attempt": str(attempt)})
+                error = None
+                break
+            except activity.ActivityError as e:
+                error = str(e)
+                if not e.retriable or attempt >= call.retry.max_attempts:
+                    break
+                time.sleep(call.retry.delay(attempt, e.retry_after))
+            except Exception as e:  # a bug of ours must still end the task, not leave it running
+                error = f"internal error calling the activity: {type(e).__name__}: {e}"
+                break
+        if error is not None and attempt > 1:
+            error = f"{error} (after {attempt} attempts)"
         elapsed = int((time.monotonic() - started) * 1000)
-        self._done.put((reply_to, m.ActivityOutcome(call.job_uuid, call.n, result, error, elapsed)))
+        self._done.put((reply_to, m.ActivityOutcome(call.job_uuid, call.n, result, error, elapsed, attempt)))
         try:
             self._wake_w.send(b"!")
         except BlockingIOError:

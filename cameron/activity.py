@@ -1,8 +1,11 @@
 """The activity protocol: call one activity over HTTP and check its answer (SPEC.md)."""
 
 import json
+import random
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 import requests
 
@@ -10,7 +13,36 @@ from cameron.catalog import is_http_url
 
 
 class ActivityError(Exception):
-    """The call did not give a usable answer; str() is what gets recorded on the task."""
+    """The call did not give a usable answer; str() is what gets recorded on the task.
+
+    `retriable` says whether calling again may help: the activity could not be reached, did
+    not answer in time, or answered 5xx or 429. A 4xx or a malformed answer will not change.
+    """
+
+    def __init__(self, message: str, *, retriable: bool = False, retry_after: float | None = None):
+        super().__init__(message)
+        self.retriable = retriable
+        #: Seconds the activity asked us to wait (its Retry-After header), if it said.
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often one task's activity is called and how long to wait between calls."""
+
+    max_attempts: int = 3
+    backoff: float = 0.5
+    backoff_max: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed call number `attempt` (1-based): exponential backoff
+        with jitter in [d/2, d] (so retries of many tasks spread out, yet never come early),
+        and no sooner than the activity's Retry-After, within backoff_max."""
+        d = min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
+        d = random.uniform(d / 2, d)
+        if retry_after is not None:
+            d = max(d, min(retry_after, self.backoff_max))
+        return d
 
 
 @dataclass(frozen=True)
@@ -50,17 +82,21 @@ def call(url: str, body: dict, *, connect_timeout: float, read_timeout: float,
                              headers={"Content-Type": "application/json", **(headers or {})},
                              timeout=(connect_timeout, read_timeout)) as resp:
             if resp.status_code != 200:
-                raise ActivityError(f"activity answered HTTP {resp.status_code} {resp.reason or ''}".rstrip())
+                code = resp.status_code
+                raise ActivityError(f"activity answered HTTP {code} {resp.reason or ''}".rstrip(),
+                                    retriable=code >= 500 or code == 429,
+                                    retry_after=_retry_after(resp.headers.get("Retry-After")))
             raw = _read_capped(resp, max_bytes)
     except requests.exceptions.ConnectTimeout:
-        raise ActivityError(f"connect timed out after {connect_timeout:g} s") from None
+        raise ActivityError(f"connect timed out after {connect_timeout:g} s", retriable=True) from None
     except requests.exceptions.ReadTimeout:
-        raise ActivityError(f"no answer within {read_timeout:g} s (read timeout)") from None
+        raise ActivityError(f"no answer within {read_timeout:g} s (read timeout)", retriable=True) from None
     except requests.exceptions.ConnectionError as e:
         if "Read timed out" in str(e):  # a stall while streaming the body comes out this way
-            raise ActivityError(f"no answer within {read_timeout:g} s (read timeout)") from None
-        raise ActivityError(f"connection failed: {_reason(e)}") from None
+            raise ActivityError(f"no answer within {read_timeout:g} s (read timeout)", retriable=True) from None
+        raise ActivityError(f"connection failed: {_reason(e)}", retriable=True) from None
     except requests.exceptions.RequestException as e:
+        # Bad URLs, redirect loops and the like: calling again gives the same.
         raise ActivityError(f"request failed: {_reason(e)}") from None
     return parse_answer(raw, max_fanout=max_fanout)
 
@@ -73,6 +109,21 @@ def _read_capped(resp, max_bytes: int) -> bytes:
             raise ActivityError(f"answer larger than the {max_bytes}-byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A Retry-After header (seconds or an HTTP date) as seconds from now, or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def _reason(e: Exception) -> str:

@@ -6,7 +6,7 @@ import json
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -38,9 +38,10 @@ def foo_answer(path: str, body: dict, base: str):
     return None
 
 
-def lab_answer(path: str, body: dict, base: str):
+def lab_answer(path: str, body: dict, base: str, attempt: int = 1):
     """Activities that misbehave on purpose, or take a given time; None if not a lab path.
-    Returns an answer dict, or (status, content_type, bytes) for a raw reply."""
+    Returns an answer dict, or (status, content_type, bytes) for a raw reply. `attempt` is
+    the engine's X-Cameron-Attempt header."""
     parts = path.strip("/").split("/")
     if parts[0] != "lab" or len(parts) < 2:
         return None
@@ -53,6 +54,10 @@ def lab_answer(path: str, body: dict, base: str):
         return leaf
     if kind == "status":
         return (int(args[0]), "application/json", b'{"oops": true}')
+    if kind == "flaky":  # /lab/flaky/N[/CODE]: answers CODE (503) to attempts 1..N, then echoes
+        if attempt <= int(args[0]):
+            return (int(args[1]) if len(args) > 1 else 503, "application/json", b'{"flaky": true}')
+        return leaf
     if kind == "notjson":
         return (200, "text/plain", b"this is not JSON")
     if kind == "shape":
@@ -97,8 +102,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(400, "application/json", b'{"error": "body is not JSON"}')
         base = f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
         path = self.path.split("?", 1)[0]
-        self.server.count(path)
-        answer = foo_answer(path, body, base) if path.startswith("/foo/") else lab_answer(path, body, base)
+        attempt = int(self.headers.get("X-Cameron-Attempt") or 1)
+        self.server.count(path, self.headers.get("X-Cameron-Job"), self.headers.get("X-Cameron-Task"), attempt)
+        answer = foo_answer(path, body, base) if path.startswith("/foo/") else lab_answer(path, body, base, attempt)
         if answer is None:
             return self._reply(404, "application/json", b'{"error": "no such activity"}')
         if isinstance(answer, tuple):
@@ -108,6 +114,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/calls":  # how often each path was called: tests count re-calls
             return self._reply(200, "application/json", json.dumps(self.server.calls()).encode())
+        if self.path == "/log":  # every recent call with its engine headers and time
+            return self._reply(200, "application/json", json.dumps(self.server.log()).encode())
         self._reply(404, "application/json", b'{"error": "POST an activity"}')
 
     def _reply(self, status, content_type, payload: bytes):
@@ -132,14 +140,22 @@ class ActivityServer(ThreadingHTTPServer):
         super().__init__((host, port), _Handler)
         self._lock = threading.Lock()
         self._calls = Counter()
+        self._log = deque(maxlen=200_000)  # bounded: the benchmark makes millions of calls
 
-    def count(self, path):
+    def count(self, path, job=None, task=None, attempt=1):
         with self._lock:
             self._calls[path] += 1
+            self._log.append({"path": path, "job": job, "task": task, "attempt": attempt,
+                              "time": time.time()})
 
     def calls(self) -> dict:
         with self._lock:
             return dict(self._calls)
+
+    def log(self, job: str | None = None) -> list[dict]:
+        """The calls remembered, oldest first; only one job's when `job` is given."""
+        with self._lock:
+            return [c for c in self._log if job is None or c["job"] == job]
 
     @property
     def url(self) -> str:

@@ -9,7 +9,8 @@ from urllib.parse import urlsplit
 from cameron.config import ConfigError
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
-_SETTINGS = {"connect_timeout": float, "read_timeout": float}
+_SETTINGS = {"connect_timeout": float, "read_timeout": float,
+             "max_attempts": int, "retry_backoff": float, "retry_backoff_max": float}
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,11 @@ class Process:
     start_url: str
     connect_timeout: float | None = None
     read_timeout: float | None = None
+    #: Calls of one task at most (1 = never retry), and the backoff before the 2nd, doubling
+    #: up to retry_backoff_max (seconds).
+    max_attempts: int | None = None
+    retry_backoff: float | None = None
+    retry_backoff_max: float | None = None
 
 
 def is_http_url(url) -> bool:
@@ -67,6 +73,8 @@ def parse(doc: dict, path: str = "<catalog>") -> dict[str, Process]:
                 raise bad(f"[processes.{name}] unknown setting {key!r} (known: start, {', '.join(_SETTINGS)})")
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
                 raise bad(f"[processes.{name}] {key} must be a number greater than zero")
+            if _SETTINGS[key] is int and value != int(value):
+                raise bad(f"[processes.{name}] {key} must be a whole number")
             settings[key] = _SETTINGS[key](value)
         catalog[name] = Process(name=name, start_url=entry["start"], **settings)
     return catalog

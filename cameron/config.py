@@ -40,6 +40,11 @@ class Config:
     #: Default activity call timeouts, in seconds (connect, then waiting for the answer).
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    #: Default retry policy (a process's catalog entry may set its own): calls per task at
+    #: most, and the backoff before the second call, doubling up to the maximum (seconds).
+    max_attempts: int = 3
+    retry_backoff: float = 0.5
+    retry_backoff_max: float = 30.0
     #: Limits that keep one bad activity from hurting the engine.
     max_fanout: int = 1000
     max_depth: int = 100
@@ -62,9 +67,11 @@ class Config:
 _INT = {"CAMERON_PORT": "port", "CAMERON_ADMIN_PORT": "admin_port",
         "CAMERON_RUNNERS": "runners", "CAMERON_WEB_WORKERS": "web_workers",
         "CAMERON_WEB_THREADS": "web_threads", "CAMERON_MAX_FANOUT": "max_fanout",
-        "CAMERON_MAX_DEPTH": "max_depth", "CAMERON_MAX_RESPONSE_BYTES": "max_response_bytes"}
+        "CAMERON_MAX_DEPTH": "max_depth", "CAMERON_MAX_RESPONSE_BYTES": "max_response_bytes",
+        "CAMERON_MAX_ATTEMPTS": "max_attempts"}
 _FLOAT = {"CAMERON_CONNECT_TIMEOUT": "connect_timeout", "CAMERON_READ_TIMEOUT": "read_timeout",
-          "CAMERON_ASK_TIMEOUT": "ask_timeout"}
+          "CAMERON_ASK_TIMEOUT": "ask_timeout", "CAMERON_RETRY_BACKOFF": "retry_backoff",
+          "CAMERON_RETRY_BACKOFF_MAX": "retry_backoff_max"}
 _KIND_NAMES = {int: "a whole number", float: "a number"}
 _STR = {"CAMERON_REDIS_URL": "redis_url", "CAMERON_DATA_DIR": "data_dir", "CAMERON_BIND": "bind"}
 

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Any
 
+from cameron.activity import RetryPolicy
 from cameron.catalog import Process
 from cameron.config import Config
 
@@ -212,6 +213,7 @@ class TaskEnded:
     next_json: str  # JSON text, or "undefined" for a leaf or an error
     time: str
     duration_ms: int
+    attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,7 @@ class ActivityCall:
     body: dict
     connect_timeout: float
     read_timeout: float
+    retry: RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,7 @@ class ActivityOutcome:
     result: Any  # cameron.activity.ActivityResult or None
     error: str | None
     duration_ms: int
+    attempts: int = 1
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ def _task_ended(pipe, op: m.TaskEnded):
         keys.task_time(n, op.status): op.time,
         keys.task_field(n, "output.data"): op.data_json,
         keys.task_field(n, "duration_ms"): op.duration_ms,
+        keys.task_field(n, "attempts"): op.attempts,
     }
     if op.status == keys.TASK_DONE:
         fields[keys.task_field(n, "output.next_activities")] = op.next_json
@@ -134,6 +135,9 @@ def document(process: str, key: str, uuid: str, h: dict) -> dict:
         duration = h.get(keys.task_field(n, "duration_ms"))
         if duration is not None:
             task["duration_ms"] = int(duration)
+        attempts = h.get(keys.task_field(n, "attempts"))
+        if attempts is not None:
+            task["attempts"] = int(attempts)
         tasks.append(task)
     doc = {
         "process": process,

@@ -106,6 +106,21 @@ start = "{activities.url}/foo/v0.0.1/start"
 [processes.mixed]
 start = "{lab}/mixed"
 read_timeout = 1
+max_attempts = 2
+retry_backoff = 0.1
+
+[processes.flaky]
+start = "{lab}/flaky/2"
+retry_backoff = 0.2
+
+[processes.flaky404]
+start = "{lab}/flaky/2/404"
+
+[processes.throttled]
+start = "{lab}/flaky/9/429"
+max_attempts = 3
+retry_backoff = 0.1
+retry_backoff_max = 0.4
 
 [processes.fanout]
 start = "{lab}/fanout/5/1000"

@@ -87,7 +87,7 @@ def test_redis_holds_the_original_schema_for_foo(engine):
 
 def test_every_kind_of_activity_failure_ends_its_task_in_error_and_the_job_done(engine, activities):
     # Given a start activity whose children fail in every way (the 'mixed' process reads with
-    # a 1 s timeout), beside one good child
+    # a 1 s timeout and calls at most twice), beside one good child
     doc = engine.run_job("mixed", timeout=30)
     tasks = {t["name"]: t for t in doc["tasks"]}
     assert tasks["start"]["status"]["current"] == "done"
@@ -110,6 +110,14 @@ def test_every_kind_of_activity_failure_ends_its_task_in_error_and_the_job_done(
         assert task["data"]["url"] == task["url"]
         assert engine.redis.exists(f"{tag}:{task['index']}:error")
         assert not engine.redis.exists(f"{tag}:{task['index']}:running")
+    # Then only what calling again may cure was called again: 5xx, timeouts, refused connections
+    retried = {"status", "sleep", "refused"}
+    for name in expected:
+        attempts = 2 if name in retried else 1
+        assert tasks[name]["attempts"] == attempts, (name, tasks[name])
+        assert engine.redis.hget(tag, f"task.{tasks[name]['index']}.attempts") == str(attempts)
+        assert ("after 2 attempts" in tasks[name]["data"]["error"]) == (name in retried)
+    assert tasks["good"]["attempts"] == 1
     assert doc["errors"] == len(expected)
     assert engine.redis.exists(f"{tag}:done")
 
@@ -159,3 +167,37 @@ def test_keys_round_trip_through_the_location(engine, key):
     doc = engine.wait_done(resp.headers["Location"])
     assert doc["key"] == key
     assert doc["tasks"][0]["data"]["who_id"] == key
+
+
+def test_a_flaky_activity_is_called_again_with_backoff_until_it_answers(engine, activities):
+    # Given an activity that answers 503 twice, then well (retry_backoff 0.2 s)
+    doc = engine.run_job("flaky")
+    [task] = doc["tasks"]
+    # Then the task ends done after three attempts, and says so
+    assert task["status"]["current"] == "done", task
+    assert task["attempts"] == 3
+    calls = [c for c in activities.log(doc["uuid"])]
+    assert [c["attempt"] for c in calls] == [1, 2, 3]
+    assert {c["task"] for c in calls} == {"0:start"}
+    # with exponential backoff and jitter in [d/2, d]: >= 0.1 s, then >= 0.2 s
+    gaps = [b["time"] - a["time"] for a, b in zip(calls, calls[1:])]
+    assert gaps[0] >= 0.1 and gaps[1] >= 0.2, gaps
+    assert gaps[0] < 1.0 and gaps[1] < 1.5, gaps
+
+
+def test_a_4xx_answer_is_not_called_again(engine, activities):
+    doc = engine.run_job("flaky404")
+    [task] = doc["tasks"]
+    assert task["status"]["current"] == "error"
+    assert "HTTP 404" in task["data"]["error"] and "attempts" not in task["data"]["error"]
+    assert task["attempts"] == 1
+    assert [c["attempt"] for c in activities.log(doc["uuid"])] == [1]
+
+
+def test_429_is_retried_up_to_the_process_maximum_then_recorded(engine, activities):
+    doc = engine.run_job("throttled")
+    [task] = doc["tasks"]
+    assert task["status"]["current"] == "error"
+    assert "HTTP 429" in task["data"]["error"] and "after 3 attempts" in task["data"]["error"]
+    assert task["attempts"] == 3
+    assert doc["errors"] == 1

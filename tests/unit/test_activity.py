@@ -306,3 +306,56 @@ def test_an_answer_just_under_max_bytes_is_accepted(lab):
 def test_a_fanout_over_the_limit_from_a_real_activity_is_an_activity_error(lab):
     message = call_error(f"{lab.url}/lab/fanout/5/0", max_fanout=4)
     assert "fan-out limit of 4" in message
+
+
+# --- which failures are worth calling again ---------------------------------
+
+def call_exception(url, **overrides) -> ActivityError:
+    with pytest.raises(ActivityError) as info:
+        activity.call(url, BODY, **{**LIMITS, **overrides})
+    return info.value
+
+
+@pytest.mark.parametrize("path, retriable", [
+    ("/lab/status/500", True), ("/lab/status/503", True), ("/lab/status/429", True),
+    ("/lab/status/404", False), ("/lab/status/400", False), ("/lab/status/201", False),
+    ("/lab/notjson", False), ("/lab/shape", False), ("/lab/noname", False), ("/lab/badnext", False),
+])
+def test_only_5xx_and_429_answers_are_retriable(lab, path, retriable):
+    assert call_exception(f"{lab.url}{path}").retriable is retriable
+
+
+def test_refused_connections_and_timeouts_are_retriable(lab):
+    assert call_exception(f"http://127.0.0.1:{free_port()}/start").retriable
+    assert call_exception(f"{lab.url}/lab/sleep/2000", read_timeout=0.2).retriable
+
+
+def test_an_oversized_answer_is_not_retriable(lab):
+    assert not call_exception(f"{lab.url}/lab/big/200000", max_bytes=100_000).retriable
+
+
+@pytest.mark.parametrize("header, seconds", [("7", 7.0), ("0", 0.0), ("-3", 0.0), ("soon", None),
+                                             (None, None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])
+def test_retry_after_is_read_as_seconds_or_a_date(header, seconds):
+    assert activity._retry_after(header) == seconds
+
+
+def test_a_retry_after_date_in_the_future_counts_from_now():
+    from email.utils import formatdate
+    import time
+    assert 50 < activity._retry_after(formatdate(time.time() + 60, usegmt=True)) <= 60
+
+
+def test_backoff_doubles_with_jitter_in_its_upper_half_and_stops_at_the_maximum():
+    policy = activity.RetryPolicy(max_attempts=10, backoff=0.5, backoff_max=3.0)
+    for attempt, full in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (8, 3.0)]:
+        delays = [policy.delay(attempt) for _ in range(200)]
+        assert all(full / 2 <= d <= full for d in delays), (attempt, min(delays), max(delays))
+        assert len(set(delays)) > 100  # jittered, not one fixed value
+
+
+def test_backoff_waits_at_least_what_retry_after_asks_within_the_maximum():
+    policy = activity.RetryPolicy(max_attempts=3, backoff=0.1, backoff_max=5.0)
+    assert policy.delay(1, retry_after=2.0) == 2.0
+    assert policy.delay(1, retry_after=60.0) == 5.0
+    assert policy.delay(1, retry_after=0.0) <= 0.1

@@ -193,3 +193,19 @@ def test_parse_names_the_given_path_in_its_errors():
 ])
 def test_is_http_url(url, ok):
     assert catalog.is_http_url(url) is ok
+
+
+def test_retry_settings_are_read_per_process(tmp_path):
+    path = write(tmp_path, '[processes.foo]\nstart = "http://x/s"\nmax_attempts = 5\n'
+                           'retry_backoff = 0.25\nretry_backoff_max = 4\n')
+    process = catalog.load(str(path))["foo"]
+    assert (process.max_attempts, process.retry_backoff, process.retry_backoff_max) == (5, 0.25, 4.0)
+    assert type(process.max_attempts) is int
+
+
+@pytest.mark.parametrize("value", ["2.5", "0", "-1", "true", '"3"'])
+def test_max_attempts_must_be_a_whole_number_above_zero(tmp_path, value):
+    path = write(tmp_path, f'[processes.foo]\nstart = "http://x/s"\nmax_attempts = {value}\n')
+    with pytest.raises(ConfigError) as info:
+        catalog.load(str(path))
+    assert "max_attempts must be" in str(info.value)
