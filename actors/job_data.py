@@ -11,6 +11,8 @@ from actors.base import CameronActor
 
 #: How soon writes that failed (Redis down) are tried again, in order.
 RETRY_AFTER = datetime.timedelta(seconds=0.5)
+#: Wake-up payloads: the write retry, and the lease's renewal.
+RETRY, LEASE = "retry", "lease"
 
 
 class JobData(CameronActor):
@@ -23,10 +25,14 @@ class JobData(CameronActor):
         self.loads = []  # (LoadUnfinished, sender) waiting for the backlog: reads must see it
         self.retrying = False
         self.written = 0
+        self.lease = None  # None before the first renewal, then whether it was renewed in time
+        self.fenced = False  # the lease lapsed once: check every write's job is still ours
+        self.disowned = set()  # tags of jobs other engines took over while we were away
 
     def setup(self, first):
         if first:
-            self.store = store.JobStore(store.connect(self.config.effective_redis_url))
+            self.store = store.JobStore(store.connect(self.config.effective_redis_url), self.config.engine)
+            self._renew_lease()
 
     # --- client API -------------------------------------------------------
 
@@ -65,22 +71,63 @@ class JobData(CameronActor):
     # --- from the runners -------------------------------------------------
 
     def receiveMsg_WriteBatch(self, msg: m.WriteBatch, sender):
-        self.backlog.append(msg.ops)
+        self.backlog.append((msg.ops, sender))
         self._flush()
 
     def receiveMsg_WakeupMessage(self, msg, sender):
+        if msg.payload == LEASE:
+            self._renew_lease()
+            return
         self.retrying = False
         self._flush()
 
     def _flush(self):
         while self.backlog:
+            ops, writer = self.backlog[0]
             try:
-                self.store.apply(self.backlog[0])
+                if self.fenced:
+                    ops = self._still_ours(ops, writer)
+                self.store.apply(ops)
             except redis.RedisError as e:
                 self._retry_later(e)
                 return
-            self.written += len(self.backlog.pop(0))
+            self.backlog.pop(0)
+            self.written += len(ops)
         self._serve_loads()
+
+    # --- the lease: one engine per job --------------------------------------
+
+    def _renew_lease(self):
+        """Renew this engine's lease, then take over the jobs of engines whose lease expired."""
+        self.wakeupAfter(datetime.timedelta(seconds=self.config.lease_ttl / 4), payload=LEASE)
+        try:
+            held = self.store.renew_lease(self.config.lease_ttl)
+            if self.lease and not held:
+                self.log.error("this engine's lease expired (Redis out of reach, or the engine "
+                               "stalled); from now on every write checks that its job is still ours")
+                self.fenced = True
+            self.lease = True
+            claimed = self.store.claim_orphans()
+            found = self.store.hashes(claimed) if claimed else []
+        except redis.RedisError as e:
+            self.log.warning("lease not renewed: %s", e)
+            return
+        if found:
+            self.log.warning("took over %d unfinished jobs of engines whose lease expired", len(found))
+            self.send(self.peers.scheduler, m.UnfinishedJobs(found, self.peers.runners))
+
+    def _still_ours(self, ops, writer):
+        """Drop the writes of jobs another engine took over, and tell their runner to let go."""
+        tags = list({op.tag for op in ops} - self.disowned)
+        if tags:
+            lost = {t for t, mine in zip(tags, self.store.redis.smismember(self.store.owned, tags))
+                    if not mine}
+            self.disowned |= lost
+        kept = [op for op in ops if op.tag not in self.disowned]
+        gone = sorted({op.tag for op in ops} & self.disowned)
+        if gone:
+            self.send(writer, m.Disowned(gone))
+        return kept
 
     def _retry_later(self, error):
         if not self.retrying:
@@ -89,4 +136,5 @@ class JobData(CameronActor):
             self.wakeupAfter(RETRY_AFTER)
 
     def status(self):
-        return {"writes": self.written, "backlog": len(self.backlog)}
+        return {"writes": self.written, "backlog": len(self.backlog), "engine": self.config.engine,
+                "lease": self.lease, "disowned": len(self.disowned)}

@@ -85,6 +85,12 @@ class JobRunner(CameronActor):
             self._end_job(job)
         self._flush()
 
+    def receiveMsg_Disowned(self, msg: m.Disowned, sender):
+        for tag in msg.tags:
+            job = self.jobs.pop(tag.rsplit(":", 1)[1], None)
+            if job is not None:
+                self.log.warning("job %s was taken over by another engine; dropping it", job.spec.uuid)
+
     # --- from the TaskActor -----------------------------------------------
 
     def receiveMsg_ActivityOutcomes(self, msg: m.ActivityOutcomes, sender):

@@ -11,7 +11,7 @@ import urllib.request
 
 import redis
 
-from cameron import actorsys, catalog, store
+from cameron import actorsys, catalog, keys, store
 from cameron import messages as m
 from cameron.config import ROOT, Config, ConfigError, from_env
 from cameron.redis_server import EmbeddedRedis
@@ -158,7 +158,7 @@ def cmd_status(config: Config, args) -> int:
                                              "alive": isinstance(pong, m.Pong)})
     try:
         client = store.connect(config.effective_redis_url)
-        report["unfinished_jobs"] = client.scard(store.UNFINISHED)
+        report["unfinished_jobs"] = client.scard(keys.engine_jobs(config.engine))
     except redis.RedisError as e:
         report["redis_error"] = str(e)
     if args.json:

@@ -2,6 +2,7 @@
 
 import math
 import os
+import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -51,6 +52,16 @@ class Config:
     max_response_bytes: int = 10 * 1024 * 1024
     #: How long the web layer waits for the actor system before answering 503.
     ask_timeout: float = 10.0
+    #: This engine's name among the engines sharing one Redis; empty means host:admin_port,
+    #: which no other engine on this host can have while this one runs.
+    engine_id: str = ""
+    #: Seconds an engine's lease on its jobs lasts unless renewed (it is renewed four times per
+    #: period); another engine takes over the jobs of an engine whose lease ran out.
+    lease_ttl: float = 10.0
+
+    @property
+    def engine(self) -> str:
+        return self.engine_id or f"{socket.gethostname()}:{self.admin_port}"
 
     @property
     def redis_socket(self) -> str:
@@ -71,9 +82,10 @@ _INT = {"CAMERON_PORT": "port", "CAMERON_ADMIN_PORT": "admin_port",
         "CAMERON_MAX_ATTEMPTS": "max_attempts"}
 _FLOAT = {"CAMERON_CONNECT_TIMEOUT": "connect_timeout", "CAMERON_READ_TIMEOUT": "read_timeout",
           "CAMERON_ASK_TIMEOUT": "ask_timeout", "CAMERON_RETRY_BACKOFF": "retry_backoff",
-          "CAMERON_RETRY_BACKOFF_MAX": "retry_backoff_max"}
+          "CAMERON_RETRY_BACKOFF_MAX": "retry_backoff_max", "CAMERON_LEASE_TTL": "lease_ttl"}
 _KIND_NAMES = {int: "a whole number", float: "a number"}
-_STR = {"CAMERON_REDIS_URL": "redis_url", "CAMERON_DATA_DIR": "data_dir", "CAMERON_BIND": "bind"}
+_STR = {"CAMERON_REDIS_URL": "redis_url", "CAMERON_DATA_DIR": "data_dir", "CAMERON_BIND": "bind",
+        "CAMERON_ENGINE_ID": "engine_id"}
 
 
 def from_env(environ=None) -> Config:

@@ -41,3 +41,17 @@ def task_field(n: int, name: str) -> str:
 
 def task_time(n: int, state: str) -> str:
     return f"task.{n}.status.{state}.time"
+
+
+# Engines sharing one Redis, and which unfinished jobs each one runs.
+ENGINES = f"{PREFIX}:engines"
+
+
+def engine_lease(engine: str) -> str:
+    """Exists while the engine lives: it renews it; when it expires, others take its jobs."""
+    return f"{PREFIX}:engine:{engine}:lease"
+
+
+def engine_jobs(engine: str) -> str:
+    """The set of the tags of the engine's jobs not yet done."""
+    return f"{PREFIX}:engine:{engine}:jobs"

@@ -170,6 +170,14 @@ class UnfinishedJobs:
 
 
 @dataclass(frozen=True)
+class Disowned:
+    """JobData -> JobRunner: another engine took these jobs over (our lease had expired): drop
+    them, call nothing more for them."""
+
+    tags: list
+
+
+@dataclass(frozen=True)
 class ResumeJob:
     """Scheduler -> JobRunner: go on with a job a dead runner or engine left unfinished."""
 

@@ -8,8 +8,32 @@ import redis
 from cameron import keys
 from cameron import messages as m
 
-#: A set of the tags of jobs not yet done, so a restarted engine finds them without scanning.
-UNFINISHED = f"{keys.PREFIX}:jobs:unfinished"
+#: Where engines before leases kept every unfinished job; whoever boots next adopts them.
+LEGACY_UNFINISHED = f"{keys.PREFIX}:jobs:unfinished"
+
+#: Takes over the jobs of every other engine whose lease has expired, atomically, so two
+#: engines that both see one dead can never both get its jobs. Returns the tags moved.
+#: (It names keys it builds itself: fine on one Redis server, not on Redis Cluster.)
+_CLAIM = """
+local me, prefix = ARGV[1], ARGV[2]
+local mine = prefix .. ':engine:' .. me .. ':jobs'
+local moved = {}
+local function take(set)
+  for _, tag in ipairs(redis.call('SMEMBERS', set)) do
+    redis.call('SADD', mine, tag)
+    table.insert(moved, tag)
+  end
+  redis.call('DEL', set)
+end
+for _, other in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if other ~= me and redis.call('EXISTS', prefix .. ':engine:' .. other .. ':lease') == 0 then
+    take(prefix .. ':engine:' .. other .. ':jobs')
+    redis.call('SREM', KEYS[1], other)
+  end
+end
+take(KEYS[2])
+return moved
+"""
 
 
 def now() -> str:
@@ -24,10 +48,14 @@ def connect(url: str) -> redis.Redis:
 
 
 class JobStore:
-    """Writes and reads jobs; every write of one call goes in a single MULTI/EXEC round trip."""
+    """Writes and reads jobs; every write of one call goes in a single MULTI/EXEC round trip.
+    `engine` is the engine this store works for: the jobs it creates are that engine's."""
 
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, engine: str):
         self.redis = client
+        self.engine = engine
+        self.owned = keys.engine_jobs(engine)
+        self._claim = client.register_script(_CLAIM)
 
     def create(self, job: m.JobSpec) -> None:
         tag = job.tag
@@ -42,7 +70,7 @@ class JobStore:
             keys.JOB_START_URL: job.process.start_url,
         })
         pipe.set(keys.job_marker(tag, keys.SCHEDULED), job.scheduled_time)
-        pipe.sadd(UNFINISHED, tag)
+        pipe.sadd(self.owned, tag)
         pipe.execute()
 
     def apply(self, ops: list) -> None:
@@ -50,16 +78,37 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=True)
         for op in ops:
             _WRITERS[type(op)](pipe, op)
+            if type(op) is m.JobEnded:
+                pipe.srem(self.owned, op.tag)
         pipe.execute()
 
     def unfinished(self, runner: int | None, runners: int) -> list[tuple[str, dict]]:
-        """(tag, hash) of every job not yet done, or only those of one runner slot."""
-        tags = [t for t in self.redis.smembers(UNFINISHED)
+        """(tag, hash) of every job of this engine not yet done, or only those of one runner slot."""
+        tags = [t for t in self.redis.smembers(self.owned)
                 if runner is None or m.runner_slot(t.rsplit(":", 1)[1], runners) == runner]
+        return self.hashes(tags)
+
+    def hashes(self, tags: list[str]) -> list[tuple[str, dict]]:
         pipe = self.redis.pipeline(transaction=False)
         for tag in tags:
             pipe.hgetall(tag)
         return [(tag, h) for tag, h in zip(tags, pipe.execute()) if h]
+
+    def renew_lease(self, ttl: float) -> bool:
+        """Renew this engine's lease; False when it had expired (others may have taken jobs)."""
+        lease = keys.engine_lease(self.engine)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.exists(lease)
+        pipe.set(lease, str(time.time()), px=int(ttl * 1000))
+        pipe.sadd(keys.ENGINES, self.engine)
+        return bool(pipe.execute()[0])
+
+    def claim_orphans(self) -> list[str]:
+        """Take over the unfinished jobs of engines whose lease expired; their tags."""
+        return self._claim(keys=[keys.ENGINES, LEGACY_UNFINISHED], args=[self.engine, keys.PREFIX])
+
+    def owned_tags(self) -> set[str]:
+        return self.redis.smembers(self.owned)
 
     def get(self, process: str, key: str, uuid: str) -> dict | None:
         """The job document of the API, or None when there is no such job."""
@@ -110,7 +159,6 @@ def _job_ended(pipe, op: m.JobEnded):
                                "job.errors": op.errors})
     pipe.delete(keys.job_marker(op.tag, keys.RUNNING))
     pipe.set(keys.job_marker(op.tag, keys.DONE), op.time)
-    pipe.srem(UNFINISHED, op.tag)
 
 
 _WRITERS = {m.JobStarted: _job_started, m.TaskStarted: _task_started,

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cameron import actorsys
+from cameron import actorsys, keys
 from cameron.redis_server import EmbeddedRedis
 from conftest import start_engine, stop_engine, wait_until
 
@@ -102,3 +102,49 @@ def test_unfinished_jobs_resume_after_the_admin_is_killed_and_the_engine_restart
     assert restarted.returncode == 0, restarted.stderr
     assert "left by an engine that died" in restarted.stderr
     assert_all_done_once(own_engine, locations)
+
+
+def kill_engine(engine, web):
+    """kill -9 of every process of one engine: its actors, its admin and its gunicorn."""
+    pids = actorsys.system_pids(engine.config)
+    assert pids
+    for pid in [web.pid] + children_of(web.pid) + pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    web.wait()
+    actorsys.kill_and_wait(pids, engine.config)
+
+
+def test_two_engines_on_one_redis_never_run_the_same_job_and_the_survivor_takes_over(short_tmp, activities):
+    tmp = short_tmp / "lease"
+    redis_server = EmbeddedRedis(str(tmp / "data")).start()
+    engines = []
+    try:
+        # Given two engines sharing one Redis, with leases of 1 s (renewed every 0.25 s)
+        for name in ("a", "b"):
+            engines.append(start_engine(tmp / name, redis_server.url, activities, CAMERON_LEASE_TTL="1"))
+        (a, web_a), (b, web_b) = engines
+        # When A runs jobs of 2 s, eight of B's lease checks long
+        first = start_slow_jobs(a, activities, 5)
+        assert_all_done_once(a, first)
+        # Then B took none of them: each job's one task was called exactly once
+        for location in first:
+            assert len(activities.log(location.rsplit("/", 1)[1])) == 1
+
+        # When A dies hard with jobs in flight
+        second = start_slow_jobs(a, activities, 5)
+        kill_engine(a, web_a)
+        engines.remove((a, web_a))
+        # Then B takes them over once A's lease expires, and ends them all
+        for location in second:
+            doc = b.wait_done(location.replace(a.base_url, b.base_url), timeout=30)
+            assert [t["status"]["current"] for t in doc["tasks"]] == ["done"]
+        assert not b.redis.exists(keys.engine_jobs(a.config.engine))
+        assert b.redis.smembers(keys.ENGINES) == {b.config.engine}
+        assert b.redis.scard(keys.engine_jobs(b.config.engine)) == 0
+    finally:
+        for engine, web in engines:
+            stop_engine(engine, web)
+        redis_server.stop()

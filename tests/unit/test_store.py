@@ -40,7 +40,7 @@ def client(redis_url):
 
 @pytest.fixture
 def jobs(client):
-    return store.JobStore(client)
+    return store.JobStore(client, "me:1")
 
 
 def new_job(key="(id,007)", process=FOO, data="be careful with that data", requestor="bob_the_thin",
@@ -92,8 +92,8 @@ def test_creating_a_job_writes_the_spec_fields_and_a_pending_marker(client, jobs
     # ... one marker, JOBTAG:pending, and the job listed as unfinished
     assert markers(client, job) == {"pending"}
     assert client.exists(tag + ":pending")
-    assert client.sismember(store.UNFINISHED, tag)
-    assert set(client.keys("*")) == {tag, tag + ":pending", store.UNFINISHED}
+    assert client.sismember(keys.engine_jobs("me:1"), tag)
+    assert set(client.keys("*")) == {tag, tag + ":pending", keys.engine_jobs("me:1")}
 
 
 # --- the moments of a job ---------------------------------------------------------
@@ -118,7 +118,7 @@ def test_a_job_moves_its_markers_from_pending_to_running_to_done(client, jobs):
     assert (h["job.status.current"], h["job.status.done.time"]) == ("done", T4)
     assert h["job.status.running.time"] == T1
     assert markers(client, job) == {"done"}
-    assert not client.sismember(store.UNFINISHED, job.tag)
+    assert not client.sismember(keys.engine_jobs("me:1"), job.tag)
 
 
 def test_a_task_start_writes_its_spec_fields_and_a_running_marker(client, jobs):
@@ -345,3 +345,41 @@ def test_keys_differing_only_in_case_are_different_jobs(jobs):
     assert jobs.get("foo", "Bob", upper.uuid)["data"] == "upper"
     assert jobs.get("foo", "bob", lower.uuid)["data"] == "lower"
     assert jobs.get("foo", "bob", upper.uuid) is None
+
+
+# --- leases: one engine per job ----------------------------------------------------
+
+def test_a_lease_is_renewed_and_reports_whether_it_had_lapsed(client, jobs):
+    assert jobs.renew_lease(5) is False  # the first renewal finds none
+    assert jobs.renew_lease(5) is True
+    assert 4000 < client.pttl(keys.engine_lease("me:1")) <= 5000
+    assert client.smembers(keys.ENGINES) == {"me:1"}
+    client.delete(keys.engine_lease("me:1"))  # as if it had expired
+    assert jobs.renew_lease(5) is False
+
+
+def test_the_jobs_of_an_engine_whose_lease_expired_are_taken_over_once(client, jobs):
+    # Given two engines with a job each, both leases held
+    other = store.JobStore(client, "other:2")
+    mine, theirs = new_job(), new_job()
+    jobs.create(mine)
+    other.create(theirs)
+    jobs.renew_lease(5)
+    other.renew_lease(5)
+    # Expect nothing taken while the other's lease holds
+    assert jobs.claim_orphans() == []
+    # When its lease expires
+    client.delete(keys.engine_lease("other:2"))
+    # Then its job is ours, exactly once, and the dead engine is forgotten
+    assert jobs.claim_orphans() == [theirs.tag]
+    assert jobs.claim_orphans() == []
+    assert other.claim_orphans() == []  # a second engine cannot take it from us: our lease holds
+    assert jobs.owned_tags() == {mine.tag, theirs.tag}
+    assert client.smembers(keys.ENGINES) == {"me:1"}
+    assert [t for t, _ in jobs.unfinished(None, 2)] != []
+
+
+def test_jobs_left_in_the_set_of_engines_before_leases_are_adopted(client, jobs):
+    client.sadd(store.LEGACY_UNFINISHED, "cameron:process:foo:key:k:job:abc")
+    assert jobs.claim_orphans() == ["cameron:process:foo:key:k:job:abc"]
+    assert not client.exists(store.LEGACY_UNFINISHED)
