@@ -70,12 +70,13 @@ def lab_answer(path: str, body: dict, base: str, attempt: int = 1):
         n, ms = int(args[0]), int(args[1])
         return {"name": "fanout", "data": body.get("data"), "next_activities": {"definitions": [
             {"name": f"child_{i}", "url": f"{base}/lab/sleep/{ms}"} for i in range(n)]}}
-    if kind == "chain":  # /lab/chain/N: a chain of N more activities
-        n = int(args[0])
+    if kind == "chain":  # /lab/chain/N[/MS]: a chain of N more activities, each taking MS
+        n, ms = int(args[0]), (args[1:] or ["0"])[0]
+        time.sleep(int(ms) / 1000)
         if n <= 0:
             return leaf
         return {"name": f"chain_{n}", "data": body.get("data"), "next_activities": {
-            "definitions": [{"name": f"chain_{n - 1}", "url": f"{base}/lab/chain/{n - 1}"}]}}
+            "definitions": [{"name": f"chain_{n - 1}", "url": f"{base}/lab/chain/{n - 1}/{ms}"}]}}
     if kind == "mixed":  # a good child beside every kind of bad one
         bad = ["status/500", "notjson", "shape", "noname", "badnext", "sleep/3000"]
         defs = [{"name": "good", "url": f"{base}/lab/echo"}]

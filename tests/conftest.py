@@ -125,11 +125,26 @@ retry_backoff_max = 0.4
 [processes.fanout]
 start = "{lab}/fanout/5/1000"
 
+[processes.wide]
+start = "{lab}/fanout/5/2000"
+
 [processes.twins]
 start = "{lab}/twins"
 
 [processes.chain]
 start = "{lab}/chain/3"
+
+[processes.slowchain]
+start = "{lab}/chain/5/300"
+
+[processes.toowide]
+start = "{lab}/fanout/21/0"
+
+[processes.toodeep]
+start = "{lab}/chain/12"
+
+[processes.toobig]
+start = "{lab}/big/200000"
 
 [processes.slow]
 start = "{lab}/sleep/2000"
@@ -157,8 +172,17 @@ def start_engine(tmp: Path, redis_url: str, activities: ActivityServer, **extra_
     if started.returncode != 0:
         _force_stop(engine)
         pytest.fail(f"cameron start failed: {started.stderr}")
+    try:
+        return engine, start_web(engine)
+    except BaseException:
+        _force_stop(engine)
+        raise
+
+
+def start_web(engine: Engine) -> subprocess.Popen:
+    """gunicorn for an engine whose actor system runs; returns once it serves /api."""
     web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.py"),
-                            "cameron.wsgi:app"], env=env, stdin=subprocess.DEVNULL)
+                            "cameron.wsgi:app"], env=engine.env, stdin=subprocess.DEVNULL)
 
     def serving():
         try:
@@ -169,9 +193,10 @@ def start_engine(tmp: Path, redis_url: str, activities: ActivityServer, **extra_
     try:
         wait_until(serving, 30, "gunicorn to serve /api", interval=0.05)
     except BaseException:
-        stop_engine(engine, web)
+        web.kill()
+        web.wait()
         raise
-    return engine, web
+    return web
 
 
 def _force_stop(engine: Engine):
@@ -200,7 +225,10 @@ def stop_engine(engine: Engine, web: subprocess.Popen):
 
 @pytest.fixture(scope="session")
 def engine(short_tmp, redis_server, activities):
-    engine, web = start_engine(short_tmp / "engine", redis_server.url, activities)
+    # Small limits, so that the tests can go past them.
+    engine, web = start_engine(short_tmp / "engine", redis_server.url, activities,
+                               CAMERON_MAX_FANOUT="20", CAMERON_MAX_DEPTH="8",
+                               CAMERON_MAX_RESPONSE_BYTES="100000")
     yield engine
     stop_engine(engine, web)
 

@@ -3,14 +3,15 @@
 import json
 import os
 import signal
-import subprocess
-import sys
+import threading
+import time
 
 import pytest
+import requests
 
 from cameron import actorsys, keys
 from cameron.redis_server import EmbeddedRedis
-from conftest import start_engine, stop_engine, wait_until
+from conftest import start_engine, start_web, stop_engine, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -23,10 +24,10 @@ def own_engine(short_tmp, activities, request):
     boot-time recovery must not touch other engines' jobs."""
     tmp = short_tmp / f"f{abs(hash(request.node.name)) % 10**6}"
     redis_server = EmbeddedRedis(str(tmp / "data")).start()
-    engine, web = start_engine(tmp, redis_server.url, activities)
+    engine, engine.web = start_engine(tmp, redis_server.url, activities)
     yield engine
     try:
-        stop_engine(engine, web)
+        stop_engine(engine, engine.web)
     finally:
         redis_server.stop()
 
@@ -148,3 +149,148 @@ def test_two_engines_on_one_redis_never_run_the_same_job_and_the_survivor_takes_
         for engine, web in engines:
             stop_engine(engine, web)
         redis_server.stop()
+
+
+class Load:
+    """Starts foo jobs from a thread, one after another, until stopped; keeps every answer."""
+
+    def __init__(self, engine, process="foo"):
+        self.engine, self.process, self.answers = engine, process, []
+        self.stopped = threading.Event()
+        self.http = requests.Session()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopped.is_set() and len(self.answers) < 5000:
+            started = time.monotonic()
+            try:
+                resp = self.http.post(f"{self.engine.base_url}/api/process/{self.process}/start",
+                                      json={"key": f"load-{len(self.answers)}", "data": "d", "requestor": "r"},
+                                      timeout=15)
+            except requests.RequestException:
+                resp = None  # the engine was killed under us: no answer, so no promise made
+                time.sleep(0.05)
+            self.answers.append((resp, time.monotonic() - started))
+
+    def count(self, status):
+        return sum(1 for resp, _ in self.answers if resp is not None and resp.status_code == status)
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join(20)
+
+
+def test_while_redis_is_down_starts_get_a_fast_503_and_nothing_accepted_is_lost(short_tmp, activities):
+    tmp = short_tmp / "redisdown"
+    redis_server = EmbeddedRedis(str(tmp / "data")).start()
+    engine, web = start_engine(tmp, redis_server.url, activities)
+    load = None
+    try:
+        pids = actor_pids(engine)
+        # Given slow jobs in flight and a steady stream of new foo jobs
+        slow = start_slow_jobs(engine, activities, 5)
+        load = Load(engine)
+        wait_until(lambda: load.count(201) >= 20, 20, "the load to get going")
+        # When Redis stops (the slow jobs end while it is down)
+        redis_server.stop()
+        down_at = len(load.answers)
+        wait_until(lambda: load.count(503) >= 10, 20, "starts to be refused with 503")
+        job_read = engine.http.get(slow[0], timeout=15)
+        # ... for a few seconds
+        time.sleep(2.5)  # a deliberate outage, not a wait for a condition
+        redis_server.start()
+        # Then new jobs are accepted again, without restarting anything
+        accepted_before = load.count(201)
+        wait_until(lambda: load.count(201) > accepted_before + 20, 30, "starts to be accepted again")
+        load.stop()
+
+        refused = [(resp, took) for resp, took in load.answers[down_at:] if resp.status_code == 503]
+        assert refused and all(took < 3 for _, took in refused), [took for _, took in refused][:5]
+        for resp, _ in refused[:3]:
+            assert resp.headers["Retry-After"] and "unavailable" in resp.json()["description"]
+        assert {resp.status_code for resp, _ in load.answers} <= {201, 503}
+        assert job_read.status_code == 503 and job_read.headers["Retry-After"]
+        # ... and every job that got a 201, before, during and after, ends done
+        for location in slow + [resp.headers["Location"] for resp, _ in load.answers
+                                if resp.status_code == 201]:
+            doc = engine.wait_done(location, timeout=30)
+            assert {t["status"]["current"] for t in doc["tasks"]} == {"done"}, doc
+        assert actor_pids(engine) == pids
+    finally:
+        if load:
+            load.stop()
+        stop_engine(engine, web)
+        redis_server.stop()
+
+
+def start_jobs(engine, process, count) -> list[str]:
+    locations = []
+    for i in range(count):
+        resp = engine.start_job(process, key=f"{process}-{i}")
+        assert resp.status_code == 201, resp.text
+        locations.append(resp.headers["Location"])
+    return locations
+
+
+def assert_each_task_done_once(engine, locations, tasks_per_job):
+    for location in locations:
+        doc = engine.wait_done(location, timeout=60)
+        assert [t["status"]["current"] for t in doc["tasks"]] == ["done"] * tasks_per_job, doc["tasks"]
+        assert [t["index"] for t in doc["tasks"]] == list(range(tasks_per_job))
+
+
+@pytest.mark.parametrize("victim", ["runner", "task_actor"])
+def test_100_jobs_end_done_while_runners_or_task_actors_are_killed_again_and_again(own_engine, activities, victim):
+    # Given 100 jobs of a start and five 2 s children
+    locations = start_jobs(own_engine, "wide", 100)
+    unfinished = lambda: own_engine.redis.scard(keys.engine_jobs(own_engine.config.engine))  # noqa: E731
+    # When, every 0.7 s while jobs are unfinished, one runner (or one runner's TaskActor) is
+    # killed: at most 4 kills of one runner within 10 s, under the restart limit of 5
+    kills = 0
+    while kills < 8 and unfinished():
+        runners = {r: p for r, p in actor_pids(own_engine).items() if r.startswith("runner:") and p}
+        role = sorted(runners)[kills % len(runners)]
+        targets = [runners[role]] if victim == "runner" else children_of(runners[role])
+        for pid in targets:
+            os.kill(pid, signal.SIGKILL)
+            kills += 1
+        time.sleep(0.7)  # the pace of the kills, not a wait for an outcome
+    assert kills >= 3, "the jobs ended before the kills began: the test proved nothing"
+    # Then every job ends done, each of its six tasks recorded once, as done
+    assert_each_task_done_once(own_engine, locations, 6)
+
+
+def test_after_kill_9_of_the_whole_engine_under_load_no_accepted_job_is_lost_and_no_done_task_is_called_again(
+        own_engine, activities):
+    engine = own_engine
+    # Given 50 jobs that are chains of six 0.3 s activities, and more being started
+    locations = start_jobs(engine, "slowchain", 50)
+    load = Load(engine, process="slowchain")
+    wait_until(lambda: load.count(201) >= 10, 20, "the load to get going")
+    wait_until(lambda: any(activities.log(loc.rsplit("/", 1)[1])[1:] for loc in locations), 20,
+               "jobs to be half-way")
+    # When every engine process is killed at once (actors, admin, gunicorn)
+    web = engine.web
+    kill_engine(engine, web)
+    load.stop()
+    # ... and what Redis had recorded as done at that moment is noted
+    done_before = {}
+    for tag in engine.redis.smembers(keys.engine_jobs(engine.config.engine)):
+        h = engine.redis.hgetall(tag)
+        done_before[tag.rsplit(":", 1)[1]] = {
+            f"{n}:{h[f'task.{n}.name']}" for n in range(6) if h.get(f"task.{n}.status.current") == "done"}
+    assert any(done_before.values()), "no task was done at the kill: the test proved nothing"
+    # When the engine is started again
+    restarted = engine.cli("start")
+    assert restarted.returncode == 0, restarted.stderr
+    engine.web = start_web(engine)
+    # Then every job that got a 201 ends done, each of its six tasks once
+    accepted = locations + [resp.headers["Location"] for resp, _ in load.answers
+                            if resp is not None and resp.status_code == 201]
+    assert_each_task_done_once(engine, accepted, 6)
+    # ... and no task done before the kill was called again
+    for job, done in done_before.items():
+        calls = [c["task"] for c in activities.log(job)]
+        again = {task for task in done if calls.count(task) != 1}
+        assert not again, (job, again, calls)

@@ -201,3 +201,22 @@ def test_429_is_retried_up_to_the_process_maximum_then_recorded(engine, activiti
     assert "HTTP 429" in task["data"]["error"] and "after 3 attempts" in task["data"]["error"]
     assert task["attempts"] == 3
     assert doc["errors"] == 1
+
+
+@pytest.mark.parametrize("process, tasks, words", [
+    ("toowide", 1, "21 next activities exceed the fan-out limit of 20"),
+    ("toodeep", 8, "next activities would exceed the job depth limit of 8"),
+    ("toobig", 1, "answer larger than the 100000-byte limit"),
+])
+def test_past_a_limit_the_task_ends_in_error_naming_it_and_the_engine_stays_healthy(engine, process, tasks, words):
+    # Given the test engine's limits: fan-out 20, depth 8, answers of 100 kB
+    doc = engine.run_job(process)
+    # Then the task that went past the limit ends in error saying which, its ancestors are done
+    *done, last = doc["tasks"]
+    assert len(doc["tasks"]) == tasks
+    assert all(t["status"]["current"] == "done" for t in done)
+    assert last["status"]["current"] == "error" and words in last["data"]["error"], last
+    assert last["attempts"] == 1  # calling again would go past it again
+    assert doc["errors"] == 1
+    # ... and the engine goes on serving jobs
+    assert engine.run_job("foo")["errors"] == 0
