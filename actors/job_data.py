@@ -11,8 +11,10 @@ from actors.base import CameronActor
 
 #: How soon writes that failed (Redis down) are tried again, in order.
 RETRY_AFTER = datetime.timedelta(seconds=0.5)
-#: Wake-up payloads: the write retry, and the lease's renewal.
-RETRY, LEASE = "retry", "lease"
+#: How often runners hear which of their write batches are in Redis (one message for many).
+ACK_EVERY = datetime.timedelta(seconds=0.1)
+#: Wake-up payloads: the write retry, the lease's renewal, the acknowledgements.
+RETRY, LEASE, ACK = "retry", "lease", "ack"
 
 
 class JobData(CameronActor):
@@ -28,6 +30,8 @@ class JobData(CameronActor):
         self.lease = None  # None before the first renewal, then whether it was renewed in time
         self.fenced = False  # the lease lapsed once: check every write's job is still ours
         self.disowned = set()  # tags of jobs other engines took over while we were away
+        self.acks = []  # [runner address, highest seq written] not yet sent (not hashable)
+        self.writers = {}  # str(runner address) -> [next seq due, {seq: WriteBatch come early}]
 
     def setup(self, first):
         if first:
@@ -71,19 +75,34 @@ class JobData(CameronActor):
     # --- from the runners -------------------------------------------------
 
     def receiveMsg_WriteBatch(self, msg: m.WriteBatch, sender):
-        self.backlog.append((msg.ops, sender))
+        # A runner's batches must reach Redis in the order it made them: a task's start
+        # written after its end would leave it `running` for ever.
+        due, early = self.writers.setdefault(str(sender), [msg.floor + 1, {}])
+        if msg.seq < due:
+            return  # sent again after a JobData restart, and already taken
+        early[msg.seq] = msg
+        while due in early:
+            batch = early.pop(due)
+            self.backlog.append((batch.ops, batch.seq, sender))
+            due += 1
+        self.writers[str(sender)][0] = due
         self._flush()
 
     def receiveMsg_WakeupMessage(self, msg, sender):
         if msg.payload == LEASE:
             self._renew_lease()
             return
+        if msg.payload == ACK:
+            for writer, seq in self.acks:
+                self.send(writer, m.Written(seq))
+            self.acks = []
+            return
         self.retrying = False
         self._flush()
 
     def _flush(self):
         while self.backlog:
-            ops, writer = self.backlog[0]
+            ops, seq, writer = self.backlog[0]
             try:
                 if self.fenced:
                     ops = self._still_ours(ops, writer)
@@ -93,7 +112,17 @@ class JobData(CameronActor):
                 return
             self.backlog.pop(0)
             self.written += len(ops)
+            self._ack_later(writer, seq)
         self._serve_loads()
+
+    def _ack_later(self, writer, seq):
+        for ack in self.acks:
+            if ack[0] == writer:
+                ack[1] = max(ack[1], seq)
+                return
+        if not self.acks:
+            self.wakeupAfter(ACK_EVERY, payload=ACK)
+        self.acks.append([writer, seq])
 
     # --- the lease: one engine per job --------------------------------------
 
@@ -133,8 +162,9 @@ class JobData(CameronActor):
         if not self.retrying:
             self.log.warning("%d write batches wait for Redis: %s", len(self.backlog), error)
             self.retrying = True
-            self.wakeupAfter(RETRY_AFTER)
+            self.wakeupAfter(RETRY_AFTER, payload=RETRY)
 
     def status(self):
-        return {"writes": self.written, "backlog": len(self.backlog), "engine": self.config.engine,
-                "lease": self.lease, "disowned": len(self.disowned)}
+        return {"writes": self.written, "backlog": len(self.backlog), "lease": self.lease,
+                "disowned": len(self.disowned),
+                "out_of_order": sum(len(early) for _, early in self.writers.values())}

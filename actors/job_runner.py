@@ -1,6 +1,7 @@
 """JobRunner: drives many jobs at once: which tasks start, with what input, and when a job is done."""
 
 import json
+from collections import deque
 from dataclasses import dataclass, field
 
 from thespian.actors import ActorExitRequest
@@ -41,11 +42,28 @@ class JobRunner(CameronActor):
         self.task_actor = None
         self.finished = 0
         self._ops, self._calls = [], []
+        self._seq = self._acked = 0
+        self._unacked = deque()  # WriteBatch not yet acknowledged by JobData, oldest first
+        self._job_data = None  # the JobData they were sent to
 
     def setup(self, first):
         if self.task_actor is None:
             self.task_actor = self.createActor(TaskActor)
         self.send(self.task_actor, m.Setup(self.config, self.peers))
+        if self.peers.job_data != self._job_data:
+            self._job_data = self.peers.job_data
+            if self._unacked:
+                # A new JobData: what the old one may have died with goes again, in order.
+                self.log.warning("JobData replaced; sending %d unacknowledged write batches again",
+                                 len(self._unacked))
+                for batch in self._unacked:
+                    # With today's floor: the new JobData starts counting from the oldest.
+                    self.send(self._job_data, m.WriteBatch(batch.ops, batch.seq, self._acked))
+
+    def receiveMsg_Written(self, msg: m.Written, sender):
+        self._acked = max(self._acked, msg.seq)
+        while self._unacked and self._unacked[0].seq <= msg.seq:
+            self._unacked.popleft()
 
     # --- from the scheduler -----------------------------------------------
 
@@ -151,7 +169,10 @@ class JobRunner(CameronActor):
 
     def _flush(self):
         if self._ops:
-            self.send(self.peers.job_data, m.WriteBatch(self._ops))
+            self._seq += 1
+            batch = m.WriteBatch(self._ops, self._seq, self._acked)
+            self._unacked.append(batch)
+            self.send(self.peers.job_data, batch)
             self._ops = []
         if self._calls:
             self.send(self.task_actor, m.CallActivities(self._calls))
@@ -175,4 +196,5 @@ class JobRunner(CameronActor):
 
     def status(self):
         return {"jobs": len(self.jobs), "finished": self.finished,
-                "tasks_running": sum(len(j.running) for j in self.jobs.values())}
+                "tasks_running": sum(len(j.running) for j in self.jobs.values()),
+                "unacked_writes": len(self._unacked)}

@@ -146,10 +146,11 @@ def cmd_status(config: Config, args) -> int:
         asys = None
     if asys is not None:
         with asys.private() as ctx:
-            peers = ctx.ask(actorsys.supervisor(asys), m.WhereIs(config), 5)
+            sup = actorsys.supervisor(asys)
+            peers = ctx.ask(sup, m.WhereIs(config), 5)
             if isinstance(peers, m.Peers):
                 report["running"] = True
-                for role, addr in [("catalog", peers.catalog), ("job_data", peers.job_data),
+                for role, addr in [("supervisor", sup), ("catalog", peers.catalog), ("job_data", peers.job_data),
                                    ("scheduler", peers.scheduler)] + \
                                   [(f"runner:{i}", a) for i, a in enumerate(peers.runners)]:
                     pong = ctx.ask(addr, m.Ping(), 5)

@@ -234,6 +234,19 @@ class JobEnded:
 @dataclass(frozen=True)
 class WriteBatch:
     ops: list
+    #: The runner's number for the batch, counting up from 1: JobData applies each runner's
+    #: batches in this order (Thespian may deliver them out of it) and acknowledges them.
+    seq: int
+    #: Every batch up to this one is known to be in Redis: where a new JobData starts counting.
+    floor: int
+
+
+@dataclass(frozen=True)
+class Written:
+    """JobData -> JobRunner: every batch of yours up to `seq` is in Redis. Until then the runner
+    keeps a batch, to send it again if JobData dies with it (re-applying a batch is harmless)."""
+
+    seq: int
 
 
 @dataclass(frozen=True)

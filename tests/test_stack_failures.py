@@ -5,6 +5,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -294,3 +295,56 @@ def test_after_kill_9_of_the_whole_engine_under_load_no_accepted_job_is_lost_and
         calls = [c["task"] for c in activities.log(job)]
         again = {task for task in done if calls.count(task) != 1}
         assert not again, (job, again, calls)
+
+
+def test_jobs_survive_killed_job_data_scheduler_and_catalog_under_load(own_engine, activities):
+    engine = own_engine
+    # Given jobs in flight and a stream of new ones
+    slow = start_slow_jobs(engine, activities, 5)
+    load = Load(engine)
+    try:
+        wait_until(lambda: load.count(201) >= 20, 20, "the load to get going")
+        # When JobData, the JobScheduler and the ProcessCatalog are killed
+        pids = actor_pids(engine)
+        for role in ("job_data", "scheduler", "catalog"):
+            os.kill(pids[role], signal.SIGKILL)
+        # Then the Supervisor replaces them and new jobs are accepted again
+        def replaced():
+            now = actor_pids(engine)
+            return all(now[r] not in (None, pids[r]) for r in ("job_data", "scheduler", "catalog"))
+        wait_until(replaced, 20, "new JobData, JobScheduler and ProcessCatalog", interval=0.2)
+        accepted = load.count(201)
+        wait_until(lambda: load.count(201) >= accepted + 20, 30, "jobs to be accepted again")
+    finally:
+        load.stop()
+    # ... and every accepted job ends done with every task done: no write died with JobData
+    locations = slow + [resp.headers["Location"] for resp, _ in load.answers
+                        if resp is not None and resp.status_code == 201]
+    for location in locations:
+        doc = engine.wait_done(location, timeout=30)
+        assert {t["status"]["current"] for t in doc["tasks"]} == {"done"}, doc
+        assert len(doc["tasks"]) == (1 if location in slow else 7)
+    statuses = json.loads(engine.cli("status", "--json").stdout)["actors"]
+    assert all(a["status"].get("unacked_writes", 0) == 0 for a in statuses), statuses
+
+
+def test_a_child_that_keeps_dying_is_given_up_after_five_restarts_in_ten_seconds(own_engine):
+    engine = own_engine
+    killed = []
+    # When the ProcessCatalog is killed six times in a row, each time as soon as it is back
+    for _ in range(6):
+        pid = wait_until(lambda: (p := actor_pids(engine).get("catalog")) not in [None, *killed] and p,
+                         20, "a new ProcessCatalog", interval=0.1)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+    # Then the Supervisor stops restarting it, says so in `status` and in the log
+    def given_up():
+        out = engine.cli("status", "--json")
+        report = json.loads(out.stdout)
+        sup = [a for a in report["actors"] if a["role"] == "supervisor"]
+        return out.returncode == 1 and (sup or [{}])[0].get("status", {}).get("given_up") == ["catalog"]
+    wait_until(given_up, 20, "the supervisor to give the catalog up", interval=0.2)
+    log = (Path(engine.config.data_dir) / "log" / "actors.log").read_text()
+    assert "catalog died 6 times within 10 s; not restarting it again" in log
+    # ... while the rest of the engine goes on serving jobs
+    assert engine.run_job("foo")["errors"] == 0
