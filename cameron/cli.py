@@ -241,8 +241,15 @@ def _print_status(report: dict):
         print(f"\n{report['unfinished_jobs']} unfinished jobs")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of the command."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cameron", description="Cameron workflow engine",
         epilog="exit status: 0 ok, 1 failed (a job with errors or cancelled, an actor not answering, "
                "nothing to stop), 2 bad input or settings, 3 engine not running, 4 not found, "
