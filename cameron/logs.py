@@ -36,11 +36,13 @@ def syslog_address(setting: str):
 def log_config(config, *, extra_loggers: dict | None = None) -> dict:
     """A logging.dictConfig for `config`: stderr (which `cameron start` points at its log file)
     and, when `log_syslog` is set, syslog."""
+    # The level is on the handlers too: Thespian's logger process hands actors' records
+    # straight to the handlers, past the loggers' own levels.
     handlers = {"stderr": {"class": "logging.StreamHandler", "formatter": "cameron",
-                           "stream": "ext://sys.stderr"}}
+                           "stream": "ext://sys.stderr", "level": config.log_level}}
     if config.log_syslog:
         handlers["syslog"] = {"class": "logging.handlers.SysLogHandler", "formatter": "syslog",
-                              "address": syslog_address(config.log_syslog)}
+                              "address": syslog_address(config.log_syslog), "level": config.log_level}
     return {
         "version": 1,
         "disable_existing_loggers": False,
