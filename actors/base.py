@@ -47,11 +47,16 @@ class CameronActor(ActorTypeDispatcher):
         """Hook: the settings or a peer's address changed (first=True on the first Setup)."""
 
     def receiveMsg_Ping(self, msg, sender):
-        self.send(sender, m.Pong(self.role, os.getpid(), self.handled, self.status()))
+        self.send(sender, m.Pong(self.role, os.getpid(), self.handled, self.status(),
+                                 type(self).__name__, tuple(self.children())))
 
     def status(self) -> dict:
         """Hook: figures for `cameron status`."""
         return {}
+
+    def children(self):
+        """Hook: the actors this one created and supervises, for `cameron status`."""
+        return ()
 
     def receiveUnrecognizedMessage(self, message, sender):
         if not isinstance(message, (m.Pong,)):

@@ -4,6 +4,7 @@ import datetime
 
 import redis
 
+from cameron import keys
 from cameron import messages as m
 from cameron import store
 
@@ -13,8 +14,10 @@ from actors.base import CameronActor
 RETRY_AFTER = datetime.timedelta(seconds=0.5)
 #: How often runners hear which of their write batches are in Redis (one message for many).
 ACK_EVERY = datetime.timedelta(seconds=0.1)
-#: Wake-up payloads: the write retry, the lease's renewal, the acknowledgements.
-RETRY, LEASE, ACK = "retry", "lease", "ack"
+#: How often expired jobs are taken out of the listing indexes (when a retention is set).
+PRUNE_EVERY = datetime.timedelta(seconds=60)
+#: Wake-up payloads: the write retry, the lease's renewal, the acknowledgements, the pruning.
+RETRY, LEASE, ACK, PRUNE = "retry", "lease", "ack", "prune"
 
 
 class JobData(CameronActor):
@@ -35,8 +38,12 @@ class JobData(CameronActor):
 
     def setup(self, first):
         if first:
-            self.store = store.JobStore(store.connect(self.config.effective_redis_url), self.config.engine)
+            self.store = store.JobStore(store.connect(self.config.effective_redis_url),
+                                        self.config.engine, retention=self.config.job_retention,
+                                        idempotency_ttl=self.config.idempotency_ttl)
             self._renew_lease()
+            if self.config.job_retention:
+                self.wakeupAfter(datetime.timedelta(seconds=1), payload=PRUNE)
 
     # --- client API -------------------------------------------------------
 
@@ -50,12 +57,50 @@ class JobData(CameronActor):
 
     def receiveMsg_CreateJob(self, msg: m.CreateJob, sender):
         try:
-            self.store.create(msg.job)
+            known = self.store.create(msg.job, msg.idempotency_key, msg.fingerprint)
+        except store.IdempotencyConflict:
+            self.send(msg.reply_to, m.IdempotencyConflict(msg.idempotency_key))
+            return
         except redis.RedisError as e:
-            self.log.warning("job %s not accepted: %s", msg.job.uuid, e)
+            self.log.warning("job not accepted: %s", e, extra={"job": msg.job.uuid})
             self.send(sender, m.StoreFailed(msg.job, msg.reply_to, str(e)))
             return
+        if known is not None:
+            tag, status = known
+            self.send(msg.reply_to, m.SameJob(*keys.parse_tag(tag), status))
+            return
         self.send(sender, m.JobStored(msg.job, msg.reply_to))
+
+    def receiveMsg_FindJob(self, msg: m.FindJob, sender):
+        self._read(sender, lambda: self.store.find(msg.uuid),
+                   lambda doc: m.JobDocument(doc) if doc is not None else m.JobNotFound())
+
+    def receiveMsg_ListJobs(self, msg: m.ListJobs, sender):
+        self._read(sender, lambda: self.store.list_jobs(msg.process, key=msg.key, state=msg.state,
+                                                        limit=msg.limit, cursor=msg.cursor),
+                   lambda found: m.JobList(*found))
+
+    def receiveMsg_RecordCancel(self, msg: m.RecordCancel, sender):
+        try:
+            found = self.store.request_cancel(msg.process, msg.key, msg.uuid)
+        except redis.RedisError as e:
+            self.send(msg.reply_to, m.Unavailable(f"job store unavailable: {e}"))
+            return
+        if found is None:
+            self.send(msg.reply_to, m.JobNotFound())
+        elif found[1] is None:
+            self.send(msg.reply_to, m.JobFinished(found[0]))
+        else:
+            self.send(sender, m.CancelRecorded(msg.uuid, keys.job_tag(msg.process, msg.key, msg.uuid),
+                                               found[0], found[1], msg.reply_to))
+
+    def _read(self, sender, read, answer):
+        try:
+            found = read()
+        except redis.RedisError as e:
+            self.send(sender, m.Unavailable(f"job store unavailable: {e}"))
+            return
+        self.send(sender, answer(found))
 
     def receiveMsg_LoadUnfinished(self, msg: m.LoadUnfinished, sender):
         self.loads.append((msg, sender))
@@ -97,8 +142,19 @@ class JobData(CameronActor):
                 self.send(writer, m.Written(seq))
             self.acks = []
             return
+        if msg.payload == PRUNE:
+            self._prune()
+            return
         self.retrying = False
         self._flush()
+
+    def _prune(self):
+        try:
+            while self.store.prune_expired() == store.PRUNE_BATCH:
+                pass
+        except redis.RedisError as e:
+            self.log.warning("expired jobs not pruned from the indexes: %s", e)
+        self.wakeupAfter(PRUNE_EVERY, payload=PRUNE)
 
     def _flush(self):
         while self.backlog:

@@ -1,7 +1,7 @@
 """JobRunner: drives many jobs at once: which tasks start, with what input, and when a job is done."""
 
 import json
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from thespian.actors import ActorExitRequest
@@ -29,6 +29,12 @@ class Job:
     names: list = field(default_factory=list)  # task names in start order (job.tasks)
     running: dict = field(default_factory=dict)  # n -> Task
     errors: int = 0
+    cancelled: bool = False  # start no new task; end `cancelled` when none runs
+
+
+#: Cancels remembered for jobs this runner has not been handed yet (a StopJob can overtake
+#: its RunJob); the oldest are forgotten past this many.
+EARLY_CANCELS = 1000
 
 
 class JobRunner(CameronActor):
@@ -45,6 +51,7 @@ class JobRunner(CameronActor):
         self._seq = self._acked = 0
         self._unacked = deque()  # WriteBatch not yet acknowledged by JobData, oldest first
         self._job_data = None  # the JobData they were sent to
+        self.early_cancels = OrderedDict()  # uuid -> tag
 
     def setup(self, first):
         if self.task_actor is None:
@@ -69,7 +76,7 @@ class JobRunner(CameronActor):
 
     def receiveMsg_RunJob(self, msg: m.RunJob, sender):
         spec = msg.job
-        if spec.uuid in self.jobs:
+        if spec.uuid in self.jobs or self._cancelled_before_start(spec):
             return
         job = self.jobs[spec.uuid] = Job(spec)
         self._ops.append(m.JobStarted(spec.tag, now()))
@@ -84,9 +91,12 @@ class JobRunner(CameronActor):
         if spec.uuid in self.jobs:
             return  # already driving it: this runner never lost it
         if msg.status == keys.SCHEDULED or not msg.tasks:
+            if msg.cancelled:
+                self.early_cancels[spec.uuid] = spec.tag
             self.receiveMsg_RunJob(m.RunJob(spec), sender)
             return
-        job = self.jobs[spec.uuid] = Job(spec, names=[t["name"] for t in msg.tasks])
+        job = self.jobs[spec.uuid] = Job(spec, names=[t["name"] for t in msg.tasks],
+                                         cancelled=msg.cancelled)
         depth = {}
         for t in msg.tasks:
             depth[t["n"]] = 0 if t["parent"] < 0 else depth[t["parent"]] + 1
@@ -123,7 +133,8 @@ class JobRunner(CameronActor):
         self._flush()
 
     def _end_job(self, job):
-        self._ops.append(m.JobEnded(job.spec.tag, now(), job.errors))
+        self._ops.append(m.JobEnded(job.spec.tag, now(), job.errors, tasks=len(job.names),
+                                    status=keys.CANCELLED if job.cancelled else keys.DONE))
         del self.jobs[job.spec.uuid]
         self.finished += 1
 
@@ -148,6 +159,8 @@ class JobRunner(CameronActor):
                              parent=task.n, depth=task.depth + 1)
 
     def _start_task(self, job, name, url, data, requestor, *, parent, depth):
+        if job.cancelled:
+            return
         spec = job.spec
         n = len(job.names)
         job.names.append(name)
@@ -177,6 +190,35 @@ class JobRunner(CameronActor):
         if self._calls:
             self.send(self.task_actor, m.CallActivities(self._calls))
             self._calls = []
+
+    # --- cancel -------------------------------------------------------------
+
+    def receiveMsg_StopJob(self, msg: m.StopJob, sender):
+        """No new task starts; the running ones finish (or time out) and the job ends cancelled."""
+        job = self.jobs.get(msg.uuid)
+        if job is None:
+            # Not handed to us yet, or already ended: remember it in case it is the former.
+            self.early_cancels[msg.uuid] = msg.tag
+            while len(self.early_cancels) > EARLY_CANCELS:
+                self.early_cancels.popitem(last=False)
+            return
+        job.cancelled = True
+        self.log.info("cancelled: %d running tasks left to finish", len(job.running),
+                      extra={"job": msg.uuid})
+        if not job.running:
+            self._end_job(job)
+            self._flush()
+
+    def _cancelled_before_start(self, spec: m.JobSpec) -> bool:
+        if self.early_cancels.pop(spec.uuid, None) is None:
+            return False
+        self.log.info("cancelled before it started", extra={"job": spec.uuid})
+        self._end_job(self.jobs.setdefault(spec.uuid, Job(spec, cancelled=True)))
+        self._flush()
+        return True
+
+    def children(self):
+        return (self.task_actor,) if self.task_actor is not None else ()
 
     # --- supervision of the TaskActor -------------------------------------
 

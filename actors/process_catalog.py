@@ -15,8 +15,27 @@ class ProcessCatalog(CameronActor):
         self.processes = None
 
     def receiveMsg_ListProcesses(self, msg, sender):
-        self.send(sender, m.ProcessList(sorted(self.processes.values(), key=lambda p: p.name)
-                                        if self.processes is not None else []))
+        self.send(sender, m.ProcessList(self._sorted()))
+
+    def _sorted(self):
+        return sorted((self.processes or {}).values(), key=lambda p: p.name)
+
+    def receiveMsg_ReloadCatalog(self, msg, sender):
+        """Read the file again; a bad file changes nothing and the caller is told why. Jobs
+        already accepted keep the process settings they were accepted with."""
+        try:
+            processes = catalog.load(self.config.processes_file)
+        except ConfigError as e:
+            self.log.warning("catalog not reloaded: %s", e)
+            self.send(sender, m.CatalogInvalid(str(e)))
+            return
+        self.processes = processes
+        self.log.info("catalog reloaded: %d processes", len(processes))
+        if self.peers.scheduler is None:
+            self.receiveMsg_ListProcesses(None, sender)
+        else:
+            # Answered through the scheduler: once the caller hears back, new jobs see the change.
+            self.send(self.peers.scheduler, m.ProcessList(self._sorted(), reply_to=sender))
 
     def setup(self, first):
         if first:

@@ -39,6 +39,11 @@ class Supervisor(ActorTypeDispatcher):
         self.roles = []  # [child address, role name, pid or None] (addresses are not hashable)
         self.restarts = {}  # role -> deque of restart times
         self.stopping = False
+        self.handled = 0
+
+    def receiveMessage(self, message, sender):
+        self.handled += 1
+        return super().receiveMessage(message, sender)
 
     # --- client API -------------------------------------------------------
 
@@ -49,8 +54,9 @@ class Supervisor(ActorTypeDispatcher):
 
     def receiveMsg_Ping(self, msg, sender):
         given_up = sorted(r for r, times in self.restarts.items() if times is None)
-        self.send(sender, m.Pong("supervisor", os.getpid(), 0,
-                                 {"children": len(self.roles), "given_up": given_up}))
+        self.send(sender, m.Pong("supervisor", os.getpid(), self.handled,
+                                 {"children": len(self.roles), "given_up": given_up},
+                                 type(self).__name__, tuple(addr for addr, _, _ in self.roles)))
 
     # --- supervision ------------------------------------------------------
 

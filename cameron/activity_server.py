@@ -70,6 +70,11 @@ def lab_answer(path: str, body: dict, base: str, attempt: int = 1):
         n, ms = int(args[0]), int(args[1])
         return {"name": "fanout", "data": body.get("data"), "next_activities": {"definitions": [
             {"name": f"child_{i}", "url": f"{base}/lab/sleep/{ms}"} for i in range(n)]}}
+    if kind == "delayed":  # /lab/delayed/MS/N/CHILD_MS: sleep MS, then N children that sleep CHILD_MS
+        time.sleep(int(args[0]) / 1000)
+        n, ms = int(args[1]), int(args[2])
+        return {"name": "delayed", "data": body.get("data"), "next_activities": {"definitions": [
+            {"name": f"child_{i}", "url": f"{base}/lab/sleep/{ms}"} for i in range(n)]}}
     if kind == "chain":  # /lab/chain/N[/MS]: a chain of N more activities, each taking MS
         n, ms = int(args[0]), (args[1:] or ["0"])[0]
         time.sleep(int(ms) / 1000)

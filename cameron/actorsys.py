@@ -9,6 +9,7 @@ import time
 
 from pathlib import Path
 
+from cameron import logs
 from cameron import messages as m
 from cameron.config import Config
 
@@ -35,13 +36,7 @@ def admin_listening(config: Config) -> bool:
 
 
 def _log_defs(config: Config) -> dict:
-    return {
-        "version": 1,
-        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
-                                "level": "INFO"}},
-        "root": {"handlers": ["stderr"], "level": "INFO"},
-    }
+    return logs.log_config(config)
 
 
 def join(config: Config):

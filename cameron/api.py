@@ -1,18 +1,28 @@
 """The HTTP API (Falcon): validates requests and forwards them to the actors through a gateway."""
 
 import json
+import logging
 import re
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import falcon
+import redis
 
-from cameron import __version__
+from cameron import __version__, keys, openapi, store
 from cameron import messages as m
 from cameron.gateway import EngineUnavailable
 
 BANNER = "Cameron Workflow Engine // Web API"
 MAX_BODY = 1024 * 1024
 _UUID = re.compile(r"^[0-9a-f]{32}$")
+#: Jobs per page of a listing: the default and the most a client may ask for.
+PAGE, MAX_PAGE = 50, 500
+#: An Idempotency-Key: printable ASCII without spaces, like a uuid or a request id.
+_IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,255}$")
+#: How long /api/health waits for each part.
+HEALTH_TIMEOUT = 2.0
+
+log = logging.getLogger("cameron.api")
 
 
 def job_path(process: str, key: str, uuid: str) -> str:
@@ -36,7 +46,9 @@ class RawPath:
 class Root:
     def on_get(self, req, resp):
         links = {"start": "/api/process/{name}/start", "processes": "/api/process",
-                 "job": "/api/process/{name}/key/{key}/job/{uuid}"}
+                 "jobs": "/api/process/{name}/job", "key_jobs": "/api/process/{name}/key/{key}/job",
+                 "job": "/api/process/{name}/key/{key}/job/{uuid}", "job_by_uuid": "/api/job/{uuid}",
+                 "health": "/api/health", "openapi": "/api/openapi.json"}
         if req.client_prefers(["text/plain", "application/json"]) == "application/json":
             resp.media = {"name": BANNER, "version": __version__, "links": links}
         else:
@@ -63,17 +75,34 @@ class Start:
 
     def on_post(self, req, resp, name):
         name = unquote(name)
+        idempotency_key = req.get_header("Idempotency-Key") or ""
+        if idempotency_key and not _IDEMPOTENCY_KEY.match(idempotency_key):
+            raise falcon.HTTPBadRequest(title="Invalid Idempotency-Key",
+                                        description="the Idempotency-Key header must be 1-255 "
+                                                    "printable ASCII characters without spaces")
         fields = _job_request(req)
-        reply = self.gateway.ask("scheduler", m.StartJob(name, **fields))
+        reply = self.gateway.ask("scheduler", m.StartJob(name, **fields, idempotency_key=idempotency_key))
         if isinstance(reply, m.UnknownProcess):
             raise falcon.HTTPNotFound(title="Unknown process",
                                       description=f"no process named {name!r} in the catalog")
-        job = reply.job
-        location = req.prefix + job_path(job.process.name, job.key, job.uuid)
-        resp.status = falcon.HTTP_201
+        if isinstance(reply, m.IdempotencyConflict):
+            raise falcon.HTTPUnprocessableEntity(
+                title="Idempotency-Key reused",
+                description=f"Idempotency-Key {idempotency_key!r} already started a job with a "
+                            "different request; use a new key for a new job")
+        if isinstance(reply, m.SameJob):
+            # A retry of a start that already succeeded: the same job, not a second one.
+            process, key, uuid, status = reply.process, reply.key, reply.uuid, reply.status
+            resp.status = falcon.HTTP_200
+            resp.set_header("Idempotent-Replayed", "true")
+        else:
+            job = reply.job
+            process, key, uuid, status = job.process.name, job.key, job.uuid, keys.SCHEDULED
+            resp.status = falcon.HTTP_201
+        location = req.prefix + job_path(process, key, uuid)
         resp.location = location
-        resp.media = {"uuid": job.uuid, "process": job.process.name, "key": job.key,
-                      "status": "scheduled", "links": {"self": location}}
+        resp.media = {"uuid": uuid, "process": process, "key": key, "status": status,
+                      "links": {"self": location}}
 
 
 def _job_request(req) -> dict:
@@ -112,16 +141,147 @@ class Job:
 
     def on_get(self, req, resp, name, key, uuid):
         name, key = unquote(name), unquote(key)
-        not_found = falcon.HTTPNotFound(title="Job not found",
-                                        description=f"no job {uuid} of process {name!r} for key {key!r}")
+        self._check(name, key, uuid)
+        reply = self.gateway.ask("job_data", m.GetJob(name, key, uuid))
+        if isinstance(reply, m.JobNotFound):
+            raise _job_not_found(name, key, uuid)
+        doc = reply.doc
+        doc["links"] = _job_links(req, name, key, uuid)
+        resp.media = doc
+
+    def on_delete(self, req, resp, name, key, uuid):
+        """Cancel: no new task starts, the running ones finish or time out, the job ends cancelled."""
+        name, key = unquote(name), unquote(key)
+        self._check(name, key, uuid)
+        reply = self.gateway.ask("scheduler", m.CancelJob(name, key, uuid))
+        if isinstance(reply, m.JobNotFound):
+            raise _job_not_found(name, key, uuid)
+        if isinstance(reply, m.JobFinished):
+            raise falcon.HTTPConflict(title="Job already finished",
+                                      description=f"job {uuid} already ended {reply.status}; "
+                                                  "only a scheduled or running job can be cancelled")
+        resp.status = falcon.HTTP_202
+        resp.media = {"uuid": uuid, "process": name, "key": key, "status": reply.status,
+                      "cancel_requested": reply.requested, "links": _job_links(req, name, key, uuid)}
+
+    on_post_cancel = on_delete
+
+    @staticmethod
+    def _check(name, key, uuid):
+        if not _UUID.match(uuid):
+            raise _job_not_found(name, key, uuid)
+
+
+def _job_not_found(name, key, uuid):
+    return falcon.HTTPNotFound(title="Job not found",
+                               description=f"no job {uuid} of process {name!r} for key {key!r}")
+
+
+def _job_links(req, name, key, uuid) -> dict:
+    path = req.prefix + job_path(name, key, uuid)
+    return {"self": path, "cancel": f"{path}/cancel"}
+
+
+class JobByUuid:
+    """A job from its uuid alone, as `cameron job UUID` asks for it."""
+
+    def __init__(self, gateway):
+        self.gateway = gateway
+
+    def on_get(self, req, resp, uuid):
+        not_found = falcon.HTTPNotFound(title="Job not found", description=f"no job {uuid}")
         if not _UUID.match(uuid):
             raise not_found
-        reply = self.gateway.ask("job_data", m.GetJob(name, key, uuid))
+        reply = self.gateway.ask("job_data", m.FindJob(uuid))
         if isinstance(reply, m.JobNotFound):
             raise not_found
         doc = reply.doc
-        doc["links"] = {"self": req.prefix + job_path(name, key, uuid)}
+        doc["links"] = _job_links(req, doc["process"], doc["key"], uuid)
         resp.media = doc
+
+
+class Jobs:
+    """Pages of a process's jobs, newest first: all of them or those of one key, optionally
+    in one state (`?status=running&limit=50&cursor=...`)."""
+
+    def __init__(self, gateway):
+        self.gateway = gateway
+
+    def on_get(self, req, resp, name, key=None):
+        name = unquote(name)
+        key = None if key is None else unquote(key)
+        query = listing_query(req.params)
+        reply = self.gateway.ask("job_data", m.ListJobs(name, key=key, **query))
+        jobs = [{**j, "links": _job_links(req, name, j["key"], j["uuid"])} for j in reply.jobs]
+        cursor = store.encode_cursor(reply.next_cursor)
+        here = req.prefix + req.path
+        links = {"self": here + (f"?{req.query_string}" if req.query_string else "")}
+        if cursor:
+            params = {k: v for k, v in (("status", query["state"]), ("limit", query["limit"]))
+                      if v is not None}
+            links["next"] = f"{here}?{urlencode({**params, 'cursor': cursor})}"
+        resp.media = {"process": name, **({"key": key} if key is not None else {}),
+                      "jobs": jobs, "next_cursor": cursor, "links": links}
+
+
+def listing_query(params: dict) -> dict:
+    """The ListJobs arguments of a listing's query string; 400 saying what is wrong."""
+    def bad(description):
+        return falcon.HTTPBadRequest(title="Invalid query", description=description)
+
+    unknown = set(params) - {"status", "limit", "cursor"}
+    if unknown:
+        raise bad(f"unknown parameter {sorted(unknown)[0]!r} (known: status, limit, cursor)")
+    for name, value in params.items():
+        if isinstance(value, list):
+            raise bad(f"'{name}' given more than once")
+    state = params.get("status")
+    if state is not None and state not in keys.JOB_STATES:
+        raise bad(f"'status' must be one of {', '.join(keys.JOB_STATES)}")
+    limit = params.get("limit", str(PAGE))
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE:
+        raise bad(f"'limit' must be a whole number from 1 to {MAX_PAGE}")
+    cursor = params.get("cursor")
+    if cursor is not None:
+        try:
+            cursor = store.decode_cursor(cursor)
+        except ValueError as e:
+            raise bad(f"'cursor': {e}") from None
+    return {"state": state, "limit": int(limit), "cursor": cursor}
+
+
+class Health:
+    """200 when Redis and the actor system answer, else 503 saying which part is down."""
+
+    def __init__(self, gateway, redis_client):
+        self.gateway = gateway
+        self.redis = redis_client
+
+    def on_get(self, req, resp):
+        checks = {"redis": self._redis(), "actors": self._actors()}
+        healthy = all(c["ok"] for c in checks.values())
+        resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
+        resp.media = {"status": "ok" if healthy else "unavailable", **checks}
+
+    def _redis(self) -> dict:
+        try:
+            self.redis.ping()
+            return {"ok": True}
+        except redis.RedisError as e:
+            return {"ok": False, "error": f"Redis does not answer: {e}"}
+
+    def _actors(self) -> dict:
+        try:
+            for role in ("scheduler", "job_data"):
+                self.gateway.ask(role, m.Ping(), timeout=HEALTH_TIMEOUT)
+            return {"ok": True}
+        except EngineUnavailable as e:
+            return {"ok": False, "error": str(e)}
+
+
+class OpenApi:
+    def on_get(self, req, resp):
+        resp.media = openapi.document(__version__)
 
 
 def _unavailable(req, resp, ex, params):
@@ -132,8 +292,7 @@ def _unavailable(req, resp, ex, params):
 def _internal(req, resp, ex, params):
     if isinstance(ex, falcon.HTTPError):
         raise ex
-    import logging
-    logging.getLogger("cameron.api").exception("unhandled error on %s %s", req.method, req.path)
+    log.exception("unhandled error on %s %s", req.method, req.path)
     raise falcon.HTTPInternalServerError(title="Internal error",
                                          description=f"{type(ex).__name__}: the error is in the server log")
 
@@ -148,12 +307,21 @@ def _not_found(req, resp):
     raise falcon.HTTPNotFound(title="Page not found", description=f"nothing at {req.path}")
 
 
-def create_app(gateway) -> falcon.App:
+def create_app(gateway, redis_client=None) -> falcon.App:
+    """The API; `redis_client` is what /api/health pings (the engine's Redis)."""
     app = falcon.App(middleware=[RawPath()])
+    app.req_options.keep_blank_qs_values = True  # `?status=` is a bad status, not no status
     app.add_route("/api", Root())
+    app.add_route("/api/health", Health(gateway, redis_client))
+    app.add_route("/api/openapi.json", OpenApi())
     app.add_route("/api/process", Processes(gateway))
     app.add_route("/api/process/{name}/start", Start(gateway))
-    app.add_route("/api/process/{name}/key/{key}/job/{uuid}", Job(gateway))
+    app.add_route("/api/process/{name}/job", Jobs(gateway))
+    app.add_route("/api/process/{name}/key/{key}/job", Jobs(gateway))
+    job = Job(gateway)
+    app.add_route("/api/process/{name}/key/{key}/job/{uuid}", job)
+    app.add_route("/api/process/{name}/key/{key}/job/{uuid}/cancel", job, suffix="cancel")
+    app.add_route("/api/job/{uuid}", JobByUuid(gateway))
     app.add_sink(_not_found, "/")
     app.add_error_handler(Exception, _internal)
     app.add_error_handler(EngineUnavailable, _unavailable)

@@ -1,4 +1,5 @@
-"""The `cameron` command: run the whole engine in the foreground, or start/stop/inspect its actors."""
+"""The `cameron` command: run the whole engine in the foreground, start/stop/inspect it, and
+(through cli_jobs) look at, start and cancel its jobs."""
 
 import argparse
 import json
@@ -11,9 +12,10 @@ import urllib.request
 
 import redis
 
-from cameron import actorsys, catalog, keys, store
+from cameron import actorsys, api, catalog, cli_jobs, keys, logs, store, term, web
 from cameron import messages as m
 from cameron.config import ROOT, Config, ConfigError, from_env
+from cameron.gateway import EngineUnavailable
 from cameron.redis_server import EmbeddedRedis
 
 
@@ -120,26 +122,55 @@ def cmd_run(config: Config, args) -> int:
 
 
 def cmd_start(config: Config, args) -> int:
-    """Boot the actor system in the background (Redis must be reachable)."""
+    """Boot the actor system in the background (Redis must be reachable); with --web the API
+    server too."""
     _check_redis(config.effective_redis_url)
     log_file = os.path.join(config.data_dir, "log", "actors.log")
+    if args.web and web.running_pid(config):
+        raise Fail(f"the API server already runs on {web.base_url(config)} (pid {web.running_pid(config)})")
     _start_actors(config, log_file)
     print(f"Cameron actor system started on admin port {config.admin_port} (log: {log_file})")
+    if args.web:
+        try:
+            pid = web.start(config)
+        except web.WebError as e:
+            actorsys.stop(config)  # all or nothing: a half-started engine is harder to reason about
+            raise Fail(f"{e}; the actor system was stopped again") from None
+        print(f"Cameron API on {web.base_url(config)}/api (pid {pid}, log: {web.log_file(config)})")
     return 0
 
 
 def cmd_stop(config: Config, args) -> int:
+    """Exit 0 when something was stopped, 1 when nothing ran."""
+    web_stopped = web.stop(config)
+    if web_stopped:
+        print("Cameron API server stopped")
     if not actorsys.stop(config):
         print("Cameron actor system was not running")
-        return 1
+        return 0 if web_stopped else 1
     print("Cameron actor system stopped")
     return 0
 
 
 def cmd_status(config: Config, args) -> int:
-    """Exit 0 when every actor answers, 3 when the system is not running (like `service status`)."""
-    report = {"admin_port": config.admin_port, "redis": config.effective_redis_url,
-              "running": False, "actors": []}
+    """Exit 0 when every actor and Redis answer, 1 when one does not, 3 when the system is not
+    running (like `service status`)."""
+    report = status_report(config)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        _print_status(report)
+    if not report["running"]:
+        return 3
+    return 0 if all(a["alive"] for a in report["actors"]) and report["redis"]["ok"] else 1
+
+
+def status_report(config: Config) -> dict:
+    report = {"running": False, "env": config.env, "config_file": config.config_file,
+              "admin": f"{os.environ.get('THESPIAN_BASE_IPADDR', '127.0.0.1')}:{config.admin_port}",
+              "actors": [], "redis": {"url": config.effective_redis_url},
+              "web": {"url": web.base_url(config), "pid": web.running_pid(config)}}
+    processes = []
     try:
         asys = actorsys.join(config)
     except actorsys.EngineDown:
@@ -150,53 +181,147 @@ def cmd_status(config: Config, args) -> int:
             peers = ctx.ask(sup, m.WhereIs(config), 5)
             if isinstance(peers, m.Peers):
                 report["running"] = True
-                for role, addr in [("supervisor", sup), ("catalog", peers.catalog), ("job_data", peers.job_data),
-                                   ("scheduler", peers.scheduler)] + \
-                                  [(f"runner:{i}", a) for i, a in enumerate(peers.runners)]:
-                    pong = ctx.ask(addr, m.Ping(), 5)
-                    report["actors"].append({**(vars(pong) if isinstance(pong, m.Pong) else {}),
-                                             "role": role, "address": str(addr),
-                                             "alive": isinstance(pong, m.Pong)})
+                report["actors"] = _actor_tree(asys, ctx, peers)
+                listed = ctx.ask(peers.catalog, m.ListProcesses(), 5)
+                processes = [p.name for p in listed.processes] if isinstance(listed, m.ProcessList) else []
     try:
-        client = store.connect(config.effective_redis_url)
-        report["unfinished_jobs"] = client.scard(keys.engine_jobs(config.engine))
+        jobs = store.JobStore(store.connect(config.effective_redis_url), config.engine)
+        report["redis"]["ok"] = bool(jobs.redis.ping())
+        report["unfinished_jobs"] = jobs.redis.scard(keys.engine_jobs(config.engine))
+        report["jobs"] = {name: jobs.count_by_state(name) for name in processes}
     except redis.RedisError as e:
-        report["redis_error"] = str(e)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(f"actor system: {'running' if report['running'] else 'not running'} "
-              f"(admin 127.0.0.1:{config.admin_port})")
-        for a in report["actors"]:
-            print(f"  {a['role']:<10} pid {a.get('pid', '-'):<8} handled {a.get('handled', '-'):<8} "
-                  f"{json.dumps(a.get('status', {}))}")
-        print(f"redis: {report['redis']}"
-              + (f" ({report['unfinished_jobs']} unfinished jobs)" if "unfinished_jobs" in report
-                 else f" (unreachable: {report.get('redis_error')})"))
-    if not report["running"]:
-        return 3
-    return 0 if all(a["alive"] for a in report["actors"]) else 1
+        report["redis"].update(ok=False, error=str(e))
+    return report
+
+
+def _actor_tree(asys, ctx, peers: m.Peers) -> list[dict]:
+    """Every actor with its class, parent, pid and message count: the supervisor, the actors
+    it supervises, and the TaskActor under each runner."""
+    rows = []
+
+    def ping(role, addr, parent):
+        pong = ctx.ask(addr, m.Ping(), 5) if addr is not None else None
+        alive = isinstance(pong, m.Pong)
+        rows.append({"role": role, "class": pong.cls if alive else None, "parent": parent,
+                     "address": str(addr), "alive": alive,
+                     **({"pid": pong.pid, "messages": pong.handled, "figures": pong.status} if alive else {})})
+        return pong if alive else None
+
+    ping("supervisor", actorsys.supervisor(asys), "actor system")
+    for role, addr in [("catalog", peers.catalog), ("job_data", peers.job_data),
+                       ("scheduler", peers.scheduler)] + [(f"runner:{i}", a) for i, a in enumerate(peers.runners)]:
+        pong = ping(role, addr, "supervisor")
+        for child in (pong.children if pong else ()):
+            ping(f"task_actor:{role.split(':')[-1]}", child, role)
+    return rows
+
+
+def _print_status(report: dict):
+    state = "running" if report["running"] else "not running"
+    print(f"{term.paint('Cameron', 'bold')} ({report['env']}): actor system "
+          f"{term.paint(state, 'done' if report['running'] else 'error')}, admin {report['admin']}")
+    if report["config_file"]:
+        print(f"  settings: {report['config_file']}")
+    w = report["web"]
+    print(f"  API: {w['url']}/api " + (f"(pid {w['pid']})" if w["pid"] else "(not started by cameron start --web)"))
+    r = report["redis"]
+    print(f"  Redis: {r['url']} " + ("ok" if r.get("ok") else term.paint(f"unreachable: {r.get('error')}", "error")))
+    if report["actors"]:
+        print()
+        print(term.table(["ROLE", "CLASS", "PARENT", "PID", "MESSAGES", "FIGURES"],
+                         [[a["role"], a["class"] or "-", a["parent"], a.get("pid", "-"),
+                           a.get("messages", "-"),
+                           " ".join(f"{k}={v}" for k, v in a.get("figures", {}).items())
+                           if a["alive"] else term.paint("does not answer", "error")]
+                          for a in report["actors"]]))
+    if report.get("jobs"):
+        print()
+        print(term.table(["PROCESS", *keys.JOB_STATES],
+                         [[name, *counts.values()] for name, counts in sorted(report["jobs"].items())]))
+    if "unfinished_jobs" in report:
+        print(f"\n{report['unfinished_jobs']} unfinished jobs")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of the command."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="cameron", description="Cameron workflow engine")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(
+        prog="cameron", description="Cameron workflow engine",
+        epilog="exit status: 0 ok, 1 failed (a job with errors or cancelled, an actor not answering, "
+               "nothing to stop), 2 bad input or settings, 3 engine not running, 4 not found, "
+               "5 conflict (job already ended, idempotency key reused)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run everything in the foreground (what ./run.sh does)")
     run.add_argument("--no-foo", action="store_true", help="do not serve the sample foo workflow")
     run.add_argument("--foo-port", type=int, default=int(os.environ.get("CAMERON_FOO_PORT", 9292)))
-    sub.add_parser("start", help="start the actor system in the background")
-    sub.add_parser("stop", help="stop the actor system; no process is left behind")
-    status = sub.add_parser("status", help="is it running, and what are its actors doing")
+    start = sub.add_parser("start", help="start the actor system in the background")
+    start.add_argument("--web", action="store_true", help="and the API server (gunicorn)")
+    sub.add_parser("stop", help="stop the API server and the actor system; no process is left behind")
+    status = sub.add_parser("status", help="is it running, its actors, its Redis, its jobs by state")
     status.add_argument("--json", action="store_true")
+
+    processes = sub.add_parser("processes", help="list the catalog; `processes reload` rereads its file")
+    processes.add_argument("action", nargs="?", choices=["reload"])
+    processes.add_argument("--json", action="store_true")
+    jobs = sub.add_parser("jobs", help="list a process's jobs, newest first")
+    jobs.add_argument("process")
+    jobs.add_argument("--key")
+    jobs.add_argument("--status", choices=keys.JOB_STATES)
+    jobs.add_argument("--limit", type=_page_size, default=api.PAGE)
+    jobs.add_argument("--cursor", help="continue a listing where the previous page ended")
+    jobs.add_argument("--json", action="store_true")
+    job = sub.add_parser("job", help="show a job and its task tree")
+    job.add_argument("job", help="the job's URL or id")
+    job.add_argument("--watch", action="store_true", help="follow it until it ends")
+    job.add_argument("--json", action="store_true")
+    cancel = sub.add_parser("cancel", help="cancel a job: no new task starts, it ends cancelled")
+    cancel.add_argument("job", help="the job's URL or id")
+    cancel.add_argument("--json", action="store_true")
+    start_job = sub.add_parser("start-job", help="start a job")
+    start_job.add_argument("process")
+    start_job.add_argument("--key", required=True)
+    start_job.add_argument("--data", default="")
+    start_job.add_argument("--requestor", help="default: your user name")
+    start_job.add_argument("--idempotency-key", help="a retry with the same key gets the same job")
+    start_job.add_argument("--wait", action="store_true", help="show its progress until it ends")
+    start_job.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+
+    commands = {"run": cmd_run, "start": cmd_start, "stop": cmd_stop, "status": cmd_status,
+                "processes": cli_jobs.cmd_processes, "jobs": cli_jobs.cmd_jobs, "job": cli_jobs.cmd_job,
+                "cancel": cli_jobs.cmd_cancel, "start-job": cli_jobs.cmd_start_job}
     try:
         config = from_env()
-        catalog.load(config.processes_file)  # a bad catalog stops start-up here, clearly
-        return {"run": cmd_run, "start": cmd_start, "stop": cmd_stop,
-                "status": cmd_status}[args.command](config, args)
+        if args.command in ("run", "start"):
+            catalog.load(config.processes_file)  # a bad catalog stops start-up here, clearly
+            problem = logs.check_syslog(config.log_syslog)
+            if problem:
+                raise ConfigError(problem)
+        return commands[args.command](config, args)
     except (ConfigError, Fail) as e:
         _say(f"error: {e}")
         return 2
+    except cli_jobs.Refused as e:
+        _say(f"error: {e}")
+        return e.code
+    except EngineUnavailable as e:
+        _say(f"error: the engine does not answer ({e}); is it running? (`cameron start`)")
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0  # `cameron jobs foo | head`: the reader had enough
+
+
+def _page_size(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= api.MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {api.MAX_PAGE}")
+    return int(text)
 
 
 if __name__ == "__main__":

@@ -24,13 +24,14 @@ class ActorGateway:
         self._asys = None
         self._peers = None
 
-    def ask(self, role: str, msg):
+    def ask(self, role: str, msg, timeout: float | None = None):
         """Send `msg` to the actor playing `role` and return its answer; retried once after
-        looking the actors up again, since the supervisor may have replaced that one."""
+        looking the actors up again, since the supervisor may have replaced that one.
+        `timeout` bounds each of the two tries (default: half the ask_timeout setting)."""
         for attempt in (1, 2):
             asys, peers = self._connect(refresh=attempt == 2)
             with asys.private() as ctx:
-                reply = ctx.ask(getattr(peers, role), msg, self.config.ask_timeout / 2)
+                reply = ctx.ask(getattr(peers, role), msg, timeout or self.config.ask_timeout / 2)
             if reply is not None and not isinstance(reply, PoisonMessage):
                 if isinstance(reply, m.Unavailable):
                     raise EngineUnavailable(reply.reason)

@@ -55,3 +55,50 @@ def engine_lease(engine: str) -> str:
 def engine_jobs(engine: str) -> str:
     """The set of the tags of the engine's jobs not yet done."""
     return f"{PREFIX}:engine:{engine}:jobs"
+
+
+# --- ours: what the operations side needs (listing, cancel, idempotent start, expiry) -------
+
+#: A job's final state when it was cancelled (beside DONE); `job.status.cancelled.time`.
+CANCELLED = "cancelled"
+#: Every state a job can be in, in lifecycle order.
+JOB_STATES = (SCHEDULED, RUNNING, DONE, CANCELLED)
+FINAL_STATES = (DONE, CANCELLED)
+#: When a cancel was asked for: a job with this field starts no new task, even after a restart.
+JOB_CANCEL_REQUESTED = "job.cancel.requested"
+
+_TAG_HEAD = f"{PREFIX}:process:"
+_UUID_TAIL = len(":job:") + 32
+
+
+def parse_tag(tag: str) -> tuple[str, str, str]:
+    """(process, key, uuid) of a job tag; process names cannot hold ':', uuids are 32 hex."""
+    process, rest = tag[len(_TAG_HEAD):].split(":key:", 1)
+    return process, rest[:-_UUID_TAIL], tag[-32:]
+
+
+def process_jobs(process: str, state: str | None = None) -> str:
+    """Sorted set of a process's job tags: all of them scored by creation time (ms), or those
+    in one state scored by when they entered it."""
+    base = f"{PREFIX}:process:{process}:jobs"
+    return base if state is None else f"{base}:{state}"
+
+
+def key_jobs(process: str, key: str) -> str:
+    """Sorted set of the job tags of one process and key, scored by creation time (ms)."""
+    return f"{PREFIX}:process:{process}:key:{key}:jobs"
+
+
+def job_by_uuid(uuid: str) -> str:
+    """A string holding the job's tag, so a job can be found from its uuid alone."""
+    return f"{PREFIX}:job:{uuid}"
+
+
+def idempotency(key: str) -> str:
+    """A start's Idempotency-Key: JSON {"tag", "fingerprint"} of the job it created."""
+    return f"{PREFIX}:idempotency:{key}"
+
+
+#: Sorted set of finished jobs' tags scored by when their hash expires: what the index
+#: sweep removes from the sorted sets above.
+EXPIRING = f"{PREFIX}:jobs:expiring"

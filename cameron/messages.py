@@ -49,6 +49,9 @@ class StartJob:
     key: str
     data: str
     requestor: str
+    #: The client's Idempotency-Key header ("" for none): a second start with the same key and
+    #: the same request gets the first job back (SameJob) instead of a new one.
+    idempotency_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class ListProcesses:
 @dataclass(frozen=True)
 class ProcessList:
     processes: list
+    reply_to: Any = None  # after a reload: who to pass the list on to once it is in use
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ class Pong:
     pid: int
     handled: int
     status: dict
+    cls: str = ""  # the actor's class, for `cameron status`
+    children: tuple = ()  # addresses of the actors it created and supervises itself
 
 
 # --- among the actors -----------------------------------------------------
@@ -120,10 +126,14 @@ class Setup:
 
 @dataclass(frozen=True)
 class CreateJob:
-    """Scheduler -> JobData: store a new job; answer JobStored or StoreFailed to the scheduler."""
+    """Scheduler -> JobData: store a new job; answer JobStored or StoreFailed to the scheduler.
+    With an idempotency key JobData may instead answer SameJob or IdempotencyConflict to
+    `reply_to` directly: no job was created."""
 
     job: JobSpec
     reply_to: Any
+    idempotency_key: str = ""
+    fingerprint: str = ""  # what the request asked for, to tell a retry from a different start
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,7 @@ class ResumeJob:
     job: JobSpec
     status: str
     tasks: list  # [{"n", "name", "url", "requestor", "parent", "status", "output"}] in start order
+    cancelled: bool = False  # a cancel was recorded: start no new task, end it cancelled
 
 
 def runner_slot(uuid: str, runners: int) -> int:
@@ -229,6 +240,8 @@ class JobEnded:
     tag: str
     time: str
     errors: int
+    tasks: int = 0  # how many tasks it had: their markers expire with the job
+    status: str = "done"  # or "cancelled"
 
 
 @dataclass(frozen=True)
@@ -283,3 +296,112 @@ class ActivityOutcome:
 @dataclass(frozen=True)
 class ActivityOutcomes:
     outcomes: list
+
+
+# --- operations: listing, cancel, idempotent start, catalog reload --------
+
+@dataclass(frozen=True)
+class SameJob:
+    """JobData -> web: the Idempotency-Key was used before with the same request; that job."""
+
+    process: str
+    key: str
+    uuid: str
+    status: str
+
+
+@dataclass(frozen=True)
+class IdempotencyConflict:
+    """JobData -> web: the Idempotency-Key was used before for a different request."""
+
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class FindJob:
+    """Web -> JobData: the job document of a uuid alone (answer JobDocument or JobNotFound)."""
+
+    uuid: str
+
+
+@dataclass(frozen=True)
+class ListJobs:
+    """Web -> JobData: one page of a process's jobs, newest first (answer JobList)."""
+
+    process: str
+    key: str | None = None  # only this key's jobs
+    state: str | None = None  # only jobs in this state
+    limit: int = 50
+    cursor: tuple | None = None  # (score, tag) of the last job of the previous page
+
+
+@dataclass(frozen=True)
+class JobList:
+    jobs: list  # of job summaries (store.summary)
+    next_cursor: tuple | None
+
+
+@dataclass(frozen=True)
+class CancelJob:
+    """Web -> scheduler: cancel a job. The scheduler has JobData record it (RecordCancel),
+    then tells the job's runner (StopJob) and answers CancelAccepted."""
+
+    process: str
+    key: str
+    uuid: str
+
+
+@dataclass(frozen=True)
+class RecordCancel:
+    """Scheduler -> JobData: write the cancel into the job hash unless it already ended;
+    answers CancelRecorded to the scheduler, or JobNotFound / JobFinished to `reply_to`."""
+
+    process: str
+    key: str
+    uuid: str
+    reply_to: Any
+
+
+@dataclass(frozen=True)
+class CancelRecorded:
+    uuid: str
+    tag: str
+    status: str  # the job's state when the cancel was recorded (scheduled or running)
+    requested: str  # when the cancel was first asked for
+    reply_to: Any
+
+
+@dataclass(frozen=True)
+class StopJob:
+    """Scheduler -> JobRunner: start no new task of this job; end it cancelled once its
+    running tasks have finished."""
+
+    uuid: str
+    tag: str
+
+
+@dataclass(frozen=True)
+class CancelAccepted:
+    """Scheduler -> web: the cancel is recorded; the job ends cancelled once its running
+    tasks finish."""
+
+    status: str
+    requested: str
+
+
+@dataclass(frozen=True)
+class JobFinished:
+    """JobData -> web: the job to cancel has already ended, in `status`."""
+
+    status: str
+
+
+@dataclass(frozen=True)
+class ReloadCatalog:
+    """CLI -> ProcessCatalog: read the catalog file again (answer ProcessList or CatalogInvalid);
+    jobs already accepted keep the settings they started with."""
+
+
+@dataclass(frozen=True)
+class CatalogInvalid:
+    reason: str

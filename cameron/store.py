@@ -1,5 +1,7 @@
 """The job schema in Redis: how each moment of a job is written, and how a job is read back."""
 
+import base64
+import binascii
 import json
 import time
 
@@ -34,6 +36,8 @@ end
 take(KEYS[2])
 return moved
 """
+#: Expired jobs taken out of the indexes per round trip.
+PRUNE_BATCH = 1000
 
 
 def now() -> str:
@@ -47,19 +51,60 @@ def connect(url: str) -> redis.Redis:
                                 socket_connect_timeout=2, health_check_interval=30)
 
 
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was already used for a different request."""
+
+
+def ms() -> int:
+    """Index scores: milliseconds since the epoch."""
+    return int(time.time() * 1000)
+
+
 class JobStore:
     """Writes and reads jobs; every write of one call goes in a single MULTI/EXEC round trip.
-    `engine` is the engine this store works for: the jobs it creates are that engine's."""
+    `engine` is the engine this store works for: the jobs it creates are that engine's.
+    `retention` (seconds, 0 for never) is how long a finished job is kept; `idempotency_ttl`
+    how long an Idempotency-Key names its job."""
 
-    def __init__(self, client: redis.Redis, engine: str):
+    def __init__(self, client: redis.Redis, engine: str, *, retention: int = 0,
+                 idempotency_ttl: int = 86400):
         self.redis = client
         self.engine = engine
         self.owned = keys.engine_jobs(engine)
         self._claim = client.register_script(_CLAIM)
+        self.retention = retention
+        self.idempotency_ttl = idempotency_ttl
 
-    def create(self, job: m.JobSpec) -> None:
+    def create(self, job: m.JobSpec, idempotency_key: str = "", fingerprint: str = "") -> tuple | None:
+        """Store a new job; with an idempotency key, return (tag, status) of the job that key
+        already made instead (IdempotencyConflict if that was for another request)."""
+        if not idempotency_key:
+            pipe = self.redis.pipeline(transaction=True)
+            self._create(pipe, job)
+            pipe.execute()
+            return None
+        ikey = keys.idempotency(idempotency_key)
+
+        def create_unless_known(pipe):
+            known = pipe.get(ikey)
+            if known:
+                first = json.loads(known)
+                status = pipe.hget(first["tag"], keys.JOB_STATUS)
+                if status is not None:  # else that job expired: the key is free again
+                    if first["fingerprint"] != fingerprint:
+                        raise IdempotencyConflict(idempotency_key)
+                    return first["tag"], status
+            pipe.multi()
+            self._create(pipe, job)
+            pipe.set(ikey, json.dumps({"tag": job.tag, "fingerprint": fingerprint}),
+                     ex=self.idempotency_ttl)
+            return None
+        # WATCH the key: two starts with one key racing cannot both create a job.
+        return self.redis.transaction(create_unless_known, ikey, value_from_callable=True)
+
+    def _create(self, pipe, job: m.JobSpec):
         tag = job.tag
-        pipe = self.redis.pipeline(transaction=True)
+        process, score = job.process.name, ms()
         pipe.hset(tag, mapping={
             keys.JOB_KEY: job.key,
             keys.JOB_DATA: job.data,
@@ -71,7 +116,10 @@ class JobStore:
         })
         pipe.set(keys.job_marker(tag, keys.SCHEDULED), job.scheduled_time)
         pipe.sadd(self.owned, tag)
-        pipe.execute()
+        pipe.zadd(keys.process_jobs(process), {tag: score})
+        pipe.zadd(keys.process_jobs(process, keys.SCHEDULED), {tag: score})
+        pipe.zadd(keys.key_jobs(process, job.key), {tag: score})
+        pipe.set(keys.job_by_uuid(job.uuid), tag)
 
     def apply(self, ops: list) -> None:
         """Write a batch of job moments (messages.JobStarted, TaskStarted, ...) in order, atomically."""
@@ -80,7 +128,94 @@ class JobStore:
             _WRITERS[type(op)](pipe, op)
             if type(op) is m.JobEnded:
                 pipe.srem(self.owned, op.tag)
+            if self.retention and isinstance(op, m.JobEnded):
+                self._expire(pipe, op)
         pipe.execute()
+
+    def _expire(self, pipe, op: m.JobEnded):
+        """A finished job's hash and markers go after the retention period; EXPIRING tells the
+        index sweep (prune_expired) when to take it out of the sorted sets."""
+        uuid = keys.parse_tag(op.tag)[2]
+        for key in [op.tag, keys.job_marker(op.tag, op.status), keys.job_by_uuid(uuid)] + [
+                keys.task_marker(op.tag, n, state) for n in range(op.tasks)
+                for state in (keys.TASK_DONE, keys.TASK_ERROR)]:
+            pipe.expire(key, self.retention)
+        pipe.zadd(keys.EXPIRING, {op.tag: ms() + self.retention * 1000})
+
+    def prune_expired(self, batch: int = PRUNE_BATCH) -> int:
+        """Take jobs whose hash has expired out of the indexes; returns how many."""
+        tags = self.redis.zrangebyscore(keys.EXPIRING, "-inf", ms(), start=0, num=batch)
+        if tags:
+            pipe = self.redis.pipeline(transaction=True)
+            for tag in tags:
+                _unindex(pipe, tag)
+            pipe.execute()
+        return len(tags)
+
+    def request_cancel(self, process: str, key: str, uuid: str) -> tuple[str, str | None] | None:
+        """Record a cancel in the job hash; (state, requested time), with time None when the
+        job had already ended, or None when there is no such job."""
+        tag = keys.job_tag(process, key, uuid)
+
+        def record(pipe):
+            status, requested = pipe.hmget(tag, keys.JOB_STATUS, keys.JOB_CANCEL_REQUESTED)
+            if status is None:
+                return None
+            if status in keys.FINAL_STATES:
+                return status, None
+            if requested is None:
+                requested = now()
+                pipe.multi()
+                pipe.hset(tag, keys.JOB_CANCEL_REQUESTED, requested)
+            return status, requested
+        return self.redis.transaction(record, tag, value_from_callable=True)
+
+    def list_jobs(self, process: str, *, key: str | None = None, state: str | None = None,
+                  limit: int = 50, cursor: tuple | None = None) -> tuple[list, tuple | None]:
+        """One page of job summaries, newest first, and the cursor of the next page (None at
+        the end). With both a key and a state the page may hold fewer than `limit` jobs."""
+        index = keys.key_jobs(process, key) if key is not None else keys.process_jobs(process, state)
+        if cursor is None:
+            rows = self.redis.zrevrange(index, 0, limit, withscores=True)
+        else:
+            score, after = cursor
+            # Jobs with the cursor's own score come in reverse member order: skip those up to it.
+            ties = self.redis.zcount(index, score, score)
+            rows = [(t, s) for t, s in self.redis.zrevrangebyscore(
+                        index, score, "-inf", start=0, num=limit + 1 + ties, withscores=True)
+                    if s < score or t < after]
+        page = rows[:limit]
+        next_cursor = (page[-1][1], page[-1][0]) if len(rows) > limit else None
+        pipe = self.redis.pipeline(transaction=False)
+        for tag, _ in page:
+            pipe.hmget(tag, *_SUMMARY_FIELDS)
+        jobs, gone = [], []
+        for (tag, _), values in zip(page, pipe.execute() if page else []):
+            h = {f: v for f, v in zip(_SUMMARY_FIELDS, values) if v is not None}
+            if not h:
+                gone.append(tag)  # expired before the sweep took it out
+            elif key is None or state is None or h[keys.JOB_STATUS] == state:
+                jobs.append(summary(tag, h))
+        if gone:
+            pipe = self.redis.pipeline(transaction=True)
+            for tag in gone:
+                _unindex(pipe, tag)
+            pipe.execute()
+        return jobs, next_cursor
+
+    def find(self, uuid: str) -> dict | None:
+        """The job document of a uuid alone, or None."""
+        tag = self.redis.get(keys.job_by_uuid(uuid))
+        if tag is None:
+            return None
+        return self.get(*keys.parse_tag(tag))
+
+    def count_by_state(self, process: str) -> dict:
+        """How many jobs of the process are in each state, from the indexes."""
+        pipe = self.redis.pipeline(transaction=False)
+        for state in keys.JOB_STATES:
+            pipe.zcard(keys.process_jobs(process, state))
+        return dict(zip(keys.JOB_STATES, pipe.execute()))
 
     def unfinished(self, runner: int | None, runners: int) -> list[tuple[str, dict]]:
         """(tag, hash) of every job of this engine not yet done, or only those of one runner slot."""
@@ -122,6 +257,7 @@ def _job_started(pipe, op: m.JobStarted):
     pipe.hset(op.tag, mapping={keys.JOB_STATUS: keys.RUNNING, keys.job_time(keys.RUNNING): op.time})
     pipe.delete(keys.job_marker(op.tag, keys.SCHEDULED))
     pipe.set(keys.job_marker(op.tag, keys.RUNNING), op.time)
+    _move(pipe, op.tag, keys.SCHEDULED, keys.RUNNING)
 
 
 def _task_started(pipe, op: m.TaskStarted):
@@ -155,10 +291,29 @@ def _task_ended(pipe, op: m.TaskEnded):
 
 
 def _job_ended(pipe, op: m.JobEnded):
-    pipe.hset(op.tag, mapping={keys.JOB_STATUS: keys.DONE, keys.job_time(keys.DONE): op.time,
+    pipe.hset(op.tag, mapping={keys.JOB_STATUS: op.status, keys.job_time(op.status): op.time,
                                "job.errors": op.errors})
-    pipe.delete(keys.job_marker(op.tag, keys.RUNNING))
-    pipe.set(keys.job_marker(op.tag, keys.DONE), op.time)
+    # A job cancelled before it started ends straight from scheduled.
+    pipe.delete(keys.job_marker(op.tag, keys.RUNNING), keys.job_marker(op.tag, keys.SCHEDULED))
+    pipe.set(keys.job_marker(op.tag, op.status), op.time)
+    _move(pipe, op.tag, keys.RUNNING, op.status)
+    pipe.zrem(keys.process_jobs(keys.parse_tag(op.tag)[0], keys.SCHEDULED), op.tag)
+
+
+def _move(pipe, tag: str, old: str, new: str):
+    """Move a job between its process's state indexes, scored by when it entered the new state."""
+    process = keys.parse_tag(tag)[0]
+    pipe.zrem(keys.process_jobs(process, old), tag)
+    pipe.zadd(keys.process_jobs(process, new), {tag: ms()})
+
+
+def _unindex(pipe, tag: str):
+    process, key, _ = keys.parse_tag(tag)
+    pipe.zrem(keys.process_jobs(process), tag)
+    for state in keys.JOB_STATES:
+        pipe.zrem(keys.process_jobs(process, state), tag)
+    pipe.zrem(keys.key_jobs(process, key), tag)
+    pipe.zrem(keys.EXPIRING, tag)
 
 
 _WRITERS = {m.JobStarted: _job_started, m.TaskStarted: _task_started,
@@ -198,7 +353,46 @@ def document(process: str, key: str, uuid: str, h: dict) -> dict:
     }
     if "job.errors" in h:
         doc["errors"] = int(h["job.errors"])
+    if keys.JOB_CANCEL_REQUESTED in h:
+        doc["cancel_requested"] = h[keys.JOB_CANCEL_REQUESTED]
     return doc
+
+
+_SUMMARY_FIELDS = (keys.JOB_STATUS, keys.JOB_REQUESTOR, keys.job_time(keys.SCHEDULED), "job.errors",
+                   keys.JOB_CANCEL_REQUESTED) + tuple(keys.job_time(s) for s in keys.JOB_STATES[1:])
+
+
+def summary(tag: str, h: dict) -> dict:
+    """A job as the listings show it: who, when, and how it stands, without its tasks."""
+    process, key, uuid = keys.parse_tag(tag)
+    status = h.get(keys.JOB_STATUS, "")
+    s = {"process": process, "key": key, "uuid": uuid, "requestor": h.get(keys.JOB_REQUESTOR),
+         "status": {"current": status, "time": h.get(keys.job_time(status))},
+         "scheduled": h.get(keys.job_time(keys.SCHEDULED))}
+    if "job.errors" in h:
+        s["errors"] = int(h["job.errors"])
+    if keys.JOB_CANCEL_REQUESTED in h:
+        s["cancel_requested"] = h[keys.JOB_CANCEL_REQUESTED]
+    return s
+
+
+def encode_cursor(cursor: tuple | None) -> str | None:
+    """The listing cursor as the API hands it out: opaque, URL-safe."""
+    if cursor is None:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(list(cursor)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple:
+    """Inverse of encode_cursor; ValueError for anything it did not make."""
+    try:
+        score, tag = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        keys.parse_tag(tag)
+    except (binascii.Error, UnicodeDecodeError, TypeError, ValueError):
+        raise ValueError("not a cursor this server handed out") from None
+    if not isinstance(score, (int, float)) or not isinstance(tag, str) or not tag.startswith(keys.PREFIX):
+        raise ValueError("not a cursor this server handed out")
+    return float(score), tag
 
 
 def tasks_of(h: dict) -> list[dict]:

@@ -1,11 +1,12 @@
 """The WSGI entry point gunicorn serves: `cameron.wsgi:app`."""
 
-from cameron import api, config
+from cameron import api, config, store
 from cameron.gateway import ActorGateway
 
 
 def get_app():
-    return api.create_app(ActorGateway(config.from_env()))
+    settings = config.from_env()
+    return api.create_app(ActorGateway(settings), store.connect(settings.effective_redis_url))
 
 
 app = get_app()

@@ -1,6 +1,8 @@
-"""gunicorn settings for the Cameron API; every value comes from Cameron's own settings."""
+"""gunicorn settings for the Cameron API; every value comes from Cameron's own settings
+(config/<env>.toml and the CAMERON_* variables)."""
 
 from cameron.config import from_env
+from cameron.logs import log_config
 
 _config = from_env()
 
@@ -11,9 +13,12 @@ worker_class = "gthread"
 workers = _config.web_workers
 threads = _config.web_threads
 backlog = 2048
-timeout = 60
+timeout = _config.web_timeout
 graceful_timeout = 10
-accesslog = None
-errorlog = "-"
-loglevel = "warning"
 proc_name = "cameron-api"
+# The engine's log format; gunicorn's own lines from WARNING up, no access log (a proxy in
+# front keeps one).
+logconfig_dict = log_config(_config, extra_loggers={
+    "gunicorn.error": {"level": "WARNING", "propagate": True},
+    "gunicorn.access": {"level": "WARNING", "propagate": False},
+})

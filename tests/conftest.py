@@ -151,6 +151,15 @@ start = "{lab}/sleep/2000"
 
 [processes.refused]
 start = "http://127.0.0.1:{closed_port}/nothing"
+
+[processes.echo]
+start = "{lab}/echo"
+
+[processes.wide]
+start = "{lab}/fanout/4/1500"
+
+[processes.delayed]
+start = "{lab}/delayed/1500/3/10"
 """
 
 

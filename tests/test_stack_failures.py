@@ -325,7 +325,7 @@ def test_jobs_survive_killed_job_data_scheduler_and_catalog_under_load(own_engin
         assert {t["status"]["current"] for t in doc["tasks"]} == {"done"}, doc
         assert len(doc["tasks"]) == (1 if location in slow else 7)
     statuses = json.loads(engine.cli("status", "--json").stdout)["actors"]
-    assert all(a["status"].get("unacked_writes", 0) == 0 for a in statuses), statuses
+    assert all(a.get("figures", {}).get("unacked_writes", 0) == 0 for a in statuses), statuses
 
 
 def test_a_child_that_keeps_dying_is_given_up_after_five_restarts_in_ten_seconds(own_engine):
@@ -342,7 +342,7 @@ def test_a_child_that_keeps_dying_is_given_up_after_five_restarts_in_ten_seconds
         out = engine.cli("status", "--json")
         report = json.loads(out.stdout)
         sup = [a for a in report["actors"] if a["role"] == "supervisor"]
-        return out.returncode == 1 and (sup or [{}])[0].get("status", {}).get("given_up") == ["catalog"]
+        return out.returncode == 1 and (sup or [{}])[0].get("figures", {}).get("given_up") == ["catalog"]
     wait_until(given_up, 20, "the supervisor to give the catalog up", interval=0.2)
     log = (Path(engine.config.data_dir) / "log" / "actors.log").read_text()
     assert "catalog died 6 times within 10 s; not restarting it again" in log

@@ -23,7 +23,7 @@ class FakeGateway:
         self.replies = replies
         self.asked = []
 
-    def ask(self, role, msg):
+    def ask(self, role, msg, timeout=None):
         self.asked.append((role, msg))
         reply = self.replies[role]
         if isinstance(reply, Exception):
@@ -282,3 +282,44 @@ def test_any_other_path_is_a_json_404(method, path):
     resp = client_for(gateway).simulate_request(method, path)
     assert_json_error(resp, 404, "Page not found")
     assert gateway.asked == []
+
+
+class DownRedis:
+    def ping(self):
+        import redis
+        raise redis.ConnectionError("Connection refused")
+
+
+class UpRedis:
+    def ping(self):
+        return True
+
+
+def test_health_says_which_part_is_down():
+    # Given actors that do not answer and a Redis that does
+    gateway = FakeGateway(scheduler=EngineUnavailable("the scheduler actor did not answer"),
+                          job_data=EngineUnavailable("the job_data actor did not answer"))
+    resp = falcon.testing.TestClient(api.create_app(gateway, UpRedis())).simulate_get("/api/health")
+    # Expect a 503 naming the actor system, Redis ok
+    assert resp.status_code == 503
+    assert resp.json == {"status": "unavailable", "redis": {"ok": True},
+                         "actors": {"ok": False, "error": "the scheduler actor did not answer"}}
+    # And the other way round
+    up = FakeGateway(scheduler=m.Pong("scheduler", 1, 1, {}), job_data=m.Pong("job_data", 2, 1, {}))
+    resp = falcon.testing.TestClient(api.create_app(up, DownRedis())).simulate_get("/api/health")
+    assert resp.status_code == 503 and resp.json["actors"] == {"ok": True}
+    assert "Connection refused" in resp.json["redis"]["error"]
+
+
+def test_every_route_of_the_app_is_in_the_openapi_document():
+    from cameron import openapi
+    app = api.create_app(FakeGateway())
+    routes = set()
+
+    def walk(nodes):
+        for node in nodes:
+            if node.resource is not None:
+                routes.add(node.uri_template)
+            walk(node.children)
+    walk(app._router._roots)
+    assert routes == set(openapi.PATHS)

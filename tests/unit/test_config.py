@@ -168,3 +168,52 @@ def test_with_changes_one_setting_and_keeps_the_rest():
     assert changed.read_timeout == 1.0 and changed.port == 9000
     assert base.read_timeout == 30.0  # the original is untouched (frozen)
     assert isinstance(changed, Config)
+
+
+# --- the settings file per environment -----------------------------------------------
+
+def test_each_environment_has_a_settings_file_that_loads():
+    for env in ("development", "test", "production"):
+        config = from_env({"CAMERON_ENV": env})
+        assert config.config_file == str(ROOT / "config" / f"{env}.toml")
+    assert from_env({"CAMERON_ENV": "production"}).job_retention > 0
+
+
+def test_the_environment_overrides_the_file(tmp_path):
+    settings = tmp_path / "mine.toml"
+    settings.write_text('port = 9100\nread_timeout = 3\njob_retention = 60\ndata_dir = "/srv/c"\n')
+    config = from_env({"CAMERON_CONFIG": str(settings), "CAMERON_PORT": "9200"})
+    assert (config.port, config.read_timeout, config.job_retention) == (9200, 3.0, 60)
+    assert config.data_dir == "/srv/c" and config.config_file == str(settings)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("prot = 80\n", "unknown setting 'prot'"),
+    ('port = "80"\n', "port = '80': expected a whole number"),
+    ("port = 0\n", "must be greater than zero"),
+    ("job_retention = -1\n", "must be zero or more"),
+    ('log_level = "LOUD"\n', "expected one of DEBUG"),
+    ("port = [\n", "settings file"),
+])
+def test_a_bad_settings_file_is_refused_naming_the_file_and_setting(tmp_path, text, words):
+    settings = tmp_path / "bad.toml"
+    settings.write_text(text)
+    message = config_error({"CAMERON_CONFIG": str(settings)})
+    assert str(settings) in message and words in message
+
+
+def test_a_missing_settings_file_named_by_cameron_config_is_refused():
+    assert "file not found" in config_error({"CAMERON_CONFIG": "/nonexistent/cameron.toml"})
+
+
+def test_log_lines_carry_the_job_id_or_a_dash():
+    import logging
+    from cameron.logs import FORMAT, JobFormatter
+    formatter = JobFormatter(FORMAT)
+    about_a_job = logging.makeLogRecord({"name": "cameron.runner", "levelname": "INFO", "msg": "cancelled",
+                                         "job": "0123456789abcdef0123456789abcdef"})
+    other = logging.makeLogRecord({"name": "cameron.api", "levelname": "INFO", "msg": "hello"})
+    assert "cameron.runner[" in formatter.format(about_a_job)
+    assert "job=0123456789abcdef0123456789abcdef: cancelled" in formatter.format(about_a_job)
+    assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO cameron.api\[\d+\] job=-: hello$",
+                     formatter.format(other))

@@ -93,7 +93,10 @@ def test_creating_a_job_writes_the_spec_fields_and_a_pending_marker(client, jobs
     assert markers(client, job) == {"pending"}
     assert client.exists(tag + ":pending")
     assert client.sismember(keys.engine_jobs("me:1"), tag)
-    assert set(client.keys("*")) == {tag, tag + ":pending", keys.engine_jobs("me:1")}
+    # ... and the job in the listing indexes, findable by its uuid
+    assert set(client.keys("*")) == {
+        tag, tag + ":pending", keys.engine_jobs("me:1"), f"cameron:job:{job.uuid}", "cameron:process:foo:jobs",
+        "cameron:process:foo:jobs:scheduled", "cameron:process:foo:key:(id,007):jobs"}
 
 
 # --- the moments of a job ---------------------------------------------------------

@@ -1,0 +1,234 @@
+"""The CLI's job commands: processes, jobs, job (--watch), cancel and start-job (--wait). They
+talk to the running actor system with the same messages as the API."""
+
+import getpass
+import json
+import re
+import sys
+import time
+from urllib.parse import unquote, urlsplit
+
+from cameron import api, keys, store, term
+from cameron import messages as m
+from cameron.gateway import ActorGateway
+
+#: Exit codes beyond 0 (all well), 2 (bad input) and 3 (engine not running).
+EXIT_FAILED, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 4, 5
+#: How often --watch and --wait read the job again.
+POLL = 0.25
+
+_UUID = re.compile(r"^[0-9a-f]{32}$")
+_JOB_PATH = re.compile(r"^/api/process/([^/]+)/key/([^/]+)/job/([0-9a-f]{32})/?$")
+
+
+class Refused(Exception):
+    """The engine said no: the message is for the user, `code` the exit status."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def _print_json(value):
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+# --- processes ---------------------------------------------------------------
+
+def cmd_processes(config, args) -> int:
+    gateway = ActorGateway(config)
+    before = gateway.ask("catalog", m.ListProcesses()).processes
+    if args.action == "reload":
+        reply = gateway.ask("catalog", m.ReloadCatalog())
+        if isinstance(reply, m.CatalogInvalid):
+            raise Refused(f"catalog not reloaded, the engine keeps the previous one: {reply.reason}", 2)
+        old, new = {p.name: p for p in before}, {p.name: p for p in reply.processes}
+        change = {"added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new)),
+                  "changed": sorted(n for n in set(old) & set(new) if old[n] != new[n])}
+        if args.json:
+            _print_json({"file": config.processes_file, "processes": sorted(new), **change})
+        else:
+            print(f"catalog reloaded from {config.processes_file}: {len(new)} processes"
+                  + "".join(f"; {k}: {', '.join(v)}" for k, v in change.items() if v))
+        return 0
+    if args.json:
+        _print_json({"processes": [_process_json(p) for p in before]})
+    else:
+        print(term.table(["NAME", "START", "TIMEOUTS (connect/read s)"],
+                         [[p.name, p.start_url, f"{p.connect_timeout or config.connect_timeout:g}/"
+                           f"{p.read_timeout or config.read_timeout:g}"] for p in before]))
+    return 0
+
+
+def _process_json(p) -> dict:
+    return {"name": p.name, "start": p.start_url, "connect_timeout": p.connect_timeout,
+            "read_timeout": p.read_timeout}
+
+
+# --- jobs and job ------------------------------------------------------------
+
+def cmd_jobs(config, args) -> int:
+    cursor = None
+    if args.cursor:
+        try:
+            cursor = store.decode_cursor(args.cursor)
+        except ValueError as e:
+            raise Refused(f"--cursor: {e}", 2) from None
+    reply = ActorGateway(config).ask("job_data", m.ListJobs(args.process, key=args.key, state=args.status,
+                                                            limit=args.limit, cursor=cursor))
+    next_cursor = store.encode_cursor(reply.next_cursor)
+    if args.json:
+        _print_json({"process": args.process, "jobs": reply.jobs, "next_cursor": next_cursor})
+        return 0
+    if not reply.jobs:
+        print(f"no {args.status + ' ' if args.status else ''}jobs of {args.process}"
+              + (f" for key {args.key!r}" if args.key is not None else ""))
+    else:
+        print(term.table(["UUID", "STATUS", "SINCE", "ERRORS", "KEY"],
+                         [[j["uuid"], j["status"]["current"], j["status"]["time"], j.get("errors", "-"),
+                           j["key"]] for j in reply.jobs],
+                         styles={1: lambda state: state}))
+    if next_cursor:
+        print(f"more: cameron jobs {args.process} --cursor {next_cursor}"
+              + (f" --status {args.status}" if args.status else "")
+              + (f" --key {args.key!r}" if args.key is not None else ""))
+    return 0
+
+
+def job_ref(text: str) -> tuple:
+    """(process, key, uuid) from a job URL, or (None, None, uuid) from a bare uuid."""
+    text = text.strip()
+    if _UUID.match(text):
+        return None, None, text
+    path = urlsplit(text).path if "://" in text else text.split("?", 1)[0]
+    found = _JOB_PATH.match(path)
+    if not found:
+        raise Refused(f"{text!r} is neither a job URL (…/api/process/NAME/key/KEY/job/UUID) "
+                      "nor a job id (32 hex digits)", 2)
+    return unquote(found.group(1)), unquote(found.group(2)), found.group(3)
+
+
+def read_job(gateway, ref: tuple) -> dict:
+    process, key, uuid = ref
+    msg = m.FindJob(uuid) if process is None else m.GetJob(process, key, uuid)
+    reply = gateway.ask("job_data", msg)
+    if isinstance(reply, m.JobNotFound):
+        raise Refused(f"no job {uuid}" + (f" of process {process!r} for key {key!r}" if process else ""),
+                      EXIT_NOT_FOUND)
+    return reply.doc
+
+
+def cmd_job(config, args) -> int:
+    gateway = ActorGateway(config)
+    ref = job_ref(args.job)
+    doc = watch(gateway, ref, config, quiet=args.json) if args.watch else read_job(gateway, ref)
+    if args.json:
+        _print_json(doc)
+    else:
+        show_job(doc, config)
+    return job_exit(doc) if args.watch else 0
+
+
+def job_url(config, doc) -> str:
+    host = "127.0.0.1" if config.bind in ("0.0.0.0", "") else config.bind
+    return f"http://{host}:{config.port}{api.job_path(doc['process'], doc['key'], doc['uuid'])}"
+
+
+def show_job(doc: dict, config):
+    state = doc["status"]["current"]
+    print(f"{term.paint('job ' + doc['uuid'], 'bold')}  {doc['process']}  key {doc['key']!r}  "
+          f"{term.paint(state, state)} since {doc['status']['time']}")
+    print(f"  {job_url(config, doc)}")
+    tasks = doc["tasks"]
+    errors = sum(t["status"]["current"] == "error" for t in tasks)
+    extra = f", cancel requested {doc['cancel_requested']}" if "cancel_requested" in doc else ""
+    print(f"  requestor {doc['requestor']!r}, {len(tasks)} tasks, {errors} in error{extra}")
+    for line in term.task_tree(tasks):
+        print("  " + line)
+
+
+def job_exit(doc: dict) -> int:
+    """0 for a job done without task errors, 1 for one with errors or cancelled."""
+    failed = doc["status"]["current"] == keys.CANCELLED or any(
+        t["status"]["current"] == "error" for t in doc["tasks"])
+    return EXIT_FAILED if failed else 0
+
+
+def watch(gateway, ref: tuple, config, quiet: bool = False) -> dict:
+    """Follow a job until it ends, with a progress bar (a line per change when not a terminal)."""
+    tty = sys.stdout.isatty() and not quiet
+    last = None
+    while True:
+        doc = read_job(gateway, ref)
+        tasks = doc["tasks"]
+        finished = sum(t["status"]["current"] != "running" for t in tasks)
+        state = doc["status"]["current"]
+        line = (f"{doc['uuid'][:8]} {term.progress_bar(finished, len(tasks))} tasks  "
+                f"{term.paint(state, state)}")
+        if line != last and not quiet:
+            print(("\r\033[K" if tty else "") + line, end="" if tty else "\n", flush=True)
+            last = line
+        if state in keys.FINAL_STATES:
+            if tty:
+                print()
+            return doc
+        time.sleep(POLL)
+
+
+# --- cancel and start-job ----------------------------------------------------
+
+def cmd_cancel(config, args) -> int:
+    gateway = ActorGateway(config)
+    process, key, uuid = job_ref(args.job)
+    if process is None:
+        doc = read_job(gateway, (None, None, uuid))
+        process, key = doc["process"], doc["key"]
+    reply = gateway.ask("scheduler", m.CancelJob(process, key, uuid))
+    if isinstance(reply, m.JobNotFound):
+        raise Refused(f"no job {uuid} of process {process!r} for key {key!r}", EXIT_NOT_FOUND)
+    if isinstance(reply, m.JobFinished):
+        raise Refused(f"job {uuid} already ended {reply.status}; nothing to cancel", EXIT_CONFLICT)
+    if args.json:
+        _print_json({"uuid": uuid, "process": process, "key": key, "status": reply.status,
+                     "cancel_requested": reply.requested})
+    else:
+        print(f"cancel requested for job {uuid} (it was {reply.status}): no new task starts, "
+              "it ends cancelled once its running tasks finish")
+    return 0
+
+
+def cmd_start_job(config, args) -> int:
+    gateway = ActorGateway(config)
+    requestor = args.requestor or getpass.getuser()
+    if not args.key:
+        raise Refused("--key must not be empty", 2)
+    reply = gateway.ask("scheduler", m.StartJob(args.process, args.key, args.data, requestor,
+                                                idempotency_key=args.idempotency_key or ""))
+    if isinstance(reply, m.UnknownProcess):
+        raise Refused(f"no process named {args.process!r} in the catalog (see `cameron processes`)",
+                      EXIT_NOT_FOUND)
+    if isinstance(reply, m.IdempotencyConflict):
+        raise Refused(f"idempotency key {args.idempotency_key!r} already started a job with a "
+                      "different request", EXIT_CONFLICT)
+    if isinstance(reply, m.SameJob):
+        doc = {"process": reply.process, "key": reply.key, "uuid": reply.uuid, "status": reply.status,
+               "replayed": True}
+    else:
+        doc = {"process": reply.job.process.name, "key": reply.job.key, "uuid": reply.job.uuid,
+               "status": keys.SCHEDULED}
+    doc["url"] = job_url(config, doc)
+    if not args.wait:
+        if args.json:
+            _print_json(doc)
+        else:
+            print(f"job {doc['uuid']} {'(already started with this idempotency key) ' if doc.get('replayed') else ''}"
+                  f"accepted: {doc['url']}")
+        return 0
+    if not args.json:
+        print(f"job {doc['uuid']} accepted: {doc['url']}")
+    final = watch(gateway, (doc["process"], doc["key"], doc["uuid"]), config, quiet=args.json)
+    if args.json:
+        _print_json(final)
+    else:
+        show_job(final, config)
+    return job_exit(final)

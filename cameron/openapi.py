@@ -1,0 +1,157 @@
+"""The OpenAPI 3.1 document of the HTTP API, served at /api/openapi.json; the stack tests
+check live answers against its schemas, so it says what the server really does."""
+
+STATES = ["scheduled", "running", "done", "cancelled"]
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str, headers: dict | None = None) -> dict:
+    answer = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def _error(description: str) -> dict:
+    return _json(_ref("Error"), description)
+
+
+_STRING = {"type": "string"}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_INT = {"type": "integer"}
+_TIME = {"type": ["string", "null"], "description": "MM-DD-YYYY hh:mm:ss, UTC"}
+_STATUS = {"type": "object", "required": ["current", "time"],
+           "properties": {"current": _STRING, "time": _TIME}}
+_UNAVAILABLE = _json(_ref("Error"), "The actor system or Redis does not answer; try again",
+                     {"Retry-After": {"schema": _INT}})
+_LOCATION = {"Location": {"schema": _STRING, "description": "the job's URL"}}
+
+_PROCESS = {"name": "name", "in": "path", "required": True, "schema": _STRING,
+            "description": "process name"}
+_KEY = {"name": "key", "in": "path", "required": True, "schema": _STRING,
+        "description": "business key, URL-encoded (%2F for /)"}
+_UUID = {"name": "uuid", "in": "path", "required": True,
+         "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+_LISTING = [
+    {"name": "status", "in": "query", "schema": {"enum": STATES}, "description": "only jobs in this state"},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
+    {"name": "cursor", "in": "query", "schema": _STRING, "description": "next_cursor of the previous page"},
+]
+
+SCHEMAS = {
+    "Error": {"type": "object", "required": ["title"],
+              "properties": {"title": _STRING, "description": _STRING}},
+    "Process": {"type": "object", "required": ["name", "start", "links"],
+                "properties": {"name": _STRING, "start": _STRING,
+                               "links": {"type": "object", "required": ["start"],
+                                         "properties": {"start": _STRING}}}},
+    "Processes": {"type": "object", "required": ["processes"],
+                  "properties": {"processes": {"type": "array", "items": _ref("Process")}}},
+    "StartRequest": {"type": "object", "required": ["key", "data", "requestor"],
+                     "properties": {"key": {"type": "string", "minLength": 1}, "data": _STRING,
+                                    "requestor": _STRING}},
+    "JobLinks": {"type": "object", "required": ["self"],
+                 "properties": {"self": _STRING, "cancel": _STRING}},
+    "StartedJob": {"type": "object", "required": ["uuid", "process", "key", "status", "links"],
+                   "properties": {"uuid": _STRING, "process": _STRING, "key": _STRING,
+                                  "status": {"enum": STATES}, "links": _ref("JobLinks")}},
+    "Task": {"type": "object",
+             "required": ["name", "requestor", "status", "data", "index", "url", "parent"],
+             "properties": {"name": _STRING, "requestor": _NULLABLE_STRING, "status": _STATUS,
+                            "data": {"description": "the activity's answer data, or {error, url}"},
+                            "index": _INT, "url": _NULLABLE_STRING,
+                            "parent": {"type": ["integer", "null"]}, "duration_ms": _INT}},
+    "Job": {"type": "object",
+            "required": ["process", "uuid", "key", "data", "requestor", "status", "tasks", "links"],
+            "properties": {"process": _STRING, "uuid": _STRING, "key": _STRING,
+                           "data": _NULLABLE_STRING, "requestor": _NULLABLE_STRING,
+                           "status": _STATUS, "tasks": {"type": "array", "items": _ref("Task")},
+                           "errors": _INT, "cancel_requested": _STRING, "links": _ref("JobLinks")}},
+    "JobSummary": {"type": "object",
+                   "required": ["process", "key", "uuid", "requestor", "status", "scheduled", "links"],
+                   "properties": {"process": _STRING, "key": _STRING, "uuid": _STRING,
+                                  "requestor": _NULLABLE_STRING, "status": _STATUS, "scheduled": _TIME,
+                                  "errors": _INT, "cancel_requested": _STRING,
+                                  "links": _ref("JobLinks")}},
+    "JobList": {"type": "object", "required": ["process", "jobs", "next_cursor", "links"],
+                "properties": {"process": _STRING, "key": _STRING,
+                               "jobs": {"type": "array", "items": _ref("JobSummary")},
+                               "next_cursor": _NULLABLE_STRING,
+                               "links": {"type": "object", "required": ["self"],
+                                         "properties": {"self": _STRING, "next": _STRING}}}},
+    "Cancel": {"type": "object", "required": ["uuid", "process", "key", "status", "cancel_requested", "links"],
+               "properties": {"uuid": _STRING, "process": _STRING, "key": _STRING,
+                              "status": {"enum": ["scheduled", "running"]},
+                              "cancel_requested": _STRING, "links": _ref("JobLinks")}},
+    "Check": {"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"},
+                                                                    "error": _STRING}},
+    "Health": {"type": "object", "required": ["status", "redis", "actors"],
+               "properties": {"status": {"enum": ["ok", "unavailable"]},
+                              "redis": _ref("Check"), "actors": _ref("Check")}},
+}
+
+_JOB_PATH = "/api/process/{name}/key/{key}/job/{uuid}"
+_CANCEL = {
+    "summary": "Cancel a job: no new task starts, running tasks finish or time out, "
+               "the job ends `cancelled`",
+    "parameters": [_PROCESS, _KEY, _UUID],
+    "responses": {"202": _json(_ref("Cancel"), "Cancel recorded"),
+                  "404": _error("No such job"),
+                  "409": _error("The job already ended (done or cancelled)"),
+                  "503": _UNAVAILABLE},
+}
+_LIST = {"200": _json(_ref("JobList"), "A page of jobs, newest first"),
+         "400": _error("A bad status, limit or cursor"), "503": _UNAVAILABLE}
+
+PATHS = {
+    "/api": {"get": {"summary": "Banner, version and links (JSON with Accept: application/json)",
+                     "responses": {"200": {"description": "The banner",
+                                           "content": {"text/plain": {"schema": _STRING},
+                                                       "application/json": {"schema": {"type": "object"}}}}}}},
+    "/api/health": {"get": {"summary": "Are Redis and the actor system reachable",
+                            "responses": {"200": _json(_ref("Health"), "Both answer"),
+                                          "503": _json(_ref("Health"), "A part is down: see its error")}}},
+    "/api/openapi.json": {"get": {"summary": "This document",
+                                  "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}},
+    "/api/process": {"get": {"summary": "The process catalog",
+                             "responses": {"200": _json(_ref("Processes"), "The catalog"),
+                                           "503": _UNAVAILABLE}}},
+    "/api/process/{name}/start": {"post": {
+        "summary": "Start a job",
+        "parameters": [_PROCESS, {"name": "Idempotency-Key", "in": "header", "schema": _STRING,
+                                  "description": "a retry with the same key and body gets the same "
+                                                 "job (200) instead of a new one, for idempotency_ttl"}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("StartRequest")}}},
+        "responses": {
+            "201": _json(_ref("StartedJob"), "Job accepted and stored in Redis", _LOCATION),
+            "200": _json(_ref("StartedJob"), "Replay: the job this Idempotency-Key started",
+                         {**_LOCATION, "Idempotent-Replayed": {"schema": _STRING}}),
+            "400": _error("Bad JSON, a missing, empty or non-string field, or a bad Idempotency-Key"),
+            "404": _error("No such process"),
+            "413": _error("Body over 1 MiB"),
+            "422": _error("The Idempotency-Key started a job with a different body"),
+            "503": _UNAVAILABLE}}},
+    "/api/process/{name}/job": {"get": {"summary": "The process's jobs",
+                                        "parameters": [_PROCESS, *_LISTING], "responses": _LIST}},
+    "/api/process/{name}/key/{key}/job": {"get": {"summary": "The jobs of one key",
+                                                  "parameters": [_PROCESS, _KEY, *_LISTING],
+                                                  "responses": _LIST}},
+    _JOB_PATH: {
+        "get": {"summary": "A job and its tasks in start order", "parameters": [_PROCESS, _KEY, _UUID],
+                "responses": {"200": _json(_ref("Job"), "The job"), "404": _error("No such job"),
+                              "503": _UNAVAILABLE}},
+        "delete": _CANCEL},
+    _JOB_PATH + "/cancel": {"post": _CANCEL},
+    "/api/job/{uuid}": {"get": {"summary": "A job found by its uuid alone", "parameters": [_UUID],
+                                "responses": {"200": _json(_ref("Job"), "The job"),
+                                              "404": _error("No such job"), "503": _UNAVAILABLE}}},
+}
+
+
+def document(version: str) -> dict:
+    return {"openapi": "3.1.0",
+            "info": {"title": "Cameron Workflow Engine", "version": version},
+            "paths": PATHS, "components": {"schemas": SCHEMAS}}

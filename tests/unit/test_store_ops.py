@@ -1,0 +1,141 @@
+"""The operations side of the job schema in a real Redis: listing indexes, paging, cancel,
+idempotent starts, and finished jobs expiring with their index entries."""
+
+import pytest
+
+from cameron import keys, store
+from cameron import messages as m
+from test_store import FOO, T1, T4, new_job, task_done, task_started  # noqa: F401 (fixtures below)
+from test_store import client, jobs, redis_url  # noqa: F401
+
+
+def states(client, process="foo"):
+    return {s: set(client.zrange(keys.process_jobs(process, s), 0, -1)) for s in keys.JOB_STATES}
+
+
+def test_a_job_moves_through_the_state_indexes_of_its_process(client, jobs):
+    job = new_job()
+    jobs.create(job)
+    assert states(client)["scheduled"] == {job.tag}
+    jobs.apply([m.JobStarted(job.tag, T1)])
+    assert states(client) == {"scheduled": set(), "running": {job.tag}, "done": set(), "cancelled": set()}
+    jobs.apply([m.JobEnded(job.tag, T4, errors=0, tasks=0)])
+    assert states(client) == {"scheduled": set(), "running": set(), "done": {job.tag}, "cancelled": set()}
+    # Every job of the process, and of its key, stays listed whatever its state.
+    assert client.zrange(keys.process_jobs("foo"), 0, -1) == [job.tag]
+    assert client.zrange(keys.key_jobs("foo", job.key), 0, -1) == [job.tag]
+
+
+def test_a_job_cancelled_before_it_started_ends_cancelled_straight_from_scheduled(client, jobs):
+    job = new_job()
+    jobs.create(job)
+    jobs.apply([m.JobEnded(job.tag, T4, errors=0, status=keys.CANCELLED)])
+    assert states(client)["cancelled"] == {job.tag} and not states(client)["scheduled"]
+    assert client.hget(job.tag, "job.status.current") == "cancelled"
+    assert client.hget(job.tag, "job.status.cancelled.time") == T4
+    assert client.exists(f"{job.tag}:cancelled") and not client.exists(f"{job.tag}:pending")
+
+
+def test_pages_go_newest_first_and_the_cursor_walks_every_job_once(client, jobs):
+    created = []
+    for i in range(7):
+        job = new_job(key=f"k{i % 2}")
+        jobs.create(job)
+        created.append(job.uuid)
+    seen, cursor = [], None
+    while True:
+        page, cursor = jobs.list_jobs("foo", limit=3, cursor=cursor)
+        seen += [j["uuid"] for j in page]
+        if cursor is None:
+            break
+        # What the API hands out comes back as the same cursor.
+        cursor = store.decode_cursor(store.encode_cursor(cursor))
+    assert sorted(seen) == sorted(created) and len(seen) == 7
+    # Newest first (several were created within one millisecond: ties still come once each).
+    scores = [client.zscore(keys.process_jobs("foo"), keys.job_tag("foo", j["key"], j["uuid"]))
+              for j in jobs.list_jobs("foo", limit=7)[0]]
+    assert scores == sorted(scores, reverse=True)
+    by_key, _ = jobs.list_jobs("foo", key="k1")
+    assert {j["key"] for j in by_key} == {"k1"} and len(by_key) == 3
+
+
+def test_a_summary_names_the_job_and_its_state(client, jobs):
+    job = new_job()
+    jobs.create(job)
+    [summary], cursor = jobs.list_jobs("foo", state="scheduled")
+    assert cursor is None
+    assert summary["uuid"] == job.uuid and summary["key"] == job.key and summary["process"] == "foo"
+    assert summary["status"] == {"current": "scheduled", "time": job.scheduled_time}
+    assert summary["requestor"] == "bob_the_thin"
+
+
+@pytest.mark.parametrize("text", ["", "nope", "e30", store.encode_cursor((1.0, "x"))])
+def test_a_cursor_the_server_did_not_make_is_refused(text):
+    with pytest.raises(ValueError):
+        store.decode_cursor(text)
+
+
+def test_a_job_is_found_by_its_uuid_alone(client, jobs):
+    job = new_job(key="a:b/c")
+    jobs.create(job)
+    assert jobs.find(job.uuid)["key"] == "a:b/c"
+    assert jobs.find("0" * 32) is None
+
+
+def test_the_same_idempotency_key_and_request_give_back_the_first_job(client, jobs):
+    first, second = new_job(), new_job()
+    assert jobs.create(first, "req-1", "fp") is None
+    assert jobs.create(second, "req-1", "fp") == (first.tag, "scheduled")
+    assert not client.exists(second.tag)
+    assert 0 < client.ttl(keys.idempotency("req-1")) <= 86400
+
+
+def test_the_same_idempotency_key_with_another_request_is_a_conflict(client, jobs):
+    jobs.create(new_job(), "req-2", "fp-a")
+    with pytest.raises(store.IdempotencyConflict):
+        jobs.create(new_job(), "req-2", "fp-b")
+
+
+def test_a_cancel_is_recorded_once_and_refused_for_a_finished_job(client, jobs):
+    job = new_job()
+    jobs.create(job)
+    status, requested = jobs.request_cancel("foo", job.key, job.uuid)
+    assert status == "scheduled" and requested
+    assert jobs.request_cancel("foo", job.key, job.uuid) == ("scheduled", requested)
+    assert client.hget(job.tag, keys.JOB_CANCEL_REQUESTED) == requested
+    assert jobs.get("foo", job.key, job.uuid)["cancel_requested"] == requested
+    jobs.apply([m.JobEnded(job.tag, T4, errors=0, status=keys.CANCELLED)])
+    assert jobs.request_cancel("foo", job.key, job.uuid) == ("cancelled", None)
+    assert jobs.request_cancel("foo", job.key, "f" * 32) is None
+
+
+def test_with_a_retention_a_finished_job_expires_and_leaves_the_indexes(client):
+    jobs = store.JobStore(client, "me:1", retention=60)
+    job = new_job()
+    jobs.create(job)
+    jobs.apply([m.JobStarted(job.tag, T1), task_started(job, 0, "start"),
+                task_done(job, 0, {"x": 1}), m.JobEnded(job.tag, T4, errors=0, tasks=1)])
+    for key in (job.tag, f"{job.tag}:done", f"{job.tag}:0:done", keys.job_by_uuid(job.uuid)):
+        assert 0 < client.ttl(key) <= 60, key
+    # Given the hash gone (as Redis expires it) and the sweep's time come
+    client.delete(job.tag)
+    client.zadd(keys.EXPIRING, {job.tag: 0})
+    assert jobs.prune_expired() == 1
+    assert not any(client.zcard(k) for k in (
+        keys.process_jobs("foo"), keys.process_jobs("foo", "done"), keys.key_jobs("foo", job.key),
+        keys.EXPIRING))
+
+
+def test_a_listing_drops_a_job_that_expired_before_the_sweep(client, jobs):
+    job = new_job()
+    jobs.create(job)
+    client.delete(job.tag)
+    assert jobs.list_jobs("foo") == ([], None)
+    assert client.zcard(keys.process_jobs("foo")) == 0
+
+
+def test_without_a_retention_a_finished_job_stays(client, jobs):
+    job = new_job()
+    jobs.create(job)
+    jobs.apply([m.JobEnded(job.tag, T4, errors=0)])
+    assert client.ttl(job.tag) == -1 and client.zcard(keys.EXPIRING) == 0
