@@ -218,6 +218,10 @@ class Stack:
         web = [self.web.pid] + children(self.web.pid) if self.web else []
         return actorsys.system_pids(self.config) + web
 
+    def all_pids(self) -> list[int]:
+        """Every process the bench started, so a test can check that none outlives it."""
+        return self.engine_pids() + [self.redis.proc.pid, self.acts.pid]
+
 
 def children(pid: int) -> list[int]:
     found = []
