@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from bench import figures
-from bench.stack import Stack
+from bench.stack import JobTimeout, Stack
 
 #: Sizes of the full run (about 5 minutes on 2 cores) and of --smoke (seconds, for the tests).
 #: clients: the closed loop of the throughput and limit figures. On 2 cores the engine's
@@ -48,7 +48,10 @@ def measure(stack: Stack, sizes: dict, say) -> dict:
         runs[name] = []
         for i in range(sizes["repeats"]):
             stack.wait_idle()
-            result = fn(**kw)
+            try:
+                result = fn(**kw)
+            except JobTimeout as e:
+                raise RuntimeError(f"{name}: {e}; {stack.job_state(e.uuid)}") from e
             say(f"{name} run {i + 1}/{sizes['repeats']}: "
                 + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
             runs[name].append(result)

@@ -56,6 +56,14 @@ def catalog(acts: str, sizes: dict) -> str:
     ])
 
 
+class JobTimeout(RuntimeError):
+    """A job the bench started was not done in time: the engine lost it, or is stuck."""
+
+    def __init__(self, uuid: str, timeout: float):
+        super().__init__(f"job {uuid} not done within {timeout:g} s")
+        self.uuid = uuid
+
+
 class DoneWatcher:
     """Learns the moment each job is done from Redis keyspace notifications on the
     `JOBTAG:done` marker, which the engine sets in the same MULTI/EXEC as
@@ -96,7 +104,7 @@ class DoneWatcher:
                 return self.done[uuid]
             event = self.waiting[uuid] = threading.Event()
         if not event.wait(timeout):
-            raise RuntimeError(f"job {uuid} not done within {timeout:g} s")
+            raise JobTimeout(uuid, timeout)
         return self.done[uuid]
 
     def wait_all(self, uuids, timeout: float) -> list[float]:
@@ -205,6 +213,16 @@ class Stack:
     def wait_idle(self, timeout: float = 60):
         """Until no job is unfinished: each figure starts on a quiet engine."""
         wait_for(lambda: self.store.scard(store.UNFINISHED) == 0, timeout, "the engine to finish its jobs")
+
+    def job_state(self, uuid: str) -> str:
+        """What Redis holds of a job, in a line: for the message when a job is not done in time."""
+        tags = [t for t in self.store.scan_iter(f"{keys.PREFIX}:process:*:key:{KEY}:job:{uuid}")]
+        if not tags:
+            return f"job {uuid}: not in Redis"
+        h = self.store.hgetall(tags[0])
+        tasks = [f"{h.get(keys.task_field(t['n'], 'name'))}={t['status']}" for t in store.tasks_of(h)]
+        return (f"job {tags[0]}: {h.get(keys.JOB_STATUS)}, unfinished set: "
+                f"{self.store.sismember(store.UNFINISHED, tags[0])}, tasks: {' '.join(tasks)}")
 
     def job_errors(self, process: str, uuids) -> int:
         """Tasks that ended `error` in these jobs: a figure made of failed calls is worthless."""
