@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command for everything: `./run.sh` runs Cameron with the sample workflow,
-# `./run.sh test [pytest args]` runs the test suite. Sets up .venv on first use.
+# `./run.sh test [pytest args]` runs the test suite, `./run.sh bench [--smoke]` the benchmark
+# suite (bench/). Sets up .venv on first use.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -26,6 +27,9 @@ case "$cmd" in
     test)
         shift
         exec "$VENV/bin/python" -m pytest "$@" ;;
+    bench)
+        shift
+        exec "$VENV/bin/python" -m bench "$@" ;;
     *)
         exec "$VENV/bin/cameron" "$@" ;;
 esac

@@ -125,7 +125,7 @@ retry_backoff_max = 0.4
 [processes.fanout]
 start = "{lab}/fanout/5/1000"
 
-[processes.wide]
+[processes.wider]
 start = "{lab}/fanout/5/2000"
 
 [processes.twins]

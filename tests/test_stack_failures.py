@@ -244,7 +244,7 @@ def assert_each_task_done_once(engine, locations, tasks_per_job):
 @pytest.mark.parametrize("victim", ["runner", "task_actor"])
 def test_100_jobs_end_done_while_runners_or_task_actors_are_killed_again_and_again(own_engine, activities, victim):
     # Given 100 jobs of a start and five 2 s children
-    locations = start_jobs(own_engine, "wide", 100)
+    locations = start_jobs(own_engine, "wider", 100)
     unfinished = lambda: own_engine.redis.scard(keys.engine_jobs(own_engine.config.engine))  # noqa: E731
     # When, every 0.7 s while jobs are unfinished, one runner (or one runner's TaskActor) is
     # killed: at most 4 kills of one runner within 10 s, under the restart limit of 5

@@ -1,0 +1,154 @@
+"""`python -m bench` (`./run.sh bench`): start the real stack, measure the figures of issue 5,
+print them against their targets and write them to bench/results.json."""
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from bench import figures
+from bench.stack import JobTimeout, Stack
+
+#: Sizes of the full run (about 5 minutes on 2 cores) and of --smoke (seconds, for the tests).
+#: clients: the closed loop of the throughput and limit figures. On 2 cores the engine's
+#: jobs/s stop growing from 4 to 8 clients on; more clients only add latency (16: p50 x2,
+#: 64: fewer jobs/s), so 8 measures the engine near saturation.
+FULL = {"repeats": 3, "chain": 20, "hop_jobs": 10, "clients": 8, "throughput_s": 30.0,
+        "limit_s": 10.0, "fanout_n": 100, "fanout_ms": 1000, "inflight_n": 1000,
+        "inflight_ms": 2000, "posters": 50, "accept_n": 1000, "accept_clients": 30}
+SMOKE = {"repeats": 1, "chain": 5, "hop_jobs": 2, "clients": 2, "throughput_s": 1.0,
+         "limit_s": 0.5, "fanout_n": 5, "fanout_ms": 100, "inflight_n": 20,
+         "inflight_ms": 200, "posters": 5, "accept_n": 20, "accept_clients": 5}
+
+#: figure -> (comparison, bound, unit) of issue 5.
+TARGETS = {"hop_overhead_ms": ("<=", 3, "ms"), "throughput_ratio": (">=", 0.5, ""),
+           "fanout_100x1s_s": ("<=", 1.5, "s"), "inflight_1000x2s_s": ("<=", 5, "s"),
+           "inflight_rss_mib": ("<=", 1024, "MiB"), "accept_rps": (">=", 1000, "req/s"),
+           "accept_p99_ms": ("<=", 100, "ms")}
+#: Printed in this order; the keys every results.json has.
+FIGURES = ["cores", "hop_overhead_ms", "throughput_jobs_per_s", "limit_calls_per_s",
+           "throughput_ratio", "fanout_100x1s_s", "inflight_1000x2s_s", "inflight_rss_mib",
+           "accept_rps", "accept_p99_ms"]
+
+
+def measure(stack: Stack, sizes: dict, say) -> dict:
+    """Every figure `repeats` times; each reported figure is the median of its runs."""
+    api = figures.Api(stack.api)
+    # The first jobs pay for connections between actors and to the activities, and for the
+    # TaskActors' first threads: not what any figure is about.
+    for process in ["chain", "foo"] * 3:
+        stack.watcher.wait(api.start(process), figures.JOB_DEADLINE)
+    runs = {}  # figure name -> [one dict per run]
+
+    def repeat(name, fn, **kw):
+        runs[name] = []
+        for i in range(sizes["repeats"]):
+            stack.wait_idle()
+            try:
+                result = fn(**kw)
+            except JobTimeout as e:
+                raise RuntimeError(f"{name}: {e}; {stack.job_state(e.uuid)}") from e
+            say(f"{name} run {i + 1}/{sizes['repeats']}: "
+                + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+            runs[name].append(result)
+
+    repeat("hop", figures.hop, stack=stack, api=api, chain=sizes["chain"], jobs=sizes["hop_jobs"])
+    repeat("throughput", figures.throughput, stack=stack, api=api, clients=sizes["clients"],
+           seconds=sizes["throughput_s"])
+    repeat("limit", figures.limit, stack=stack, clients=sizes["clients"], seconds=sizes["limit_s"])
+    repeat("fanout", figures.fanout, stack=stack, api=api)
+    repeat("inflight", figures.inflight, stack=stack, api=api, jobs=sizes["inflight_n"],
+           posters=sizes["posters"])
+    repeat("accept", figures.accept, stack=stack, api=api, requests_=sizes["accept_n"],
+           clients=sizes["accept_clients"])
+
+    def med(name, key):
+        return statistics.median(r[key] for r in runs[name])
+
+    tasks_per_s = med("throughput", "throughput_jobs_per_s") * 7  # a foo job is 7 tasks
+    results = {
+        "cores": os.cpu_count(),
+        "hop_overhead_ms": med("hop", "hop_overhead_ms"),
+        "throughput_jobs_per_s": med("throughput", "throughput_jobs_per_s"),
+        "limit_calls_per_s": med("limit", "limit_calls_per_s"),
+        "throughput_ratio": tasks_per_s / med("limit", "limit_calls_per_s"),
+        "fanout_100x1s_s": med("fanout", "fanout_s"),
+        "inflight_1000x2s_s": med("inflight", "inflight_s"),
+        "inflight_rss_mib": med("inflight", "inflight_rss_mib"),
+        "accept_rps": med("accept", "accept_rps"),
+        "accept_p99_ms": med("accept", "accept_p99_ms"),
+        # Beside the figures of issue 5:
+        "hop_marginal_ms": med("hop", "hop_marginal_ms"),
+        "job_p50_ms": med("throughput", "job_p50_ms"),
+        "job_p99_ms": med("throughput", "job_p99_ms"),
+        "inflight_pss_mib": med("inflight", "inflight_pss_mib"),
+        "accept_p50_ms": med("accept", "accept_p50_ms"),
+        "task_errors": sum(r.get("errors", 0) for rs in runs.values() for r in rs),
+    }
+    results["runs"] = runs
+    return results
+
+
+def table(results: dict, check: bool) -> str:
+    rows = [("figure", "value", "target", "")]
+    for key in FIGURES + ["hop_marginal_ms", "job_p50_ms", "job_p99_ms", "inflight_pss_mib",
+                          "accept_p50_ms", "task_errors"]:
+        value = results[key]
+        target, verdict = "", ""
+        if key in TARGETS:
+            op, bound, unit = TARGETS[key]
+            target = f"{op} {bound:g} {unit}".rstrip()
+            if check:
+                ok = value <= bound if op == "<=" else value >= bound
+                verdict = "pass" if ok else "MISS"
+        rows.append((key, f"{value:.4g}" if isinstance(value, float) else str(value), target, verdict))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true",
+                        help="every figure with tiny sizes, in seconds, without target checks")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results.json"),
+                        help="where to write the figures (default: bench/results.json)")
+    parser.add_argument("--repeats", type=int, help="runs of each figure (median reported)")
+    args = parser.parse_args(argv)
+    sizes = dict(SMOKE if args.smoke else FULL)
+    if args.repeats:
+        sizes["repeats"] = args.repeats
+
+    def say(text):
+        print(f"bench: {text}", file=sys.stderr, flush=True)
+
+    # SIGTERM stops the run as Ctrl-C does: through the finally blocks that stop the stack.
+    signal.signal(signal.SIGTERM, _interrupt)
+    began = time.monotonic()
+    with Stack(sizes) as stack:
+        say(f"stack up: API {stack.api}, activities {stack.acts_url}")
+        results = measure(stack, sizes, say)
+        results["engine"] = {"web_workers": stack.config.web_workers, "web_threads": stack.config.web_threads,
+                             "runners": stack.config.runners}
+        results["pids"] = stack.all_pids()
+    results.update(smoke=args.smoke, sizes=sizes, seconds=round(time.monotonic() - began, 1),
+                   date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results, check=not args.smoke))
+    say(f"{results['seconds']} s; figures in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("bench: interrupted; everything it started is stopped", file=sys.stderr)
+        sys.exit(130)

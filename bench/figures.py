@@ -1,0 +1,274 @@
+"""The six figures of issue 5, each one run of a measurement against a running Stack."""
+
+import http.client
+import json
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import requests
+
+from bench.stack import KEY, Stack, pss_kib, rss_kib
+
+#: Jobs not done this long after they could have been mean the engine is stuck: fail the run.
+JOB_DEADLINE = 120.0
+
+
+def percentile(values, p: float) -> float:
+    """Nearest-rank percentile: with few samples, a value that was measured."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+class Api:
+    """POSTs to the API's start endpoint, one keep-alive connection per thread; http.client
+    rather than requests so that the client's own CPU takes less from the 2 cores."""
+
+    def __init__(self, base: str):
+        parts = urlsplit(base)
+        self.host, self.port = parts.hostname, parts.port
+        self.local = threading.local()
+        self.body = json.dumps({"key": KEY, "data": "bench", "requestor": "bench"}).encode()
+
+    def start(self, process: str) -> str:
+        """Start a job; its uuid."""
+        for attempt in (1, 2):
+            conn = getattr(self.local, "conn", None)
+            if conn is None:
+                conn = self.local.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+            try:
+                conn.request("POST", f"/api/process/{process}/start", self.body,
+                             {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                payload = resp.read()
+            except (http.client.RemoteDisconnected, ConnectionError):
+                # gunicorn closes keep-alive connections idle for 2 s: reconnect once.
+                conn.close()
+                self.local.conn = None
+                if attempt == 2:
+                    raise
+                continue
+            if resp.status != 201:
+                raise RuntimeError(f"POST {process}/start answered {resp.status}: {payload[:200]!r}")
+            return json.loads(payload)["uuid"]
+
+
+def _closed_loop(clients: int, seconds: float, one_job) -> list[tuple[float, float]]:
+    """`clients` threads each run `one_job()` back to back until `seconds` have passed;
+    (start, end) of every job that ended within the window."""
+    end = time.perf_counter() + seconds
+    spans, lock, failures = [], threading.Lock(), []
+
+    def client():
+        try:
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                t1 = one_job()
+                if t1 <= end:
+                    with lock:
+                        spans.append((t0, t1))
+        except Exception as e:  # reported below: a thread's exception would be lost
+            failures.append(e)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + JOB_DEADLINE)
+    if failures:
+        raise failures[0]
+    return spans
+
+
+# --- 1. hop overhead -----------------------------------------------------------
+
+def hop(stack: Stack, api: Api, *, chain: int, jobs: int) -> dict:
+    """Jobs one after the other: a chain of `chain` instant activities, and a one-task job.
+    Job time is POST sent -> done marker set in Redis; the activities' own time (from the
+    activity server) is subtracted, the rest divided by the hops."""
+    def job_ms(process):
+        before = stack.activity_stats()["busy_ms"]
+        t0 = time.perf_counter()
+        uuid = api.start(process)
+        t1 = stack.watcher.wait(uuid, JOB_DEADLINE)
+        inside = stack.activity_stats()["busy_ms"] - before
+        return uuid, (t1 - t0) * 1000, inside
+
+    chains, singles = [job_ms("chain") for _ in range(jobs)], [job_ms("chain1") for _ in range(jobs)]
+    errors = stack.job_errors("chain", [u for u, _, _ in chains]) + \
+        stack.job_errors("chain1", [u for u, _, _ in singles])
+    chain_ms = statistics.median(ms - inside for _, ms, inside in chains)
+    single_ms = statistics.median(ms - inside for _, ms, inside in singles)
+    return {"hop_overhead_ms": chain_ms / chain,
+            # The cost of one more task, without the job's fixed cost (POST, accept, end).
+            "hop_marginal_ms": (chain_ms - single_ms) / (chain - 1),
+            "chain_job_ms": statistics.median(ms for _, ms, _ in chains),
+            "single_task_job_ms": single_ms,
+            "activity_ms_per_chain": statistics.median(inside for _, _, inside in chains),
+            "errors": errors}
+
+
+# --- 2. throughput -----------------------------------------------------------------
+
+def throughput(stack: Stack, api: Api, *, clients: int, seconds: float) -> dict:
+    """Closed loop: `clients` clients each start a foo job and wait until it is done, then the next."""
+    uuids = []
+
+    def one_job():
+        uuid = api.start("foo")
+        uuids.append(uuid)
+        return stack.watcher.wait(uuid, JOB_DEADLINE)
+
+    spans = _closed_loop(clients, seconds, one_job)
+    stack.wait_idle()
+    latencies = [(t1 - t0) * 1000 for t0, t1 in spans]
+    return {"throughput_jobs_per_s": len(spans) / seconds,
+            "job_p50_ms": percentile(latencies, 50), "job_p99_ms": percentile(latencies, 99),
+            "jobs": len(spans), "errors": stack.job_errors("foo", uuids)}
+
+
+# --- 3. the limit ------------------------------------------------------------------
+
+class DirectClient:
+    """The foo job's HTTP calls made straight, with no engine: the same server, bodies and
+    headers, and the same parallelism (a task's children at once, each child's own children
+    as soon as it answers). requests, as the engine's TaskActor uses."""
+
+    def __init__(self, start_url: str, pool_size: int):
+        self.start_url = start_url
+        self.pool = ThreadPoolExecutor(pool_size)
+        self.local = threading.local()
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def _session(self) -> requests.Session:
+        s = getattr(self.local, "session", None)
+        if s is None:
+            s = self.local.session = requests.Session()
+            s.trust_env = False
+        return s
+
+    def run_job(self, job: str) -> float:
+        self._task(job, 0, "start", self.start_url, "bench", "bench")
+        return time.perf_counter()
+
+    def _task(self, job, n, name, url, data, requestor) -> None:
+        body = {"job": job, "key": KEY, "data": data, "requestor": requestor}
+        resp = self._session().post(url, data=json.dumps(body), timeout=(5, 30), headers={
+            "Content-Type": "application/json", "X-Cameron-Job": job, "X-Cameron-Task": f"{n}:{name}"})
+        resp.raise_for_status()
+        answer = resp.json()
+        with self.lock:
+            self.calls += 1
+        defs = (answer.get("next_activities") or {}).get("definitions", [])
+        # All but the last child on the pool, the last one here: foo's only child with children
+        # of its own is its last, so pool threads never wait on the pool.
+        futures = [self.pool.submit(self._task, job, n, d["name"], d["url"], answer["data"], answer["name"])
+                   for d in defs[:-1]]
+        if defs:
+            self._task(job, n, defs[-1]["name"], defs[-1]["url"], answer["data"], answer["name"])
+        for f in futures:
+            f.result()
+
+    def close(self):
+        self.pool.shutdown(wait=True)
+
+
+def limit(stack: Stack, *, clients: int, seconds: float) -> dict:
+    client = DirectClient(f"{stack.acts_url}/foo/v0.0.1/start", pool_size=clients * 4)
+    counter = iter(range(10**9))
+    try:
+        spans = _closed_loop(clients, seconds, lambda: client.run_job(f"{next(counter):032x}"))
+    finally:
+        client.close()
+    return {"limit_calls_per_s": len(spans) * 7 / seconds, "limit_jobs_per_s": len(spans) / seconds}
+
+
+# --- 4. wide fan-out -----------------------------------------------------------------
+
+def fanout(stack: Stack, api: Api) -> dict:
+    """One job whose start names many children that each take a while: its time, POST to done."""
+    t0 = time.perf_counter()
+    uuid = api.start("fanout")
+    t1 = stack.watcher.wait(uuid, JOB_DEADLINE)
+    return {"fanout_s": t1 - t0, "errors": stack.job_errors("fanout", [uuid])}
+
+
+# --- 5. in flight ---------------------------------------------------------------------
+
+class MemorySampler:
+    """Peak resident memory of the engine's processes, summed, sampled every 100 ms."""
+
+    def __init__(self, pids):
+        self.pids = pids
+        self.peak_rss = self.peak_pss = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="memory")
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.thread.join(5)
+
+    def _run(self):
+        while True:
+            self.peak_rss = max(self.peak_rss, sum(rss_kib(p) for p in self.pids))
+            self.peak_pss = max(self.peak_pss, sum(pss_kib(p) for p in self.pids))
+            if self.stopping.wait(0.1):
+                return
+
+
+def inflight(stack: Stack, api: Api, *, jobs: int, posters: int) -> dict:
+    """`jobs` jobs started at once by `posters` threads: time from the first POST until the
+    last job is done, and the peak memory of the engine meanwhile."""
+    pids = stack.engine_pids()
+    idle_rss = sum(rss_kib(p) for p in pids)
+    uuids, lock = [], threading.Lock()
+    todo = iter(range(jobs))
+
+    def post():
+        for _ in todo:  # the iterator is shared: the posters split the jobs between them
+            uuid = api.start("inflight")
+            with lock:
+                uuids.append(uuid)
+
+    with MemorySampler(pids) as memory:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(posters) as pool:
+            for f in [pool.submit(post) for _ in range(posters)]:
+                f.result()
+        accepted = time.perf_counter() - t0
+        last = max(stack.watcher.wait_all(uuids, JOB_DEADLINE))
+    return {"inflight_s": last - t0, "inflight_accept_s": accepted,
+            "inflight_rss_mib": memory.peak_rss / 1024, "inflight_pss_mib": memory.peak_pss / 1024,
+            "idle_rss_mib": idle_rss / 1024, "processes": len(pids),
+            "errors": stack.job_errors("inflight", uuids)}
+
+
+# --- 6. acceptance rate ------------------------------------------------------------------
+
+def accept(stack: Stack, api: Api, *, requests_: int, clients: int) -> dict:
+    """`requests_` POSTs to start a job by `clients` concurrent clients: rate and latency."""
+    latencies, lock = [], threading.Lock()
+    todo = iter(range(requests_))
+
+    def client():
+        for _ in todo:
+            t0 = time.perf_counter()
+            api.start("accept")
+            with lock:
+                latencies.append((time.perf_counter() - t0) * 1000)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for f in [pool.submit(client) for _ in range(clients)]:
+            f.result()
+    wall = time.perf_counter() - t0
+    stack.wait_idle()
+    return {"accept_rps": len(latencies) / wall, "accept_p50_ms": percentile(latencies, 50),
+            "accept_p99_ms": percentile(latencies, 99)}

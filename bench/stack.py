@@ -1,0 +1,289 @@
+"""The real stack under test, started and stopped by the benchmark: embedded Redis, the bench
+activity server, the actor system (`cameron start`) and gunicorn, on free loopback ports in a
+temp dir; plus what the figures read from it (job completions, memory of its processes)."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from cameron import actorsys, keys, store
+from cameron.config import ROOT, from_env
+from cameron.redis_server import EmbeddedRedis
+
+#: Every job the bench starts has this key prefix; processes are named below in catalog().
+KEY = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def catalog(acts: str, sizes: dict) -> str:
+    """One process per figure; the lab paths carry the sizes (fan-out width, sleep times)."""
+    return "\n".join(f'[processes.{name}]\nstart = "{acts}{path}"\n' for name, path in [
+        ("chain", f"/lab/chain/{sizes['chain'] - 1}"),  # start + (chain - 1) more tasks
+        ("chain1", "/lab/chain/0"),  # one task: the fixed cost of a job, for the marginal hop
+        ("foo", "/foo/v0.0.1/start"),
+        ("fanout", f"/lab/fanout/{sizes['fanout_n']}/{sizes['fanout_ms']}"),
+        ("inflight", f"/lab/sleep/{sizes['inflight_ms']}"),
+        ("accept", "/lab/echo"),
+    ])
+
+
+class JobTimeout(RuntimeError):
+    """A job the bench started was not done in time: the engine lost it, or is stuck."""
+
+    def __init__(self, uuid: str, timeout: float):
+        super().__init__(f"job {uuid} not done within {timeout:g} s")
+        self.uuid = uuid
+
+
+class DoneWatcher:
+    """Learns the moment each job is done from Redis keyspace notifications on the
+    `JOBTAG:done` marker, which the engine sets in the same MULTI/EXEC as
+    `job.status.current=done`: exact to the millisecond, and no polling load on the engine
+    (the hash's own times are only to the second)."""
+
+    def __init__(self, redis_url: str):
+        self.redis = store.connect(redis_url)
+        # Our own embedded Redis: enabling notifications touches nobody else's server.
+        self.redis.config_set("notify-keyspace-events", "K$")
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe(f"__keyspace@0__:{keys.PREFIX}:process:*:job:{'?' * 32}:done")
+        self.lock = threading.Lock()
+        self.done = {}  # uuid -> time.perf_counter() when seen
+        self.waiting = {}  # uuid -> Event of the thread waiting for it
+        self.thread = threading.Thread(target=self._listen, daemon=True, name="done-watcher")
+        self.thread.start()
+
+    def _listen(self):
+        while self.pubsub is not None:
+            try:
+                msg = self.pubsub.get_message(timeout=0.2)
+            except Exception:  # closed while stopping
+                return
+            if msg and msg["data"] == "set":
+                uuid = msg["channel"].rsplit(":", 2)[-2]
+                with self.lock:
+                    self.done[uuid] = time.perf_counter()
+                    event = self.waiting.pop(uuid, None)
+                if event:
+                    event.set()
+
+    def wait(self, uuid: str, timeout: float) -> float:
+        """The perf_counter() time job `uuid` was done; raises if not done within `timeout`.
+        A job may be done before its 201 reached us: its time is then already known."""
+        with self.lock:
+            if uuid in self.done:
+                return self.done[uuid]
+            event = self.waiting[uuid] = threading.Event()
+        if not event.wait(timeout):
+            raise JobTimeout(uuid, timeout)
+        return self.done[uuid]
+
+    def wait_all(self, uuids, timeout: float) -> list[float]:
+        deadline = time.monotonic() + timeout
+        return [self.wait(u, max(0.0, deadline - time.monotonic())) for u in uuids]
+
+    def close(self):
+        pubsub, self.pubsub = self.pubsub, None
+        if pubsub is not None:
+            self.thread.join(2)
+            pubsub.close()
+
+
+class Stack:
+    """Use as a context manager: everything started is stopped on the way out, by pid,
+    whatever happened (an error, Ctrl-C, SIGTERM)."""
+
+    def __init__(self, sizes: dict):
+        self.sizes = sizes
+        self.tmp = None
+        self.redis = self.acts = self.web = self.watcher = None
+        self.actors_started = False
+        self.env = self.config = None
+
+    def __enter__(self):
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _start(self):
+        # A short path: unix socket names are limited to ~100 bytes.
+        self.tmp = Path(tempfile.mkdtemp(prefix="cambench", dir="/tmp"))
+        self.redis = EmbeddedRedis(str(self.tmp / "data")).start()
+        acts_port = free_port()
+        # Own sessions: Ctrl-C reaches only the bench, which then stops everything in order.
+        self.acts = subprocess.Popen([sys.executable, "-m", "bench.activities", "--port", str(acts_port)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self.acts_url = f"http://127.0.0.1:{acts_port}"
+        wait_for(lambda: self._alive(self.acts, "activity server") and _http_ok(f"{self.acts_url}/stats"),
+                 15, "the activity server")
+        (self.tmp / "processes.toml").write_text(catalog(self.acts_url, self.sizes))
+        self.env = {**os.environ, "CAMERON_ENV": "test", "CAMERON_PROCESSES": str(self.tmp / "processes.toml"),
+                    "CAMERON_REDIS_URL": self.redis.url, "CAMERON_DATA_DIR": str(self.tmp),
+                    "CAMERON_ADMIN_PORT": str(free_port()), "CAMERON_PORT": str(free_port()),
+                    "CAMERON_BIND": "127.0.0.1", "THESPIAN_BASE_IPADDR": "127.0.0.1"}
+        self.config = from_env(self.env)
+        self.actors_started = True  # from here on, stop() must look for actor processes
+        started = self._cli("start")
+        if started.returncode != 0:
+            raise RuntimeError(f"cameron start failed: {started.stdout}{started.stderr}")
+        self.web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.py"),
+                                     "cameron.wsgi:app"], env=self.env, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        self.api = f"http://127.0.0.1:{self.config.port}"
+        wait_for(lambda: self._alive(self.web, "gunicorn") and _http_ok(f"{self.api}/api"), 30, "gunicorn")
+        self.watcher = DoneWatcher(self.redis.url)
+        self.store = store.connect(self.redis.url)
+
+    @staticmethod
+    def _alive(proc, what):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited at start (code {proc.returncode})")
+        return True
+
+    def _cli(self, *args, timeout=60):
+        return subprocess.run([sys.executable, "-m", "cameron.cli", *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def stop(self):
+        # A second Ctrl-C must not cut the clean-up short and leave processes behind.
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if self.watcher:
+                self.watcher.close()
+            _terminate(self.web)
+            if self.actors_started:
+                pids = actorsys.system_pids(self.config)
+                try:
+                    self._cli("stop", timeout=30)
+                finally:
+                    actorsys.kill_and_wait([p for p in pids if actorsys.alive(p)], self.config)
+            _terminate(self.acts)
+            if self.redis:
+                self.redis.stop()
+            if self.tmp:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        finally:
+            signal.signal(signal.SIGINT, old)
+            self.web = self.acts = self.redis = self.watcher = self.tmp = None
+            self.actors_started = False
+
+    # --- what the figures read --------------------------------------------
+
+    def activity_stats(self) -> dict:
+        import json
+        with urllib.request.urlopen(f"{self.acts_url}/stats", timeout=5) as resp:
+            return json.load(resp)
+
+    def wait_idle(self, timeout: float = 60):
+        """Until no job is unfinished: each figure starts on a quiet engine."""
+        wait_for(lambda: self.store.scard(keys.engine_jobs(self.config.engine)) == 0, timeout, "the engine to finish its jobs")
+
+    def job_state(self, uuid: str) -> str:
+        """What Redis holds of a job, in a line: for the message when a job is not done in time."""
+        tags = [t for t in self.store.scan_iter(f"{keys.PREFIX}:process:*:key:{KEY}:job:{uuid}")]
+        if not tags:
+            return f"job {uuid}: not in Redis"
+        h = self.store.hgetall(tags[0])
+        tasks = [f"{h.get(keys.task_field(t['n'], 'name'))}={t['status']}" for t in store.tasks_of(h)]
+        return (f"job {tags[0]}: {h.get(keys.JOB_STATUS)}, unfinished set: "
+                f"{self.store.sismember(keys.engine_jobs(self.config.engine), tags[0])}, tasks: {' '.join(tasks)}")
+
+    def job_errors(self, process: str, uuids) -> int:
+        """Tasks that ended `error` in these jobs: a figure made of failed calls is worthless."""
+        pipe = self.store.pipeline(transaction=False)
+        for u in uuids:
+            pipe.hget(keys.job_tag(process, KEY, u), "job.errors")
+        return sum(int(e or 0) for e in pipe.execute())
+
+    def engine_pids(self) -> list[int]:
+        """Every Cameron process: the actor system's, and gunicorn's master and workers."""
+        web = [self.web.pid] + children(self.web.pid) if self.web else []
+        return actorsys.system_pids(self.config) + web
+
+    def all_pids(self) -> list[int]:
+        """Every process the bench started, so a test can check that none outlives it."""
+        return self.engine_pids() + [self.redis.proc.pid, self.acts.pid]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(p))
+            except OSError:
+                pass
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages split among the processes sharing them, so a sum
+    over forked processes does not count the shared interpreter many times, as RSS does."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _terminate(proc, timeout: float = 20):
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -1,0 +1,41 @@
+"""The benchmark suite runs end to end (`python -m bench --smoke`) and reports every figure;
+no timing is asserted: CI machines are too noisy for that."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from cameron import actorsys
+from cameron.config import ROOT
+
+pytestmark = pytest.mark.stack
+
+FIGURES = ["cores", "hop_overhead_ms", "throughput_jobs_per_s", "limit_calls_per_s",
+           "throughput_ratio", "fanout_100x1s_s", "inflight_1000x2s_s", "inflight_rss_mib",
+           "accept_rps", "accept_p99_ms"]
+
+
+def test_bench_smoke_reports_every_figure_and_stops_its_stack(tmp_path):
+    out = tmp_path / "results.json"
+    bench = subprocess.Popen([sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = bench.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        # SIGTERM, not kill: the bench then stops the stack it started.
+        bench.send_signal(signal.SIGTERM)
+        output, _ = bench.communicate(timeout=60)
+        pytest.fail(f"bench --smoke still running after 60 s:\n{output}")
+    assert bench.returncode == 0, output
+
+    results = json.loads(out.read_text())
+    for key in FIGURES:
+        assert isinstance(results[key], (int, float)) and not isinstance(results[key], bool), key
+    assert results["smoke"] is True
+    assert results["task_errors"] == 0, output
+    assert "hop_overhead_ms" in output  # the table was printed
+    left = [pid for pid in results["pids"] if actorsys.alive(pid)]
+    assert not left, f"processes the bench started are still running: {left}"
