@@ -33,6 +33,11 @@ class CameronActor(ActorTypeDispatcher):
     def receiveMsg_Setup(self, msg: m.Setup, sender):
         first = self.config is None
         self.config = msg.config
+        if first:
+            # Thespian leaves an actor's root logger open to every level and forwards each
+            # record to its logger process, where the handlers' level drops it: urllib3's debug
+            # line per activity call cost that process a millisecond a job. Drop them here.
+            logging.getLogger().setLevel(self.config.log_level)
         self.adopt(msg.peers)
         self.setup(first)
         early, self._early = self._early, []

@@ -1,8 +1,10 @@
-"""JobData: the only writer of job state in Redis; applies batched writes and serves reads."""
+"""JobData: the only writer of job state in Redis; applies batched writes, serves reads, and
+takes newly accepted jobs off the engine's inbox for the scheduler."""
 
 import datetime
 
 import redis
+from thespian.actors import ThespianWatch
 
 from cameron import keys
 from cameron import messages as m
@@ -16,8 +18,14 @@ RETRY_AFTER = datetime.timedelta(seconds=0.5)
 ACK_EVERY = datetime.timedelta(seconds=0.1)
 #: How often expired jobs are taken out of the listing indexes (when a retention is set).
 PRUNE_EVERY = datetime.timedelta(seconds=60)
-#: Wake-up payloads: the write retry, the lease's renewal, the acknowledgements, the pruning.
-RETRY, LEASE, ACK, PRUNE = "retry", "lease", "ack", "prune"
+#: How often the inbox is looked at even without a wake-up from pub/sub (which a Redis
+#: restart, or a JobData restart, can miss).
+INBOX_EVERY = datetime.timedelta(seconds=1)
+#: Jobs taken off the inbox per round trip (and per message to the scheduler).
+INBOX_BATCH = 500
+#: Wake-up payloads: the write retry, the lease's renewal, the acknowledgements, the pruning,
+#: the inbox.
+RETRY, LEASE, ACK, PRUNE, INBOX = "retry", "lease", "ack", "prune", "inbox"
 
 
 class JobData(CameronActor):
@@ -35,6 +43,8 @@ class JobData(CameronActor):
         self.disowned = set()  # tags of jobs other engines took over while we were away
         self.acks = []  # [runner address, highest seq written] not yet sent (not hashable)
         self.writers = {}  # str(runner address) -> [next seq due, {seq: WriteBatch come early}]
+        self.inbox = None  # the pub/sub subscription that says the inbox has new jobs
+        self.taken = 0
 
     def setup(self, first):
         if first:
@@ -42,6 +52,8 @@ class JobData(CameronActor):
                                         self.config.engine, retention=self.config.job_retention,
                                         idempotency_ttl=self.config.idempotency_ttl)
             self._renew_lease()
+            self._take_new()
+            self.wakeupAfter(INBOX_EVERY, payload=INBOX)
             if self.config.job_retention:
                 self.wakeupAfter(datetime.timedelta(seconds=1), payload=PRUNE)
 
@@ -55,21 +67,40 @@ class JobData(CameronActor):
             return
         self.send(sender, m.JobDocument(doc) if doc is not None else m.JobNotFound())
 
-    def receiveMsg_CreateJob(self, msg: m.CreateJob, sender):
+    # --- new jobs: the API stores them and pushes them on the inbox -----------
+
+    def receiveMessage(self, message, sender):
+        super().receiveMessage(message, sender)
+        sock = getattr(self.inbox and self.inbox.connection, "_sock", None)
+        return ThespianWatch([sock.fileno()]) if sock is not None else None
+
+    def receiveMsg_WatchMessage(self, msg, sender):
+        self._take_new()
+
+    def _subscribe(self):
+        if self.inbox is None:
+            self.inbox = self.store.redis.pubsub(ignore_subscribe_messages=True)
+            self.inbox.subscribe(keys.engine_inbox(self.config.engine))
+
+    def _take_new(self):
+        """Hand every job on the inbox to the scheduler, in batches."""
         try:
-            known = self.store.create(msg.job, msg.idempotency_key, msg.fingerprint)
-        except store.IdempotencyConflict:
-            self.send(msg.reply_to, m.IdempotencyConflict(msg.idempotency_key))
-            return
-        except redis.RedisError as e:
-            self.log.warning("job not accepted: %s", e, extra={"job": msg.job.uuid})
-            self.send(sender, m.StoreFailed(msg.job, msg.reply_to, str(e)))
-            return
-        if known is not None:
-            tag, status = known
-            self.send(msg.reply_to, m.SameJob(*keys.parse_tag(tag), status))
-            return
-        self.send(sender, m.JobStored(msg.job, msg.reply_to))
+            self._subscribe()
+            while self.inbox.get_message(timeout=0) is not None:
+                pass  # the wake-ups themselves say nothing: the inbox is the truth
+            while True:
+                jobs = self.store.take_new(INBOX_BATCH)
+                if jobs:
+                    self.taken += len(jobs)
+                    self.send(self.peers.scheduler, m.NewJobs(jobs))
+                if len(jobs) < INBOX_BATCH:
+                    return
+        except (redis.RedisError, OSError) as e:
+            # Subscribe again on the next look: the connection may be gone for good.
+            self.log.warning("inbox not read: %s", e)
+            if self.inbox is not None:
+                self.inbox.close()
+                self.inbox = None
 
     def receiveMsg_FindJob(self, msg: m.FindJob, sender):
         self._read(sender, lambda: self.store.find(msg.uuid),
@@ -144,6 +175,10 @@ class JobData(CameronActor):
             return
         if msg.payload == PRUNE:
             self._prune()
+            return
+        if msg.payload == INBOX:
+            self._take_new()
+            self.wakeupAfter(INBOX_EVERY, payload=INBOX)
             return
         self.retrying = False
         self._flush()
@@ -221,6 +256,6 @@ class JobData(CameronActor):
             self.wakeupAfter(RETRY_AFTER, payload=RETRY)
 
     def status(self):
-        return {"writes": self.written, "backlog": len(self.backlog), "lease": self.lease,
+        return {"writes": self.written, "jobs_taken": self.taken, "backlog": len(self.backlog), "lease": self.lease,
                 "disowned": len(self.disowned),
                 "out_of_order": sum(len(early) for _, early in self.writers.values())}

@@ -35,6 +35,9 @@ class Job:
 #: Cancels remembered for jobs this runner has not been handed yet (a StopJob can overtake
 #: its RunJob); the oldest are forgotten past this many.
 EARLY_CANCELS = 1000
+#: Jobs ended here that are remembered, so that one both resumed at boot and then taken off
+#: the inbox is not run a second time.
+ENDED_KEPT = 10000
 
 
 class JobRunner(CameronActor):
@@ -52,6 +55,7 @@ class JobRunner(CameronActor):
         self._unacked = deque()  # WriteBatch not yet acknowledged by JobData, oldest first
         self._job_data = None  # the JobData they were sent to
         self.early_cancels = OrderedDict()  # uuid -> tag
+        self.ended = OrderedDict()  # uuids of the latest jobs ended here, oldest first
 
     def setup(self, first):
         if self.task_actor is None:
@@ -75,25 +79,33 @@ class JobRunner(CameronActor):
     # --- from the scheduler -----------------------------------------------
 
     def receiveMsg_RunJob(self, msg: m.RunJob, sender):
-        spec = msg.job
-        if spec.uuid in self.jobs or self._cancelled_before_start(spec):
-            return
+        self._run(msg.job)
+        self._flush()
+
+    def receiveMsg_RunJobs(self, msg: m.RunJobs, sender):
+        for spec in msg.jobs:
+            self._run(spec)
+        self._flush()
+
+    def _run(self, spec: m.JobSpec):
+        if spec.uuid in self.jobs or spec.uuid in self.ended or self._cancelled_before_start(spec):
+            return  # a job both resumed at boot and taken off the inbox runs once
         job = self.jobs[spec.uuid] = Job(spec)
         self._ops.append(m.JobStarted(spec.tag, now()))
         self._start_task(job, "start", spec.process.start_url, spec.data, spec.requestor,
                          parent=-1, depth=0)
-        self._flush()
 
     def receiveMsg_ResumeJob(self, msg: m.ResumeJob, sender):
         """Go on from what Redis recorded: done and error tasks stay as they are, tasks that
         were running are called again (at-least-once), a job never started starts now."""
         spec = msg.job
-        if spec.uuid in self.jobs:
-            return  # already driving it: this runner never lost it
+        if spec.uuid in self.jobs or spec.uuid in self.ended:
+            return  # already driving it (this runner never lost it), or just ended it
         if msg.status == keys.SCHEDULED or not msg.tasks:
             if msg.cancelled:
                 self.early_cancels[spec.uuid] = spec.tag
-            self.receiveMsg_RunJob(m.RunJob(spec), sender)
+            self._run(spec)
+            self._flush()
             return
         job = self.jobs[spec.uuid] = Job(spec, names=[t["name"] for t in msg.tasks],
                                          cancelled=msg.cancelled)
@@ -136,6 +148,9 @@ class JobRunner(CameronActor):
         self._ops.append(m.JobEnded(job.spec.tag, now(), job.errors, tasks=len(job.names),
                                     status=keys.CANCELLED if job.cancelled else keys.DONE))
         del self.jobs[job.spec.uuid]
+        self.ended[job.spec.uuid] = None
+        while len(self.ended) > ENDED_KEPT:
+            self.ended.popitem(last=False)
         self.finished += 1
 
     def _task_ended(self, job, task, outcome):
@@ -181,15 +196,18 @@ class JobRunner(CameronActor):
                               p.retry_backoff_max or c.retry_backoff_max))
 
     def _flush(self):
+        # Calls first: they are the job's critical path, the writes are not. Were this runner
+        # to die between the two sends, Redis would still show the parent task running, and
+        # resuming would call it (and so its children) again: at-least-once, as ever.
+        if self._calls:
+            self.send(self.task_actor, m.CallActivities(self._calls))
+            self._calls = []
         if self._ops:
             self._seq += 1
             batch = m.WriteBatch(self._ops, self._seq, self._acked)
             self._unacked.append(batch)
             self.send(self.peers.job_data, batch)
             self._ops = []
-        if self._calls:
-            self.send(self.task_actor, m.CallActivities(self._calls))
-            self._calls = []
 
     # --- cancel -------------------------------------------------------------
 

@@ -1,8 +1,5 @@
-"""JobScheduler: accepts new jobs, has JobData store them, then hands each to a JobRunner."""
-
-import hashlib
-import json
-import uuid
+"""JobScheduler: hands each accepted job to its JobRunner, and the unfinished ones back after a
+restart; routes cancels."""
 
 from cameron import keys
 from cameron import messages as m
@@ -20,24 +17,9 @@ class JobScheduler(CameronActor):
         self.processes = None  # name -> Process, pushed by the ProcessCatalog
         self.accepted = 0
         self.resumed = 0
+        self.waiting = []  # NewJobs come before the catalog
 
     # --- client API -------------------------------------------------------
-
-    def receiveMsg_StartJob(self, msg: m.StartJob, sender):
-        if self.processes is None or self.peers.job_data is None:
-            self.send(sender, m.Unavailable("the engine is starting; try again"))
-            return
-        process = self.processes.get(msg.process)
-        if process is None:
-            self.send(sender, m.UnknownProcess(msg.process))
-            return
-        job_id = uuid.uuid4().hex
-        job = m.JobSpec(process=process, key=msg.key, data=msg.data, requestor=msg.requestor,
-                        uuid=job_id, tag=keys.job_tag(process.name, msg.key, job_id),
-                        scheduled_time=store.now())
-        # The 201 waits for JobStored: an accepted job is always already in Redis.
-        self.send(self.peers.job_data, m.CreateJob(job, sender, msg.idempotency_key,
-                                                   _fingerprint(msg) if msg.idempotency_key else ""))
 
     def receiveMsg_CancelJob(self, msg: m.CancelJob, sender):
         if self.peers.job_data is None:
@@ -52,11 +34,41 @@ class JobScheduler(CameronActor):
         self.processes = {p.name: p for p in msg.processes}
         if msg.reply_to is not None:
             self.send(msg.reply_to, m.ProcessList(msg.processes))
+        waiting, self.waiting = self.waiting, []
+        for batch in waiting:
+            self.receiveMsg_NewJobs(batch, sender)
 
-    def receiveMsg_JobStored(self, msg: m.JobStored, sender):
-        self.accepted += 1
-        self.send(msg.reply_to, m.JobAccepted(msg.job))
-        self.send(self._runner_of(msg.job.uuid, self.peers.runners), m.RunJob(msg.job))
+    def receiveMsg_NewJobs(self, msg: m.NewJobs, sender):
+        """Jobs the API accepted: one RunJobs per runner for the whole batch."""
+        if self.processes is None:
+            self.waiting.append(msg)  # their processes' settings come with the catalog
+            return
+        runners = self.peers.runners
+        batches = [[] for _ in runners]
+        for tag, h in msg.jobs:
+            if h.get(keys.JOB_STATUS) != keys.SCHEDULED:
+                continue  # started already (resumed when the engine booted), or expired
+            job = self._spec(tag, h)
+            runner = m.runner_slot(job.uuid, len(runners))
+            if keys.JOB_CANCEL_REQUESTED in h:
+                # Cancelled while it waited: its runner ends it cancelled without a call.
+                self.send(runners[runner], m.ResumeJob(job, keys.SCHEDULED, [], cancelled=True))
+            else:
+                batches[runner].append(job)
+        for runner, jobs in zip(runners, batches):
+            if jobs:
+                self.accepted += len(jobs)
+                self.send(runner, m.RunJobs(jobs))
+
+    def _spec(self, tag: str, h: dict) -> m.JobSpec:
+        job_uuid = tag.rsplit(":", 1)[1]
+        name = h.get(keys.JOB_PROCESS, "")
+        # The catalog's current settings if the process is still there; else what the job was
+        # accepted with.
+        process = (self.processes or {}).get(name) or Process(name, h.get(keys.JOB_START_URL, ""))
+        return m.JobSpec(process=process, key=h.get(keys.JOB_KEY, ""), data=h.get(keys.JOB_DATA, ""),
+                         requestor=h.get(keys.JOB_REQUESTOR, ""), uuid=job_uuid, tag=tag,
+                         scheduled_time=h.get(keys.job_time(keys.SCHEDULED), ""))
 
     def receiveMsg_CancelRecorded(self, msg: m.CancelRecorded, sender):
         self.log.info("cancel requested", extra={"job": msg.uuid})
@@ -75,30 +87,14 @@ class JobScheduler(CameronActor):
 
     def receiveMsg_UnfinishedJobs(self, msg: m.UnfinishedJobs, sender):
         for tag, h in msg.jobs:
-            job_uuid = tag.rsplit(":", 1)[1]
-            name = h.get(keys.JOB_PROCESS, "")
-            # The catalog's current settings if the process is still there; else what the job
-            # was accepted with.
-            process = (self.processes or {}).get(name) or Process(name, h.get(keys.JOB_START_URL, ""))
-            job = m.JobSpec(process=process, key=h.get(keys.JOB_KEY, ""), data=h.get(keys.JOB_DATA, ""),
-                            requestor=h.get(keys.JOB_REQUESTOR, ""), uuid=job_uuid, tag=tag,
-                            scheduled_time=h.get(keys.job_time(keys.SCHEDULED), ""))
-            self.send(self._runner_of(job_uuid, msg.runners),
+            job = self._spec(tag, h)
+            self.send(self._runner_of(job.uuid, msg.runners),
                       m.ResumeJob(job, h.get(keys.JOB_STATUS, ""), store.tasks_of(h),
                                   cancelled=keys.JOB_CANCEL_REQUESTED in h))
             self.resumed += 1
         if msg.jobs:
             self.log.warning("resuming %d unfinished jobs", len(msg.jobs))
 
-    def receiveMsg_StoreFailed(self, msg: m.StoreFailed, sender):
-        self.send(msg.reply_to, m.Unavailable(f"job store unavailable: {msg.reason}"))
-
     def status(self):
         return {"accepted": self.accepted, "resumed": self.resumed,
                 "processes": None if self.processes is None else len(self.processes)}
-
-
-def _fingerprint(msg: m.StartJob) -> str:
-    """What a start asked for: the same Idempotency-Key with another request is refused."""
-    request = [msg.process, msg.key, msg.data, msg.requestor]
-    return hashlib.sha256(json.dumps(request).encode()).hexdigest()

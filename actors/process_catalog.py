@@ -1,6 +1,11 @@
-"""ProcessCatalog: holds the processes of the catalog file and tells the scheduler about them."""
+"""ProcessCatalog: holds the processes of the catalog file, tells the scheduler about them, and
+publishes them in Redis, where the API checks each start against them."""
 
-from cameron import catalog
+import datetime
+
+import redis
+
+from cameron import catalog, store
 from cameron import messages as m
 from cameron.config import ConfigError
 
@@ -13,6 +18,8 @@ class ProcessCatalog(CameronActor):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.processes = None
+        self.store = None
+        self.published = False
 
     def receiveMsg_ListProcesses(self, msg, sender):
         self.send(sender, m.ProcessList(self._sorted()))
@@ -31,6 +38,7 @@ class ProcessCatalog(CameronActor):
             return
         self.processes = processes
         self.log.info("catalog reloaded: %d processes", len(processes))
+        self._publish()
         if self.peers.scheduler is None:
             self.receiveMsg_ListProcesses(None, sender)
         else:
@@ -45,9 +53,25 @@ class ProcessCatalog(CameronActor):
                 # `cameron start` checked the file before booting; it can only have changed since.
                 self.log.error("%s", e)
                 self.processes = {}
+            self.store = store.JobStore(store.connect(self.config.effective_redis_url), self.config.engine)
+            self._publish()
         # The scheduler may be new (a restart): give it the catalog it routes jobs with.
         if self.peers.scheduler is not None:
             self.receiveMsg_ListProcesses(None, self.peers.scheduler)
 
+    def _publish(self):
+        """Until it is in Redis the API answers 503 to every start (it cannot check them)."""
+        try:
+            self.store.publish_catalog(self._sorted())
+            self.published = True
+        except redis.RedisError as e:
+            self.log.warning("catalog not published (tried again in a second): %s", e)
+            self.published = False
+            self.wakeupAfter(datetime.timedelta(seconds=1))
+
+    def receiveMsg_WakeupMessage(self, msg, sender):
+        if not self.published:
+            self._publish()
+
     def status(self):
-        return {"processes": len(self.processes or {})}
+        return {"processes": len(self.processes or {}), "published": self.published}

@@ -135,6 +135,10 @@ class Supervisor(ActorTypeDispatcher):
         if role.startswith("runner:"):
             # Its jobs lived in its memory: the new runner picks them up from Redis.
             self.send(self.peers.scheduler, m.Recover(int(role.split(":")[1]), self.peers))
+        elif role in ("scheduler", "job_data"):
+            # New jobs pass through them off the inbox: a batch may have died with one. Every
+            # unfinished job is handed out again; runners ignore the ones they already run.
+            self.send(self.peers.scheduler, m.Recover(None, self.peers))
 
 
 def _alive(pid: int) -> bool:

@@ -35,7 +35,11 @@ FIGURES = ["cores", "hop_overhead_ms", "throughput_jobs_per_s", "limit_calls_per
            "accept_rps", "accept_p99_ms"]
 
 
-def measure(stack: Stack, sizes: dict, say) -> dict:
+#: The measurements, by the name --only takes.
+PARTS = ["hop", "throughput", "limit", "fanout", "inflight", "accept"]
+
+
+def measure(stack: Stack, sizes: dict, say, only=PARTS) -> dict:
     """Every figure `repeats` times; each reported figure is the median of its runs."""
     api = figures.Api(stack.api)
     # The first jobs pay for connections between actors and to the activities, and for the
@@ -45,6 +49,8 @@ def measure(stack: Stack, sizes: dict, say) -> dict:
     runs = {}  # figure name -> [one dict per run]
 
     def repeat(name, fn, **kw):
+        if name not in only:
+            return
         runs[name] = []
         for i in range(sizes["repeats"]):
             stack.wait_idle()
@@ -67,15 +73,16 @@ def measure(stack: Stack, sizes: dict, say) -> dict:
            clients=sizes["accept_clients"])
 
     def med(name, key):
-        return statistics.median(r[key] for r in runs[name])
+        return statistics.median(r[key] for r in runs[name]) if name in runs else None
 
-    tasks_per_s = med("throughput", "throughput_jobs_per_s") * 7  # a foo job is 7 tasks
+    jobs_per_s, limit = med("throughput", "throughput_jobs_per_s"), med("limit", "limit_calls_per_s")
     results = {
         "cores": os.cpu_count(),
         "hop_overhead_ms": med("hop", "hop_overhead_ms"),
         "throughput_jobs_per_s": med("throughput", "throughput_jobs_per_s"),
         "limit_calls_per_s": med("limit", "limit_calls_per_s"),
-        "throughput_ratio": tasks_per_s / med("limit", "limit_calls_per_s"),
+        # a foo job is 7 tasks
+        "throughput_ratio": jobs_per_s * 7 / limit if jobs_per_s and limit else None,
         "fanout_100x1s_s": med("fanout", "fanout_s"),
         "inflight_1000x2s_s": med("inflight", "inflight_s"),
         "inflight_rss_mib": med("inflight", "inflight_rss_mib"),
@@ -89,6 +96,7 @@ def measure(stack: Stack, sizes: dict, say) -> dict:
         "accept_p50_ms": med("accept", "accept_p50_ms"),
         "task_errors": sum(r.get("errors", 0) for rs in runs.values() for r in rs),
     }
+    results = {k: v for k, v in results.items() if v is not None}
     results["runs"] = runs
     return results
 
@@ -97,6 +105,8 @@ def table(results: dict, check: bool) -> str:
     rows = [("figure", "value", "target", "")]
     for key in FIGURES + ["hop_marginal_ms", "job_p50_ms", "job_p99_ms", "inflight_pss_mib",
                           "accept_p50_ms", "task_errors"]:
+        if key not in results:
+            continue  # not measured (--only)
         value = results[key]
         target, verdict = "", ""
         if key in TARGETS:
@@ -121,7 +131,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results.json"),
                         help="where to write the figures (default: bench/results.json)")
     parser.add_argument("--repeats", type=int, help="runs of each figure (median reported)")
+    parser.add_argument("--only", help=f"a comma-separated subset of {','.join(PARTS)}, while "
+                        "working on one figure (the results file then lacks the others)")
     args = parser.parse_args(argv)
+    only = args.only.split(",") if args.only else PARTS
+    if set(only) - set(PARTS):
+        parser.error(f"--only takes {', '.join(PARTS)}")
     sizes = dict(SMOKE if args.smoke else FULL)
     if args.repeats:
         sizes["repeats"] = args.repeats
@@ -134,7 +149,7 @@ def main(argv=None) -> int:
     began = time.monotonic()
     with Stack(sizes) as stack:
         say(f"stack up: API {stack.api}, activities {stack.acts_url}")
-        results = measure(stack, sizes, say)
+        results = measure(stack, sizes, say, only)
         results["engine"] = {"web_workers": stack.config.web_workers, "web_threads": stack.config.web_threads,
                              "runners": stack.config.runners}
         results["pids"] = stack.all_pids()

@@ -1,5 +1,5 @@
 """The CLI's job commands: processes, jobs, job (--watch), cancel and start-job (--wait). They
-talk to the running actor system with the same messages as the API."""
+talk to the running actor system with the same messages as the API, and start jobs as it does."""
 
 import getpass
 import json
@@ -8,9 +8,11 @@ import sys
 import time
 from urllib.parse import unquote, urlsplit
 
+import redis
+
 from cameron import api, keys, store, term
 from cameron import messages as m
-from cameron.gateway import ActorGateway
+from cameron.gateway import ActorGateway, EngineUnavailable
 
 #: Exit codes beyond 0 (all well), 2 (bad input) and 3 (engine not running).
 EXIT_FAILED, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 4, 5
@@ -202,20 +204,25 @@ def cmd_start_job(config, args) -> int:
     requestor = args.requestor or getpass.getuser()
     if not args.key:
         raise Refused("--key must not be empty", 2)
-    reply = gateway.ask("scheduler", m.StartJob(args.process, args.key, args.data, requestor,
-                                                idempotency_key=args.idempotency_key or ""))
-    if isinstance(reply, m.UnknownProcess):
+    # Stored the way the API stores a start (straight into Redis, then the engine's inbox).
+    jobs = store.JobStore(store.connect(config.effective_redis_url), config.engine,
+                          idempotency_ttl=config.idempotency_ttl)
+    fields = {"key": args.key, "data": args.data, "requestor": requestor}
+    ikey = args.idempotency_key or ""
+    try:
+        job = jobs.start(args.process, **fields, idempotency_key=ikey,
+                         fingerprint=store.fingerprint(args.process, **fields) if ikey else "")
+    except store.UnknownProcess:
         raise Refused(f"no process named {args.process!r} in the catalog (see `cameron processes`)",
-                      EXIT_NOT_FOUND)
-    if isinstance(reply, m.IdempotencyConflict):
-        raise Refused(f"idempotency key {args.idempotency_key!r} already started a job with a "
-                      "different request", EXIT_CONFLICT)
-    if isinstance(reply, m.SameJob):
-        doc = {"process": reply.process, "key": reply.key, "uuid": reply.uuid, "status": reply.status,
-               "replayed": True}
-    else:
-        doc = {"process": reply.job.process.name, "key": reply.job.key, "uuid": reply.job.uuid,
-               "status": keys.SCHEDULED}
+                      EXIT_NOT_FOUND) from None
+    except store.IdempotencyConflict:
+        raise Refused(f"idempotency key {ikey!r} already started a job with a different request",
+                      EXIT_CONFLICT) from None
+    except (store.EngineStarting, redis.RedisError) as e:
+        raise EngineUnavailable(str(e)) from None
+    doc = {"process": job.process, "key": job.key, "uuid": job.uuid, "status": job.status}
+    if job.replayed:
+        doc["replayed"] = True
     doc["url"] = job_url(config, doc)
     if not args.wait:
         if args.json:

@@ -57,6 +57,18 @@ def engine_jobs(engine: str) -> str:
     return f"{PREFIX}:engine:{engine}:jobs"
 
 
+def engine_inbox(engine: str) -> str:
+    """The list of the tags of jobs accepted but not yet handed to a runner; also the pub/sub
+    channel that wakes the engine's JobData when one is pushed."""
+    return f"{PREFIX}:engine:{engine}:inbox"
+
+
+def engine_catalog(engine: str) -> str:
+    """Hash process name -> start URL: the catalog the engine runs, which the API checks a
+    start against (written by the ProcessCatalog at boot and on every reload)."""
+    return f"{PREFIX}:engine:{engine}:catalog"
+
+
 # --- ours: what the operations side needs (listing, cancel, idempotent start, expiry) -------
 
 #: A job's final state when it was cancelled (beside DONE); `job.status.cancelled.time`.

@@ -44,27 +44,6 @@ class Peers:
 
 
 @dataclass(frozen=True)
-class StartJob:
-    process: str
-    key: str
-    data: str
-    requestor: str
-    #: The client's Idempotency-Key header ("" for none): a second start with the same key and
-    #: the same request gets the first job back (SameJob) instead of a new one.
-    idempotency_key: str = ""
-
-
-@dataclass(frozen=True)
-class JobAccepted:
-    job: JobSpec
-
-
-@dataclass(frozen=True)
-class UnknownProcess:
-    process: str
-
-
-@dataclass(frozen=True)
 class Unavailable:
     """The engine cannot take the request now (Redis down, actors restarting); try again."""
 
@@ -125,28 +104,11 @@ class Setup:
 
 
 @dataclass(frozen=True)
-class CreateJob:
-    """Scheduler -> JobData: store a new job; answer JobStored or StoreFailed to the scheduler.
-    With an idempotency key JobData may instead answer SameJob or IdempotencyConflict to
-    `reply_to` directly: no job was created."""
+class NewJobs:
+    """JobData -> scheduler: jobs the API accepted, taken off the engine's inbox:
+    [(tag, {job hash field: value})]."""
 
-    job: JobSpec
-    reply_to: Any
-    idempotency_key: str = ""
-    fingerprint: str = ""  # what the request asked for, to tell a retry from a different start
-
-
-@dataclass(frozen=True)
-class JobStored:
-    job: JobSpec
-    reply_to: Any
-
-
-@dataclass(frozen=True)
-class StoreFailed:
-    job: JobSpec
-    reply_to: Any
-    reason: str
+    jobs: list
 
 
 @dataclass(frozen=True)
@@ -154,6 +116,13 @@ class RunJob:
     """Scheduler -> JobRunner: drive this stored job to the end."""
 
     job: JobSpec
+
+
+@dataclass(frozen=True)
+class RunJobs:
+    """Scheduler -> JobRunner: many RunJob in one message (a batch off the inbox)."""
+
+    jobs: list
 
 
 @dataclass(frozen=True)
@@ -301,23 +270,6 @@ class ActivityOutcomes:
 # --- operations: listing, cancel, idempotent start, catalog reload --------
 
 @dataclass(frozen=True)
-class SameJob:
-    """JobData -> web: the Idempotency-Key was used before with the same request; that job."""
-
-    process: str
-    key: str
-    uuid: str
-    status: str
-
-
-@dataclass(frozen=True)
-class IdempotencyConflict:
-    """JobData -> web: the Idempotency-Key was used before for a different request."""
-
-    idempotency_key: str
-
-
-@dataclass(frozen=True)
 class FindJob:
     """Web -> JobData: the job document of a uuid alone (answer JobDocument or JobNotFound)."""
 
@@ -405,3 +357,14 @@ class ReloadCatalog:
 @dataclass(frozen=True)
 class CatalogInvalid:
     reason: str
+
+
+def _short(self) -> str:
+    # Thespian renders every message with str() for a debug line on each send and receive,
+    # even with debug logging off: the full dataclass text of a write batch costs real CPU.
+    return type(self).__name__
+
+
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and hasattr(_cls, "__dataclass_fields__") and _cls.__module__ == __name__:
+        _cls.__str__ = _short

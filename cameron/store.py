@@ -2,8 +2,11 @@
 
 import base64
 import binascii
+import hashlib
 import json
 import time
+import uuid as uuid_module
+from dataclasses import dataclass
 
 import redis
 
@@ -30,12 +33,67 @@ end
 for _, other in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if other ~= me and redis.call('EXISTS', prefix .. ':engine:' .. other .. ':lease') == 0 then
     take(prefix .. ':engine:' .. other .. ':jobs')
+    redis.call('DEL', prefix .. ':engine:' .. other .. ':inbox')  -- its jobs are in its set
     redis.call('SREM', KEYS[1], other)
   end
 end
 take(KEYS[2])
 return moved
 """
+#: Creates a job, with its markers and indexes, queues it in the engine's inbox and wakes the
+#: engine, all at once: a 201 means all of it is in Redis. With an idempotency key already
+#: used, answers the job it made instead. With a catalog key, refuses a process not in it.
+_CREATE = """
+local tag, pending, owned, all_jobs, scheduled, key_jobs, by_uuid, ikey, inbox, engines, catalog =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local engine, process, key, data, requestor, t, score, start_url, fingerprint, ittl = unpack(ARGV)
+if catalog ~= '' then
+  if redis.call('EXISTS', catalog) == 0 then return {'starting'} end
+  start_url = redis.call('HGET', catalog, process)
+  if not start_url or start_url == '' then return {'unknown'} end
+end
+if ikey ~= '' then
+  local known = redis.call('GET', ikey)
+  if known then
+    local first = cjson.decode(known)
+    local status = redis.call('HGET', first.tag, 'job.status.current')
+    if status then  -- else that job expired: the key is free again
+      if first.fingerprint ~= fingerprint then return {'conflict'} end
+      return {'same', first.tag, status}
+    end
+  end
+  redis.call('SET', ikey, cjson.encode({tag = tag, fingerprint = fingerprint}), 'EX', ittl)
+end
+redis.call('HSET', tag, 'job.key', key, 'job.data', data, 'job.requestor', requestor,
+           'job.status.current', 'scheduled', 'job.status.scheduled.time', t,
+           'job.process', process, 'job.start_url', start_url)
+redis.call('SET', pending, t)
+redis.call('SADD', owned, tag)
+redis.call('ZADD', all_jobs, score, tag)
+redis.call('ZADD', scheduled, score, tag)
+redis.call('ZADD', key_jobs, score, tag)
+redis.call('SET', by_uuid, tag)
+redis.call('SADD', engines, engine)
+redis.call('RPUSH', inbox, tag)
+redis.call('PUBLISH', inbox, '')
+return {'created', tag}
+"""
+
+#: Takes up to ARGV[1] jobs off the inbox: tag, key, data, requestor, process, start URL,
+#: status and cancel request of each, in one round trip.
+_TAKE = """
+local tags = redis.call('LPOP', KEYS[1], ARGV[1])
+if not tags then return {} end
+local out = {}
+for _, tag in ipairs(tags) do
+  table.insert(out, tag)
+  table.insert(out, redis.call('HMGET', tag, 'job.key', 'job.data', 'job.requestor', 'job.process',
+                               'job.start_url', 'job.status.current', 'job.status.scheduled.time',
+                               'job.cancel.requested'))
+end
+return out
+"""
+
 #: Expired jobs taken out of the indexes per round trip.
 PRUNE_BATCH = 1000
 
@@ -55,6 +113,30 @@ class IdempotencyConflict(Exception):
     """The Idempotency-Key was already used for a different request."""
 
 
+class UnknownProcess(Exception):
+    """No process of that name in the engine's catalog."""
+
+
+class EngineStarting(Exception):
+    """The engine has not yet published its catalog: no start can be checked."""
+
+
+@dataclass(frozen=True)
+class Created:
+    """The job a start made, or (replayed) the one its Idempotency-Key had made before."""
+
+    process: str
+    key: str
+    uuid: str
+    status: str
+    replayed: bool
+
+
+def fingerprint(process: str, key: str, data: str, requestor: str) -> str:
+    """What a start asked for: the same Idempotency-Key with another request is refused."""
+    return hashlib.sha256(json.dumps([process, key, data, requestor]).encode()).hexdigest()
+
+
 def ms() -> int:
     """Index scores: milliseconds since the epoch."""
     return int(time.time() * 1000)
@@ -72,54 +154,64 @@ class JobStore:
         self.engine = engine
         self.owned = keys.engine_jobs(engine)
         self._claim = client.register_script(_CLAIM)
+        self._create_script = client.register_script(_CREATE)
+        self._take_script = client.register_script(_TAKE)
         self.retention = retention
         self.idempotency_ttl = idempotency_ttl
 
-    def create(self, job: m.JobSpec, idempotency_key: str = "", fingerprint: str = "") -> tuple | None:
-        """Store a new job; with an idempotency key, return (tag, status) of the job that key
-        already made instead (IdempotencyConflict if that was for another request)."""
-        if not idempotency_key:
-            pipe = self.redis.pipeline(transaction=True)
-            self._create(pipe, job)
-            pipe.execute()
-            return None
-        ikey = keys.idempotency(idempotency_key)
+    def start(self, process: str, key: str, data: str, requestor: str, *, idempotency_key: str = "",
+              fingerprint: str = "") -> "Created":
+        """Accept a job for a process of the engine's catalog (as the ProcessCatalog published
+        it): stored, indexed and queued for the engine, atomically."""
+        job_id = uuid_module.uuid4().hex
+        return self._create(process, key, data, requestor, job_id, now(), "",
+                            idempotency_key, fingerprint, check_catalog=True)
 
-        def create_unless_known(pipe):
-            known = pipe.get(ikey)
-            if known:
-                first = json.loads(known)
-                status = pipe.hget(first["tag"], keys.JOB_STATUS)
-                if status is not None:  # else that job expired: the key is free again
-                    if first["fingerprint"] != fingerprint:
-                        raise IdempotencyConflict(idempotency_key)
-                    return first["tag"], status
-            pipe.multi()
-            self._create(pipe, job)
-            pipe.set(ikey, json.dumps({"tag": job.tag, "fingerprint": fingerprint}),
-                     ex=self.idempotency_ttl)
-            return None
-        # WATCH the key: two starts with one key racing cannot both create a job.
-        return self.redis.transaction(create_unless_known, ikey, value_from_callable=True)
+    def create(self, job: m.JobSpec, idempotency_key: str = "", fingerprint: str = "") -> "Created":
+        """Store a job already specified (its process's start URL included), without the catalog."""
+        return self._create(job.process.name, job.key, job.data, job.requestor, job.uuid,
+                            job.scheduled_time, job.process.start_url, idempotency_key, fingerprint,
+                            check_catalog=False)
 
-    def _create(self, pipe, job: m.JobSpec):
-        tag = job.tag
-        process, score = job.process.name, ms()
-        pipe.hset(tag, mapping={
-            keys.JOB_KEY: job.key,
-            keys.JOB_DATA: job.data,
-            keys.JOB_REQUESTOR: job.requestor,
-            keys.JOB_STATUS: keys.SCHEDULED,
-            keys.job_time(keys.SCHEDULED): job.scheduled_time,
-            keys.JOB_PROCESS: job.process.name,
-            keys.JOB_START_URL: job.process.start_url,
-        })
-        pipe.set(keys.job_marker(tag, keys.SCHEDULED), job.scheduled_time)
-        pipe.sadd(self.owned, tag)
-        pipe.zadd(keys.process_jobs(process), {tag: score})
-        pipe.zadd(keys.process_jobs(process, keys.SCHEDULED), {tag: score})
-        pipe.zadd(keys.key_jobs(process, job.key), {tag: score})
-        pipe.set(keys.job_by_uuid(job.uuid), tag)
+    def _create(self, process, key, data, requestor, job_id, scheduled_time, start_url,
+                idempotency_key, fingerprint, *, check_catalog) -> "Created":
+        tag = keys.job_tag(process, key, job_id)
+        reply = self._create_script(keys=[
+            tag, keys.job_marker(tag, keys.SCHEDULED), self.owned, keys.process_jobs(process),
+            keys.process_jobs(process, keys.SCHEDULED), keys.key_jobs(process, key),
+            keys.job_by_uuid(job_id), keys.idempotency(idempotency_key) if idempotency_key else "",
+            keys.engine_inbox(self.engine), keys.ENGINES,
+            keys.engine_catalog(self.engine) if check_catalog else ""],
+            args=[self.engine, process, key, data, requestor, scheduled_time, ms(), start_url,
+                  fingerprint, self.idempotency_ttl])
+        outcome = reply[0]
+        if outcome == "conflict":
+            raise IdempotencyConflict(idempotency_key)
+        if outcome == "unknown":
+            raise UnknownProcess(process)
+        if outcome == "starting":
+            raise EngineStarting("the engine has not published its catalog yet")
+        if outcome == "same":
+            return Created(*keys.parse_tag(reply[1]), status=reply[2], replayed=True)
+        return Created(process, key, job_id, status=keys.SCHEDULED, replayed=False)
+
+    def take_new(self, count: int = 500) -> list[tuple[str, dict]]:
+        """Up to `count` jobs off the engine's inbox, oldest first: (tag, fields) of each."""
+        flat = self._take_script(keys=[keys.engine_inbox(self.engine)], args=[count])
+        names = [keys.JOB_KEY, keys.JOB_DATA, keys.JOB_REQUESTOR, keys.JOB_PROCESS, keys.JOB_START_URL,
+                 keys.JOB_STATUS, keys.job_time(keys.SCHEDULED), keys.JOB_CANCEL_REQUESTED]
+        return [(flat[i], {n: v for n, v in zip(names, flat[i + 1]) if v is not None})
+                for i in range(0, len(flat), 2)]
+
+    def publish_catalog(self, processes) -> None:
+        """The catalog the API checks starts against: exactly these processes."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(keys.engine_catalog(self.engine))
+        # A placeholder keeps the hash in existence when the catalog is empty: "no process"
+        # must read as 404, not as "the engine is starting" (process names cannot hold ' ').
+        pipe.hset(keys.engine_catalog(self.engine),
+                  mapping={" ": "", **{p.name: p.start_url for p in processes}})
+        pipe.execute()
 
     def apply(self, ops: list) -> None:
         """Write a batch of job moments (messages.JobStarted, TaskStarted, ...) in order, atomically."""

@@ -6,7 +6,9 @@ from cameron.gateway import ActorGateway
 
 def get_app():
     settings = config.from_env()
-    return api.create_app(ActorGateway(settings), store.connect(settings.effective_redis_url))
+    client = store.connect(settings.effective_redis_url)
+    jobs = store.JobStore(client, settings.engine, idempotency_ttl=settings.idempotency_ttl)
+    return api.create_app(ActorGateway(settings), client, jobs)
 
 
 app = get_app()

@@ -6,7 +6,9 @@ import falcon
 import falcon.testing
 import pytest
 
-from cameron import api
+import redis
+
+from cameron import api, store
 from cameron import messages as m
 from cameron.catalog import Process
 from cameron.gateway import EngineUnavailable
@@ -31,16 +33,27 @@ class FakeGateway:
         return reply(msg) if callable(reply) else reply
 
 
-def accept(msg: m.StartJob):
-    """The scheduler's answer: the job accepted, for the process the catalog knows."""
-    process = Process(name=msg.process, start_url="http://a.example/start")
-    return m.JobAccepted(m.JobSpec(process=process, key=msg.key, data=msg.data, requestor=msg.requestor,
-                                   uuid=UUID, tag=f"cameron:process:{msg.process}:key:{msg.key}:job:{UUID}",
-                                   scheduled_time="01-02-2025 03:04:05"))
+class FakeJobs:
+    """The job store's start, answering what the test set; remembers what was started."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.asked = []
+
+    def start(self, process, key, data, requestor, *, idempotency_key="", fingerprint=""):
+        self.asked.append((process, key, data, requestor, idempotency_key))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer(process, key)
 
 
-def client_for(gateway) -> falcon.testing.TestClient:
-    return falcon.testing.TestClient(api.create_app(gateway))
+def accept(process, key):
+    """The store's answer: the job accepted, for the process the catalog knows."""
+    return store.Created(process, key, UUID, status="scheduled", replayed=False)
+
+
+def client_for(gateway, jobs=None) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(api.create_app(gateway, jobs=jobs))
 
 
 def post_start(client, body, name="foo", raw_name=None, headers=None, **kwargs):
@@ -81,8 +94,8 @@ def test_the_api_root_answers_json_to_a_client_that_asks_for_it():
 
 def test_starting_a_job_answers_201_with_its_location_and_a_json_body():
     # Given an engine that accepts the job
-    gateway = FakeGateway(scheduler=accept)
-    client = client_for(gateway)
+    jobs = FakeJobs(accept)
+    client = client_for(FakeGateway(), jobs)
     # When the original docs' request is posted to a server reached as cameron.example:8080
     resp = post_start(client, REQUEST, host="cameron.example", port=8080)
     # Expect 201, Location from the request's own host with the key URL-encoded
@@ -94,95 +107,96 @@ def test_starting_a_job_answers_201_with_its_location_and_a_json_body():
     assert resp.json["links"]["self"] == location
     assert (resp.json["process"], resp.json["key"], resp.json["status"]) == ("foo", "(id,007)", "scheduled")
     # ... and the scheduler asked to start exactly what was posted
-    assert gateway.asked == [("scheduler", m.StartJob("foo", "(id,007)", "be careful with that data",
-                                                      "bob_the_thin"))]
+    assert jobs.asked == [("foo", "(id,007)", "be careful with that data", "bob_the_thin", "")]
 
 
 @pytest.mark.parametrize("key, encoded", [("a/b", "a%2Fb"), ("Bob Smith", "Bob%20Smith"),
                                           ("50%", "50%25"), ("é?#&", "%C3%A9%3F%23%26")])
 def test_the_location_encodes_every_special_character_of_the_key(key, encoded):
-    resp = post_start(client_for(FakeGateway(scheduler=accept)), {**REQUEST, "key": key})
+    resp = post_start(client_for(FakeGateway(), FakeJobs(accept)), {**REQUEST, "key": key})
     assert resp.status_code == 201
     assert resp.headers["location"].endswith(f"/api/process/foo/key/{encoded}/job/{UUID}")
 
 
 def test_an_encoded_process_name_is_decoded_before_the_engine_sees_it():
     # Given a client that encodes the process name in the path
-    gateway = FakeGateway(scheduler=accept)
-    resp = post_start(client_for(gateway), REQUEST, name="my.proc", raw_name="my%2Eproc")
+    jobs = FakeJobs(accept)
+    resp = post_start(client_for(FakeGateway(), jobs), REQUEST, name="my.proc", raw_name="my%2Eproc")
     # Expect the scheduler asked about the decoded name
     assert resp.status_code == 201
-    assert gateway.asked[0][1].process == "my.proc"
+    assert jobs.asked[0][0] == "my.proc"
 
 
 @pytest.mark.parametrize("body", ["{not json", "", b"\xff\xfe", '{"key": "k", "data": "d", "requestor": "r"'])
 def test_a_body_that_is_not_json_is_a_400_saying_so(body):
-    gateway = FakeGateway(scheduler=accept)
-    resp = post_start(client_for(gateway), body)
+    jobs = FakeJobs(accept)
+    resp = post_start(client_for(FakeGateway(), jobs), body)
     assert "not valid JSON" in assert_json_error(resp, 400, "Invalid JSON")
-    assert gateway.asked == []
+    assert jobs.asked == []
 
 
 @pytest.mark.parametrize("body", [[REQUEST], '"a string"', "42", "null"])
 def test_a_body_that_is_not_an_object_is_a_400_saying_so(body):
-    resp = post_start(client_for(FakeGateway(scheduler=accept)), body)
+    resp = post_start(client_for(FakeGateway(), FakeJobs(accept)), body)
     assert "must be a JSON object" in assert_json_error(resp, 400, "Invalid job request")
 
 
 @pytest.mark.parametrize("field", ["key", "data", "requestor"])
 def test_a_missing_field_is_a_400_naming_it(field):
     body = {k: v for k, v in REQUEST.items() if k != field}
-    gateway = FakeGateway(scheduler=accept)
-    resp = post_start(client_for(gateway), body)
+    jobs = FakeJobs(accept)
+    resp = post_start(client_for(FakeGateway(), jobs), body)
     assert assert_json_error(resp, 400, "Invalid job request") == f"'{field}' is missing"
-    assert gateway.asked == []
+    assert jobs.asked == []
 
 
 @pytest.mark.parametrize("field", ["key", "data", "requestor"])
 @pytest.mark.parametrize("value", [7, None, {"a": 1}, ["x"], True])
 def test_a_non_string_field_is_a_400_naming_it(field, value):
-    resp = post_start(client_for(FakeGateway(scheduler=accept)), {**REQUEST, field: value})
+    resp = post_start(client_for(FakeGateway(), FakeJobs(accept)), {**REQUEST, field: value})
     assert assert_json_error(resp, 400, "Invalid job request") == f"'{field}' must be a string"
 
 
 def test_an_empty_key_is_a_400():
-    resp = post_start(client_for(FakeGateway(scheduler=accept)), {**REQUEST, "key": ""})
+    resp = post_start(client_for(FakeGateway(), FakeJobs(accept)), {**REQUEST, "key": ""})
     assert assert_json_error(resp, 400, "Invalid job request") == "'key' must not be empty"
 
 
 def test_a_body_over_the_size_limit_is_a_413():
-    gateway = FakeGateway(scheduler=accept)
-    resp = post_start(client_for(gateway), {**REQUEST, "data": "x" * (api.MAX_BODY + 1)})
+    jobs = FakeJobs(accept)
+    resp = post_start(client_for(FakeGateway(), jobs), {**REQUEST, "data": "x" * (api.MAX_BODY + 1)})
     assert_json_error(resp, 413, "Body too large")
-    assert gateway.asked == []
+    assert jobs.asked == []
 
 
 def test_an_unknown_process_is_a_json_404():
     # Given an engine whose catalog has no process "nope"
-    resp = post_start(client_for(FakeGateway(scheduler=m.UnknownProcess("nope"))), REQUEST, name="nope")
+    resp = post_start(client_for(FakeGateway(), FakeJobs(store.UnknownProcess("nope"))), REQUEST, name="nope")
     # Expect a JSON 404 naming it
     assert "'nope'" in assert_json_error(resp, 404, "Unknown process")
     assert "location" not in resp.headers
 
 
 def test_an_unavailable_engine_is_a_json_503_with_retry_after():
-    # Given an engine that cannot take the request now
-    gateway = FakeGateway(scheduler=EngineUnavailable("the scheduler actor did not answer"))
-    resp = post_start(client_for(gateway), REQUEST)
-    # Expect 503 with Retry-After and the reason
-    assert assert_json_error(resp, 503, "Engine unavailable") == "the scheduler actor did not answer"
-    assert resp.headers["retry-after"] == "1"
+    # Given a Redis that is down, or an engine that has not published its catalog yet
+    for failure, reason in [(redis.ConnectionError("Error 111 connecting"), "job store unavailable: Error 111 connecting"),
+                            (store.EngineStarting("the engine has not published its catalog yet"),
+                             "the engine has not published its catalog yet")]:
+        resp = post_start(client_for(FakeGateway(), FakeJobs(failure)), REQUEST)
+        # Expect 503 with Retry-After and the reason
+        assert assert_json_error(resp, 503, "Engine unavailable") == reason
+        assert resp.headers["retry-after"] == "1"
 
 
 def test_a_bug_behind_the_gateway_is_a_json_500_that_keeps_its_details_in_the_log():
-    resp = post_start(client_for(FakeGateway(scheduler=RuntimeError("secret internals"))), REQUEST)
+    resp = post_start(client_for(FakeGateway(), FakeJobs(RuntimeError("secret internals"))), REQUEST)
     description = assert_json_error(resp, 500, "Internal error")
     assert "RuntimeError" in description
     assert "secret internals" not in resp.text
 
 
 def test_errors_are_json_even_for_a_client_that_prefers_xml():
-    resp = post_start(client_for(FakeGateway(scheduler=accept)), "{bad",
+    resp = post_start(client_for(FakeGateway(), FakeJobs(accept)), "{bad",
                       headers={"Accept": "application/xml"})
     assert_json_error(resp, 400, "Invalid JSON")
 

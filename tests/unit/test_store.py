@@ -93,10 +93,12 @@ def test_creating_a_job_writes_the_spec_fields_and_a_pending_marker(client, jobs
     assert markers(client, job) == {"pending"}
     assert client.exists(tag + ":pending")
     assert client.sismember(keys.engine_jobs("me:1"), tag)
-    # ... and the job in the listing indexes, findable by its uuid
+    # ... the job in the listing indexes, findable by its uuid, and queued for the engine
     assert set(client.keys("*")) == {
         tag, tag + ":pending", keys.engine_jobs("me:1"), f"cameron:job:{job.uuid}", "cameron:process:foo:jobs",
-        "cameron:process:foo:jobs:scheduled", "cameron:process:foo:key:(id,007):jobs"}
+        "cameron:process:foo:jobs:scheduled", "cameron:process:foo:key:(id,007):jobs",
+        keys.engine_inbox("me:1"), keys.ENGINES}
+    assert client.lrange(keys.engine_inbox("me:1"), 0, -1) == [tag]
 
 
 # --- the moments of a job ---------------------------------------------------------
@@ -386,3 +388,41 @@ def test_jobs_left_in_the_set_of_engines_before_leases_are_adopted(client, jobs)
     client.sadd(store.LEGACY_UNFINISHED, "cameron:process:foo:key:k:job:abc")
     assert jobs.claim_orphans() == ["cameron:process:foo:key:k:job:abc"]
     assert not client.exists(store.LEGACY_UNFINISHED)
+
+
+# --- starts through the API: the engine's catalog and inbox --------------------------
+
+def test_a_start_is_checked_against_the_published_catalog_and_queued_on_the_inbox(client, jobs):
+    # Given no catalog yet: the engine is starting
+    with pytest.raises(store.EngineStarting):
+        jobs.start("foo", "k", "d", "r")
+    # When the catalog is published
+    jobs.publish_catalog([FOO])
+    # Then an unknown process is refused, and a known one stored with the catalog's start URL
+    with pytest.raises(store.UnknownProcess):
+        jobs.start("nope", "k", "d", "r")
+    with pytest.raises(store.UnknownProcess):
+        jobs.start(" ", "k", "d", "r")  # the placeholder that keeps an empty catalog in existence
+    created = jobs.start("foo", "k", "d", "r")
+    tag = keys.job_tag("foo", "k", created.uuid)
+    assert client.hget(tag, "job.start_url") == FOO.start_url
+    # ... and taken off the inbox once, with what the scheduler needs
+    [(taken, h)] = jobs.take_new()
+    assert taken == tag
+    assert (h["job.key"], h["job.data"], h["job.requestor"], h["job.process"], h["job.status.current"]) == \
+        ("k", "d", "r", "foo", "scheduled")
+    assert jobs.take_new() == []
+
+
+def test_an_empty_catalog_refuses_every_process_instead_of_saying_starting(client, jobs):
+    jobs.publish_catalog([])
+    with pytest.raises(store.UnknownProcess):
+        jobs.start("foo", "k", "d", "r")
+
+
+def test_a_dead_engines_inbox_goes_with_its_jobs_to_the_engine_that_takes_them_over(client, jobs):
+    other = store.JobStore(client, "other:2")
+    job = new_job()
+    other.create(job)
+    assert jobs.claim_orphans() == [job.tag]
+    assert not client.exists(keys.engine_inbox("other:2"))

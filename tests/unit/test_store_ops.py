@@ -84,8 +84,8 @@ def test_a_job_is_found_by_its_uuid_alone(client, jobs):
 
 def test_the_same_idempotency_key_and_request_give_back_the_first_job(client, jobs):
     first, second = new_job(), new_job()
-    assert jobs.create(first, "req-1", "fp") is None
-    assert jobs.create(second, "req-1", "fp") == (first.tag, "scheduled")
+    assert not jobs.create(first, "req-1", "fp").replayed
+    assert jobs.create(second, "req-1", "fp") == store.Created("foo", first.key, first.uuid, "scheduled", True)
     assert not client.exists(second.tag)
     assert 0 < client.ttl(keys.idempotency("req-1")) <= 86400
 
