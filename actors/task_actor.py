@@ -16,6 +16,9 @@ from actors.base import CameronActor
 
 #: Calls in flight at once per TaskActor; a thread waiting on HTTP costs little memory.
 MAX_CALLS = 2048
+#: A pool thread with nothing to do for this long ends: a burst of a thousand slow calls
+#: must not keep a thousand threads' memory for ever.
+IDLE_EXIT = 30.0
 #: How often it checks that its JobRunner still lives (Thespian does not tell a child).
 PARENT_CHECK = datetime.timedelta(seconds=1)
 
@@ -71,7 +74,17 @@ class TaskActor(CameronActor):
 
     def _work(self):
         while True:
-            call, reply_to = self._todo.get()
+            try:
+                call, reply_to = self._todo.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                with self._lock:
+                    # Leave only if another waiting thread is unclaimed: `_idle` counts waiting
+                    # threads not yet promised to a queued call.
+                    if self._idle > 0:
+                        self._idle -= 1
+                        self._threads -= 1
+                        return
+                continue
             self._call(call, reply_to)
             with self._lock:
                 self._idle += 1
