@@ -233,25 +233,12 @@ class Stack:
 
     def engine_pids(self) -> list[int]:
         """Every Cameron process: the actor system's, and gunicorn's master and workers."""
-        web = [self.web.pid] + children(self.web.pid) if self.web else []
+        web = [self.web.pid] + actorsys.children(self.web.pid) if self.web else []
         return actorsys.system_pids(self.config) + web
 
     def all_pids(self) -> list[int]:
         """Every process the bench started, so a test can check that none outlives it."""
         return self.engine_pids() + [self.redis.proc.pid, self.acts.pid]
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(p))
-            except OSError:
-                pass
-    return found
 
 
 def rss_kib(pid: int) -> int:

@@ -213,6 +213,11 @@ def _ppid(pid: int) -> int:
         return 0
 
 
+def children(pid: int) -> list[int]:
+    """PIDs of the processes whose parent is `pid` (gunicorn's workers, a runner's TaskActor)."""
+    return [p for p in _all_pids() if _ppid(p) == pid]
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

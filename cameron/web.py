@@ -9,6 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from cameron import actorsys
 from cameron.config import ROOT, Config
 
 
@@ -73,7 +74,7 @@ def stop(config: Config, timeout: float = 20.0) -> bool:
     if pid is None:
         pidfile(config).unlink(missing_ok=True)
         return False
-    family = [pid] + _children(pid)
+    family = [pid] + actorsys.children(pid)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(_state(p) not in (None, "Z") for p in family):
@@ -94,16 +95,3 @@ def _state(pid: int) -> str | None:
             return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return None
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        kids.append(int(p))
-            except OSError:
-                pass
-    return kids

@@ -40,19 +40,6 @@ def actor_pids(engine) -> dict:
     return {a["role"]: a.get("pid") for a in json.loads(out.stdout)["actors"]}
 
 
-def children_of(pid: int) -> list[int]:
-    kids = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        kids.append(int(p))
-            except OSError:
-                pass
-    return kids
-
-
 def start_slow_jobs(engine, activities, count: int) -> list[str]:
     before = activities.calls().get(SLOW_PATH, 0)
     locations = []
@@ -75,7 +62,7 @@ def test_jobs_survive_a_killed_task_actor(own_engine, activities):
     locations = start_slow_jobs(own_engine, activities, 10)
     for role, pid in actor_pids(own_engine).items():
         if role.startswith("runner:"):
-            for task_actor in children_of(pid):
+            for task_actor in actorsys.children(pid):
                 os.kill(task_actor, signal.SIGKILL)
     assert_all_done_once(own_engine, locations)
 
@@ -110,7 +97,7 @@ def kill_engine(engine, web):
     """kill -9 of every process of one engine: its actors, its admin and its gunicorn."""
     pids = actorsys.system_pids(engine.config)
     assert pids
-    for pid in [web.pid] + children_of(web.pid) + pids:
+    for pid in [web.pid] + actorsys.children(web.pid) + pids:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -252,7 +239,7 @@ def test_100_jobs_end_done_while_runners_or_task_actors_are_killed_again_and_aga
     while kills < 8 and unfinished():
         runners = {r: p for r, p in actor_pids(own_engine).items() if r.startswith("runner:") and p}
         role = sorted(runners)[kills % len(runners)]
-        targets = [runners[role]] if victim == "runner" else children_of(runners[role])
+        targets = [runners[role]] if victim == "runner" else actorsys.children(runners[role])
         for pid in targets:
             os.kill(pid, signal.SIGKILL)
             kills += 1
