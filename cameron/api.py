@@ -1,4 +1,4 @@
-"""The HTTP API (Falcon): validates requests and forwards them to the actors through a gateway."""
+"""The HTTP API (Falcon): validates requests; stores starts in Redis, forwards the rest to the actors."""
 
 import json
 import logging
