@@ -19,6 +19,10 @@ MAX_CALLS = 2048
 #: A pool thread with nothing to do for this long ends: a burst of a thousand slow calls
 #: must not keep a thousand threads' memory for ever.
 IDLE_EXIT = 30.0
+#: Outcomes of calls sent together wait for their siblings at most this long, so that a
+#: fan-out's answers go back as one message (and the runner writes them as one batch);
+#: a lone call's outcome goes at once.
+HOLD = datetime.timedelta(milliseconds=2)
 #: How often it checks that its JobRunner still lives (Thespian does not tell a child).
 PARENT_CHECK = datetime.timedelta(seconds=1)
 
@@ -40,6 +44,10 @@ class TaskActor(CameronActor):
         self._threads = self._idle = 0
         self.in_flight = 0
         self._parent_pid = None
+        self._batch_of = {}  # (job uuid, task n) -> id of the CallActivities it came in
+        self._batches = {}  # id -> [calls still out, reply_to, outcomes held]
+        self._next_batch = 0
+        self._release_due = False
 
     def setup(self, first):
         if first:
@@ -47,6 +55,10 @@ class TaskActor(CameronActor):
             self.wakeupAfter(PARENT_CHECK)
 
     def receiveMsg_WakeupMessage(self, msg, sender):
+        if msg.payload == "release":
+            self._release_due = False
+            self._release(everything=True)
+            return
         if os.getppid() != self._parent_pid:
             # Its runner was killed; the new runner has its own TaskActor and calls again.
             self.log.warning("JobRunner gone; TaskActor exiting")
@@ -59,7 +71,11 @@ class TaskActor(CameronActor):
         return ThespianWatch([self._wake_r.fileno()])
 
     def receiveMsg_CallActivities(self, msg: m.CallActivities, sender):
+        batch = self._next_batch
+        self._next_batch += 1
+        self._batches[batch] = [len(msg.calls), sender, []]
         for call in msg.calls:
+            self._batch_of[(call.job_uuid, call.n)] = batch
             self.in_flight += 1
             self._todo.put((call, sender))
             with self._lock:
@@ -95,21 +111,40 @@ class TaskActor(CameronActor):
                 pass
         except BlockingIOError:
             pass
-        batches = []  # [(reply_to, [outcome...])]: addresses are not hashable
         while True:
             try:
                 reply_to, outcome = self._done.get_nowait()
             except queue.Empty:
                 break
-            for addr, outcomes in batches:
-                if addr == reply_to:
-                    outcomes.append(outcome)
-                    break
-            else:
-                batches.append((reply_to, [outcome]))
-        for reply_to, outcomes in batches:
+            batch = self._batches.get(self._batch_of.pop((outcome.job_uuid, outcome.n), None))
+            if batch is None:  # not sent by a CallActivities of ours: nothing to wait for
+                batch = self._batches[self._next_batch] = [1, reply_to, []]
+                self._next_batch += 1
+            batch[0] -= 1
+            batch[2].append(outcome)
+        self._release(everything=False)
+
+    def _release(self, everything: bool):
+        """Send back the outcomes of batches whose calls have all ended (or all, when their
+        wait is over), one message per runner."""
+        out = []  # [(reply_to, [outcome...])]: addresses are not hashable
+        for key, (left, reply_to, held) in list(self._batches.items()):
+            if held and (left == 0 or everything):
+                for addr, outcomes in out:
+                    if addr == reply_to:
+                        outcomes.extend(held)
+                        break
+                else:
+                    out.append((reply_to, list(held)))
+                held.clear()
+            if left == 0:
+                del self._batches[key]
+        for reply_to, outcomes in out:
             self.in_flight -= len(outcomes)
             self.send(reply_to, m.ActivityOutcomes(outcomes))
+        if not self._release_due and any(held for _, _, held in self._batches.values()):
+            self._release_due = True
+            self.wakeupAfter(HOLD, payload="release")
 
     def _call(self, call: m.ActivityCall, reply_to):
         """Runs on a pool thread: no actor state is touched here but the queue. Retries sleep
