@@ -335,3 +335,34 @@ def test_a_child_that_keeps_dying_is_given_up_after_five_restarts_in_ten_seconds
     assert "catalog died 6 times within 10 s; not restarting it again" in log
     # ... while the rest of the engine goes on serving jobs
     assert engine.run_job("foo")["errors"] == 0
+
+
+def test_starts_accepted_while_the_actors_are_stopped_wait_in_the_inbox_and_run_when_they_start(
+        own_engine, activities):
+    from cameron import store
+    engine = own_engine
+    # Given the engine's actors stopped (Redis and the API still up)
+    stopped = engine.cli("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    # When jobs are started: accepted, since the engine's catalog is in Redis
+    waiting = start_jobs(engine, "foo", 3)
+    # ... and one of them is cancelled while it waits (as JobData would record it)
+    jobs = store.JobStore(engine.redis, engine.config.engine)
+    cancelled = waiting.pop()
+    process, key, uuid = "foo", "foo-2", cancelled.rsplit("/", 1)[1]
+    assert jobs.request_cancel(process, key, uuid)[0] == "scheduled"
+    assert engine.redis.llen(keys.engine_inbox(engine.config.engine)) == 3
+    # Then once the actors start again, the waiting jobs run, and the cancelled one ends
+    # cancelled without a single activity call
+    started = engine.cli("start")
+    assert started.returncode == 0, started.stderr
+    for location in waiting:
+        doc = engine.wait_done(location, timeout=30)
+        assert len(doc["tasks"]) == 7 and doc["errors"] == 0
+        # ... once each, though both the boot's recovery and the inbox hand them out
+        calls = [c["task"] for c in activities.log(doc["uuid"])]
+        assert sorted(calls) == sorted(set(calls)) and len(calls) == 7, calls
+    doc = wait_until(lambda: (d := engine.http.get(cancelled, timeout=15).json())["status"]["current"]
+                     == "cancelled" and d, 30, "the cancelled job to end cancelled")
+    assert doc["tasks"] == [] and activities.log(uuid) == []
+    assert engine.redis.llen(keys.engine_inbox(engine.config.engine)) == 0
