@@ -186,14 +186,14 @@ class Stack:
         try:
             if self.watcher:
                 self.watcher.close()
-            _terminate(self.web)
+            actorsys.stop_child(self.web, 20)
             if self.actors_started:
                 pids = actorsys.system_pids(self.config)
                 try:
                     self._cli("stop", timeout=30)
                 finally:
                     actorsys.kill_and_wait([p for p in pids if actorsys.alive(p)], self.config)
-            _terminate(self.acts)
+            actorsys.stop_child(self.acts, 20)
             if self.redis:
                 self.redis.stop()
             if self.tmp:
@@ -263,14 +263,3 @@ def pss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
-
-
-def _terminate(proc, timeout: float = 20):
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

@@ -4,6 +4,7 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -211,6 +212,19 @@ def _ppid(pid: int) -> int:
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError):
         return 0
+
+
+def stop_child(proc, timeout: float):
+    """SIGTERM a subprocess we started (gunicorn, an activity server), SIGKILL it if it has not
+    exited within `timeout` seconds, and reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def children(pid: int) -> list[int]:

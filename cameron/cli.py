@@ -66,17 +66,6 @@ def _wait_http(url: str, proc, timeout: float, what: str):
     raise Fail(f"{what} did not answer at {url} within {timeout:g} s")
 
 
-def _stop_proc(proc, timeout=15.0):
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def cmd_run(config: Config, args) -> int:
     """Redis (embedded unless CAMERON_REDIS_URL), actors, the foo server and gunicorn, until a signal."""
     stop_requested = []
@@ -113,10 +102,10 @@ def cmd_run(config: Config, args) -> int:
         _say("stopping")
         return 0
     finally:
-        _stop_proc(web)
+        actorsys.stop_child(web, 15.0)
         if actors_up:
             actorsys.stop(config)
-        _stop_proc(foo)
+        actorsys.stop_child(foo, 15.0)
         if embedded:
             embedded.stop()
 
