@@ -48,6 +48,7 @@ class TaskActor(CameronActor):
         self._batches = {}  # id -> [calls still out, reply_to, outcomes held]
         self._next_batch = 0
         self._release_due = False
+        self._holding = set()  # ids of the batches with outcomes held
 
     def setup(self, first):
         if first:
@@ -116,33 +117,40 @@ class TaskActor(CameronActor):
                 reply_to, outcome = self._done.get_nowait()
             except queue.Empty:
                 break
-            batch = self._batches.get(self._batch_of.pop((outcome.job_uuid, outcome.n), None))
-            if batch is None:  # not sent by a CallActivities of ours: nothing to wait for
-                batch = self._batches[self._next_batch] = [1, reply_to, []]
+            key = self._batch_of.pop((outcome.job_uuid, outcome.n), None)
+            if key not in self._batches:  # not sent by a CallActivities of ours: nothing to wait for
+                key = self._next_batch
                 self._next_batch += 1
+                self._batches[key] = [1, reply_to, []]
+            batch = self._batches[key]
             batch[0] -= 1
             batch[2].append(outcome)
+            self._holding.add(key)
         self._release(everything=False)
 
     def _release(self, everything: bool):
         """Send back the outcomes of batches whose calls have all ended (or all, when their
         wait is over), one message per runner."""
         out = []  # [(reply_to, [outcome...])]: addresses are not hashable
-        for key, (left, reply_to, held) in list(self._batches.items()):
-            if held and (left == 0 or everything):
-                for addr, outcomes in out:
-                    if addr == reply_to:
-                        outcomes.extend(held)
-                        break
-                else:
-                    out.append((reply_to, list(held)))
-                held.clear()
+        # Only the batches holding outcomes: with a thousand calls in flight, not all of them.
+        for key in list(self._holding):
+            left, reply_to, held = self._batches[key]
+            if left and not everything:
+                continue
+            for addr, outcomes in out:
+                if addr == reply_to:
+                    outcomes.extend(held)
+                    break
+            else:
+                out.append((reply_to, list(held)))
+            held.clear()
+            self._holding.discard(key)
             if left == 0:
                 del self._batches[key]
         for reply_to, outcomes in out:
             self.in_flight -= len(outcomes)
             self.send(reply_to, m.ActivityOutcomes(outcomes))
-        if not self._release_due and any(held for _, _, held in self._batches.values()):
+        if not self._release_due and self._holding:
             self._release_due = True
             self.wakeupAfter(HOLD, payload="release")
 
