@@ -11,7 +11,7 @@ from cameron import messages as m
 from cameron.activity import RetryPolicy
 from cameron.store import now
 
-from actors.base import CameronActor
+from actors.base import CameronActor, Pipe
 from actors.task_actor import TaskActor
 
 
@@ -56,6 +56,8 @@ class JobRunner(CameronActor):
         self._job_data = None  # the JobData they were sent to
         self.early_cancels = OrderedDict()  # uuid -> tag
         self.ended = OrderedDict()  # uuids of the latest jobs ended here, oldest first
+        self._to_tasks = Pipe(self, m.CallActivities)
+        self._to_data = Pipe(self, self._write_batch)
 
     def setup(self, first):
         if self.task_actor is None:
@@ -200,14 +202,17 @@ class JobRunner(CameronActor):
         # to die between the two sends, Redis would still show the parent task running, and
         # resuming would call it (and so its children) again: at-least-once, as ever.
         if self._calls:
-            self.send(self.task_actor, m.CallActivities(self._calls))
+            self._to_tasks.put(self.task_actor, self._calls)
             self._calls = []
         if self._ops:
-            self._seq += 1
-            batch = m.WriteBatch(self._ops, self._seq, self._acked)
-            self._unacked.append(batch)
-            self.send(self.peers.job_data, batch)
+            self._to_data.put(self.peers.job_data, self._ops)
             self._ops = []
+
+    def _write_batch(self, ops) -> m.WriteBatch:
+        self._seq += 1
+        batch = m.WriteBatch(ops, self._seq, self._acked)
+        self._unacked.append(batch)
+        return batch
 
     # --- cancel -------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from thespian.actors import ActorExitRequest, ThespianWatch
 from cameron import activity
 from cameron import messages as m
 
-from actors.base import CameronActor
+from actors.base import CameronActor, Pipe
 
 #: Calls in flight at once per TaskActor; a thread waiting on HTTP costs little memory.
 MAX_CALLS = 2048
@@ -49,6 +49,7 @@ class TaskActor(CameronActor):
         self._next_batch = 0
         self._release_due = False
         self._holding = set()  # ids of the batches with outcomes held
+        self._pipes = {}  # str(runner address) -> Pipe of ActivityOutcomes
 
     def setup(self, first):
         if first:
@@ -149,7 +150,10 @@ class TaskActor(CameronActor):
                 del self._batches[key]
         for reply_to, outcomes in out:
             self.in_flight -= len(outcomes)
-            self.send(reply_to, m.ActivityOutcomes(outcomes))
+            pipe = self._pipes.get(str(reply_to))
+            if pipe is None:
+                pipe = self._pipes[str(reply_to)] = Pipe(self, m.ActivityOutcomes)
+            pipe.put(reply_to, outcomes)
         if not self._release_due and self._holding:
             self._release_due = True
             self.wakeupAfter(HOLD, payload="release")
