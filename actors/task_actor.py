@@ -1,4 +1,4 @@
-"""TaskActor: calls activities over HTTP, many at once on threads, and reports their outcomes."""
+"""TaskActor: calls activities over HTTP, many at once, and reports their outcomes."""
 
 import datetime
 import os
@@ -10,11 +10,12 @@ import time
 from thespian.actors import ActorExitRequest, ThespianWatch
 
 from cameron import activity
+from cameron import activity_loop
 from cameron import messages as m
 
 from actors.base import CameronActor, Pipe
 
-#: Calls in flight at once per TaskActor; a thread waiting on HTTP costs little memory.
+#: Calls in flight at once per TaskActor (each path: the loop's, the threads'); more wait their turn.
 MAX_CALLS = 2048
 #: A pool thread with nothing to do for this long ends: a burst of a thousand slow calls
 #: must not keep a thousand threads' memory for ever.
@@ -28,8 +29,9 @@ PARENT_CHECK = datetime.timedelta(seconds=1)
 
 
 class TaskActor(CameronActor):
-    """A task is a unit of work on a thread here, not a process: threads hand outcomes back
-    through a queue and wake the actor through a socket it watches (ThespianWatch)."""
+    """A task is a unit of work here, not a process. Plain-HTTP calls run on one selector loop
+    (activity_loop); https calls on a pool of threads with http.client. Both hand outcomes
+    back through a queue and wake the actor through a socket it watches (ThespianWatch)."""
 
     role = "task_actor"
 
@@ -50,6 +52,8 @@ class TaskActor(CameronActor):
         self._release_due = False
         self._holding = set()  # ids of the batches with outcomes held
         self._pipes = {}  # str(runner address) -> Pipe of ActivityOutcomes
+        self._loop = None  # the CallLoop, started with the first plain-HTTP call
+        self._loop_woke = False
 
     def setup(self, first):
         if first:
@@ -76,9 +80,17 @@ class TaskActor(CameronActor):
         batch = self._next_batch
         self._next_batch += 1
         self._batches[batch] = [len(msg.calls), sender, []]
+        plain = []
         for call in msg.calls:
             self._batch_of[(call.job_uuid, call.n)] = batch
             self.in_flight += 1
+            if call.url.startswith("http://"):
+                plain.append(activity_loop.Call(
+                    (call, sender), call.url, call.body, connect_timeout=call.connect_timeout,
+                    read_timeout=call.read_timeout, max_bytes=self.config.max_response_bytes,
+                    max_fanout=self.config.max_fanout, retry=call.retry, headers={
+                        "X-Cameron-Job": call.job_uuid, "X-Cameron-Task": f"{call.n}:{call.name}"}))
+                continue
             self._todo.put((call, sender))
             with self._lock:
                 grow = self._idle == 0 and self._threads < MAX_CALLS
@@ -89,6 +101,24 @@ class TaskActor(CameronActor):
             if grow:
                 # Daemon threads: stopping the engine must not wait for slow activities.
                 threading.Thread(target=self._work, daemon=True, name="activity").start()
+        if plain:
+            if self._loop is None:
+                self._loop = activity_loop.CallLoop(self._loop_done, self._loop_round, MAX_CALLS)
+            self._loop.submit(plain)
+
+    def _loop_done(self, lcall: activity_loop.Call, result, error):
+        """On the loop's thread: a plain-HTTP call ended."""
+        call, reply_to = lcall.token
+        elapsed = int((time.monotonic() - lcall.started) * 1000)
+        self._done.put((reply_to, m.ActivityOutcome(call.job_uuid, call.n, result,
+                                                    None if error is None else str(error), elapsed, lcall.attempt)))
+        self._loop_woke = True
+
+    def _loop_round(self):
+        """On the loop's thread: one wake-up for all the outcomes of a round."""
+        if self._loop_woke:
+            self._loop_woke = False
+            self._wake()
 
     def _work(self):
         while True:
@@ -187,10 +217,14 @@ class TaskActor(CameronActor):
             error = f"{error} (after {attempt} attempts)"
         elapsed = int((time.monotonic() - started) * 1000)
         self._done.put((reply_to, m.ActivityOutcome(call.job_uuid, call.n, result, error, elapsed, attempt)))
+        self._wake()
+
+    def _wake(self):
         try:
             self._wake_w.send(b"!")
         except BlockingIOError:
             pass  # the socket is full of wake-ups already: the actor will drain the queue
 
     def status(self):
-        return {"in_flight": self.in_flight, "threads": self._threads}
+        return {"in_flight": self.in_flight, "threads": self._threads,
+                "loop_calls": self._loop.active if self._loop is not None else 0}

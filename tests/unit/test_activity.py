@@ -8,7 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from cameron import activity
-from cameron.activity import ActivityError, ActivityResult, Definition, parse_answer
+from cameron.activity import ActivityError, ActivityResult, Definition, RetryPolicy, parse_answer
+from cameron.activity_loop import Call, CallLoop
 from cameron.activity_server import ActivityServer
 
 LIMITS = dict(connect_timeout=2.0, read_timeout=5.0, max_bytes=1024 * 1024, max_fanout=100)
@@ -126,7 +127,7 @@ def test_a_definition_without_an_http_url_is_refused_naming_its_position(url):
     assert "'url'" in message
 
 
-def test_more_next_activities_than_the_fanout_limit_is_refused():
+def test_more_next_activities_than_the_fanout_limit_is_refused(client):
     defs = [{"name": f"a{i}", "url": f"http://h/{i}"} for i in range(4)]
     message = bad_answer({"name": "n", "data": 1, "next_activities": {"definitions": defs}}, max_fanout=3)
     assert "4 next activities" in message
@@ -196,17 +197,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def call_error(url, **overrides) -> str:
+def loop_call(url, body, *, headers=None, retry=RetryPolicy(max_attempts=1), **limits):
+    """activity.call's contract through the TaskActor's selector loop: one call, waited for."""
+    done, out = threading.Event(), {}
+
+    def on_done(call, result, error):
+        out.update(result=result, error=error, attempts=call.attempt)
+        done.set()
+    loop = CallLoop(on_done)
+    try:
+        loop.submit([Call(None, url, body, retry=retry, headers=headers, **limits)])
+        assert done.wait(15), "the loop never ended the call"
+    finally:
+        loop.close()
+    if out["error"] is not None:
+        raise out["error"]
+    return out["result"]
+
+
+@pytest.fixture(params=["http.client", "loop"])
+def client(request):
+    """Both ways Cameron calls an activity: the blocking call (https, on threads) and the loop
+    (plain http): the same requests, answers, errors and texts."""
+    return activity.call if request.param == "http.client" else loop_call
+
+
+def call_error(client, url, **overrides) -> str:
     with pytest.raises(ActivityError) as info:
-        activity.call(url, BODY, **{**LIMITS, **overrides})
+        client(url, BODY, **{**LIMITS, **overrides})
     return str(info.value)
 
 
-def test_the_request_is_a_json_post_of_job_key_data_and_requestor(recorder):
+def test_the_request_is_a_json_post_of_job_key_data_and_requestor(recorder, client):
     # Given an activity that records what it receives
     url = f"http://127.0.0.1:{recorder.server_address[1]}/activity/start"
     # When Cameron calls it
-    activity.call(url, BODY, **LIMITS)
+    client(url, BODY, **LIMITS)
     # Expect one POST to that path, Content-Type application/json, and the body as a JSON object
     [seen] = recorder.seen
     assert (seen["method"], seen["path"]) == ("POST", "/activity/start")
@@ -214,10 +240,10 @@ def test_the_request_is_a_json_post_of_job_key_data_and_requestor(recorder):
     assert json.loads(seen["raw"]) == BODY
 
 
-def test_extra_headers_go_along_with_the_json_content_type(recorder):
+def test_extra_headers_go_along_with_the_json_content_type(recorder, client):
     # Given the headers the engine adds to say which job and task is calling
     url = f"http://127.0.0.1:{recorder.server_address[1]}/act"
-    activity.call(url, BODY, headers={"X-Cameron-Job": BODY["job"], "X-Cameron-Task": "0:start"}, **LIMITS)
+    client(url, BODY, headers={"X-Cameron-Job": BODY["job"], "X-Cameron-Task": "0:start"}, **LIMITS)
     # Expect them sent, and the body still declared as JSON
     headers = recorder.seen[0]["headers"]
     assert headers["X-Cameron-Job"] == BODY["job"]
@@ -225,94 +251,94 @@ def test_extra_headers_go_along_with_the_json_content_type(recorder):
     assert headers["Content-Type"] == "application/json"
 
 
-def test_a_parent_data_object_is_sent_as_json_not_as_a_json_string(recorder):
+def test_a_parent_data_object_is_sent_as_json_not_as_a_json_string(recorder, client):
     # Given a later task whose parent answered an object (the original re-encoded it as a string)
     url = f"http://127.0.0.1:{recorder.server_address[1]}/act_1"
     body = {**BODY, "data": {"who_id": "(id,007)", "list": [1, 2]}, "requestor": "whois"}
     # When / Expect the object arrives as an object
-    activity.call(url, body, **LIMITS)
+    client(url, body, **LIMITS)
     assert json.loads(recorder.seen[0]["raw"])["data"] == {"who_id": "(id,007)", "list": [1, 2]}
 
 
-def test_a_good_activity_answer_comes_back_checked(lab):
+def test_a_good_activity_answer_comes_back_checked(lab, client):
     # Given the lab's echo activity / When called / Expect its answer, echoing the data sent
-    result = activity.call(f"{lab.url}/lab/echo", {**BODY, "data": {"x": [1, "ü"]}}, **LIMITS)
+    result = client(f"{lab.url}/lab/echo", {**BODY, "data": {"x": [1, "ü"]}}, **LIMITS)
     assert (result.name, result.data, result.definitions) == ("echo", {"x": [1, "ü"]}, ())
 
 
-def test_an_answer_with_successors_comes_back_with_their_definitions(lab):
-    result = activity.call(f"{lab.url}/lab/fanout/2/0", BODY, **LIMITS)
+def test_an_answer_with_successors_comes_back_with_their_definitions(lab, client):
+    result = client(f"{lab.url}/lab/fanout/2/0", BODY, **LIMITS)
     assert [d.name for d in result.definitions] == ["child_0", "child_1"]
     assert all(d.url == f"{lab.url}/lab/sleep/0" for d in result.definitions)
 
 
-def test_a_refused_connection_is_an_activity_error():
+def test_a_refused_connection_is_an_activity_error(client):
     # Given a port nothing listens on
-    message = call_error(f"http://127.0.0.1:{free_port()}/start")
+    message = call_error(client, f"http://127.0.0.1:{free_port()}/start")
     # Expect a short, clear reason
     assert message == "connection failed: connection refused"
 
 
-def test_an_activity_slower_than_the_read_timeout_is_an_activity_error(lab):
+def test_an_activity_slower_than_the_read_timeout_is_an_activity_error(lab, client):
     # Given an activity that takes 2 s, and a read timeout of 0.2 s
-    message = call_error(f"{lab.url}/lab/sleep/2000", read_timeout=0.2)
+    message = call_error(client, f"{lab.url}/lab/sleep/2000", read_timeout=0.2)
     # Expect a timeout error naming the limit
     assert message == "no answer within 0.2 s (read timeout)"
 
 
-def test_an_activity_that_stalls_mid_answer_is_reported_as_a_read_timeout(recorder):
+def test_an_activity_that_stalls_mid_answer_is_reported_as_a_read_timeout(recorder, client):
     # Given an activity that sends its headers and part of its body, then goes quiet
     url = f"http://127.0.0.1:{recorder.server_address[1]}/stall"
     # When the read timeout passes / Expect the same clear timeout message as for a silent activity
-    message = call_error(url, read_timeout=0.2)
+    message = call_error(client, url, read_timeout=0.2)
     assert message == "no answer within 0.2 s (read timeout)"
 
 
 @pytest.mark.parametrize("status, reason", [(500, "Internal Server Error"), (404, "Not Found"),
                                             (201, "Created")])
-def test_a_status_other_than_200_is_an_activity_error(lab, status, reason):
-    message = call_error(f"{lab.url}/lab/status/{status}")
+def test_a_status_other_than_200_is_an_activity_error(lab, status, reason, client):
+    message = call_error(client, f"{lab.url}/lab/status/{status}")
     assert message == f"activity answered HTTP {status} {reason}"
 
 
-def test_an_unknown_activity_path_is_an_http_404_error(lab):
-    assert "HTTP 404" in call_error(f"{lab.url}/lab/nothing-here")
+def test_an_unknown_activity_path_is_an_http_404_error(lab, client):
+    assert "HTTP 404" in call_error(client, f"{lab.url}/lab/nothing-here")
 
 
-def test_an_answer_that_is_not_json_is_an_activity_error(lab):
-    message = call_error(f"{lab.url}/lab/notjson")
+def test_an_answer_that_is_not_json_is_an_activity_error(lab, client):
+    message = call_error(client, f"{lab.url}/lab/notjson")
     assert message == "answer is not JSON: 'this is not JSON'"
 
 
-def test_an_answer_of_the_wrong_shape_is_an_activity_error(lab):
-    assert "must be a JSON object, got list" in call_error(f"{lab.url}/lab/shape")
-    assert "'name'" in call_error(f"{lab.url}/lab/noname")
-    assert "definitions[0]" in call_error(f"{lab.url}/lab/badnext")
+def test_an_answer_of_the_wrong_shape_is_an_activity_error(lab, client):
+    assert "must be a JSON object, got list" in call_error(client, f"{lab.url}/lab/shape")
+    assert "'name'" in call_error(client, f"{lab.url}/lab/noname")
+    assert "definitions[0]" in call_error(client, f"{lab.url}/lab/badnext")
 
 
-def test_an_answer_larger_than_max_bytes_is_an_activity_error(lab):
+def test_an_answer_larger_than_max_bytes_is_an_activity_error(lab, client):
     # Given an answer of about 200 kB and a limit of 100 kB
-    message = call_error(f"{lab.url}/lab/big/200000", max_bytes=100_000)
+    message = call_error(client, f"{lab.url}/lab/big/200000", max_bytes=100_000)
     # Expect the limit named in the error
     assert message == "answer larger than the 100000-byte limit"
 
 
-def test_an_answer_just_under_max_bytes_is_accepted(lab):
+def test_an_answer_just_under_max_bytes_is_accepted(lab, client):
     # Given an answer whose JSON is a little under the limit
-    result = activity.call(f"{lab.url}/lab/big/1000", BODY, **{**LIMITS, "max_bytes": 1100})
+    result = client(f"{lab.url}/lab/big/1000", BODY, **{**LIMITS, "max_bytes": 1100})
     assert result.data == "x" * 1000
 
 
-def test_a_fanout_over_the_limit_from_a_real_activity_is_an_activity_error(lab):
-    message = call_error(f"{lab.url}/lab/fanout/5/0", max_fanout=4)
+def test_a_fanout_over_the_limit_from_a_real_activity_is_an_activity_error(lab, client):
+    message = call_error(client, f"{lab.url}/lab/fanout/5/0", max_fanout=4)
     assert "fan-out limit of 4" in message
 
 
 # --- which failures are worth calling again ---------------------------------
 
-def call_exception(url, **overrides) -> ActivityError:
+def call_exception(client, url, **overrides) -> ActivityError:
     with pytest.raises(ActivityError) as info:
-        activity.call(url, BODY, **{**LIMITS, **overrides})
+        client(url, BODY, **{**LIMITS, **overrides})
     return info.value
 
 
@@ -321,17 +347,17 @@ def call_exception(url, **overrides) -> ActivityError:
     ("/lab/status/404", False), ("/lab/status/400", False), ("/lab/status/201", False),
     ("/lab/notjson", False), ("/lab/shape", False), ("/lab/noname", False), ("/lab/badnext", False),
 ])
-def test_only_5xx_and_429_answers_are_retriable(lab, path, retriable):
-    assert call_exception(f"{lab.url}{path}").retriable is retriable
+def test_only_5xx_and_429_answers_are_retriable(lab, path, retriable, client):
+    assert call_exception(client, f"{lab.url}{path}").retriable is retriable
 
 
-def test_refused_connections_and_timeouts_are_retriable(lab):
-    assert call_exception(f"http://127.0.0.1:{free_port()}/start").retriable
-    assert call_exception(f"{lab.url}/lab/sleep/2000", read_timeout=0.2).retriable
+def test_refused_connections_and_timeouts_are_retriable(lab, client):
+    assert call_exception(client, f"http://127.0.0.1:{free_port()}/start").retriable
+    assert call_exception(client, f"{lab.url}/lab/sleep/2000", read_timeout=0.2).retriable
 
 
-def test_an_oversized_answer_is_not_retriable(lab):
-    assert not call_exception(f"{lab.url}/lab/big/200000", max_bytes=100_000).retriable
+def test_an_oversized_answer_is_not_retriable(lab, client):
+    assert not call_exception(client, f"{lab.url}/lab/big/200000", max_bytes=100_000).retriable
 
 
 @pytest.mark.parametrize("header, seconds", [("7", 7.0), ("0", 0.0), ("-3", 0.0), ("soon", None),

@@ -1,4 +1,4 @@
-"""The TaskActor without Thespian: its pool of call threads, and how it sends outcomes back."""
+"""The TaskActor without Thespian: its pool of call threads (for https), and how it sends outcomes back."""
 
 import threading
 import time
@@ -32,7 +32,8 @@ def wait_for(predicate, timeout=5.0):
 
 
 def calls(n):
-    return m.CallActivities([m.ActivityCall("j", i, "t", "http://x/", {}, 1.0, 1.0, None) for i in range(n)])
+    # https: the calls the thread pool makes (plain http goes to the activity loop)
+    return m.CallActivities([m.ActivityCall("j", i, "t", "https://x/", {}, 1.0, 1.0, None) for i in range(n)])
 
 
 def test_a_thread_per_call_in_flight_then_back_to_none_when_idle(actor):

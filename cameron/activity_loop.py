@@ -1,0 +1,440 @@
+"""Calls plain-HTTP activities from one thread: a selector loop drives every call of a TaskActor.
+
+A thread per call in flight cost each call about six context switches (hand-off, the wait for
+the answer, the wait for the GIL, the hand-back), which made the TaskActor the engine's
+busiest process. Here a call is a small state machine on a non-blocking socket: a request
+written, a status line, headers and a body (Content-Length, chunked, or up to the close)
+read; connections are kept alive and reused; timeouts and retry back-offs are timers.
+The checks and the error texts are activity.py's, as for the blocking `activity.call`."""
+
+import errno
+import heapq
+import itertools
+import json
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from urllib.parse import urlsplit
+
+from cameron.activity import ActivityError, RetryPolicy, _reason, _retry_after, parse_answer
+
+#: An answer's status line and headers may take this much; more is not an activity's answer.
+MAX_HEAD = 65536
+#: Of an answer other than 200 this much is read (its text is not kept): then the connection goes.
+ERROR_BODY = 65536
+#: Kept-alive connections unused for this long are closed (servers drop theirs after a while).
+IDLE_KEEP = 30.0
+#: Addresses of host names are looked up again after this long.
+DNS_TTL = 60.0
+
+_CONNECTING, _SENDING, _HEAD, _BODY = range(4)
+
+log = logging.getLogger("cameron.activity")
+
+
+class Call:
+    """One task's activity call, across its attempts. `token` is the caller's, handed back."""
+
+    __slots__ = ("token", "host", "port", "request", "connect_timeout", "read_timeout",
+                 "max_bytes", "max_fanout", "retry", "attempt", "started")
+
+    def __init__(self, token, url, body, *, connect_timeout, read_timeout, max_bytes, max_fanout,
+                 retry: RetryPolicy, headers=None):
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"not a plain http URL: {url[:200]!r}")
+        self.token = token
+        self.host, self.port = parts.hostname, parts.port or 80
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        payload = json.dumps(body).encode()
+        lines = [f"POST {path} HTTP/1.1", f"Host: {parts.netloc}", "Accept-Encoding: identity",
+                 "Content-Type: application/json", f"Content-Length: {len(payload)}"]
+        # Task names come from activities' answers: no line breaks may reach the request.
+        lines += [f"{k}: {' '.join(str(v).splitlines())}" for k, v in (headers or {}).items()]
+        self.request = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + payload
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self.max_bytes, self.max_fanout, self.retry = max_bytes, max_fanout, retry
+        self.attempt = 0
+        self.started = time.monotonic()
+
+    def with_attempt(self, n: int) -> bytes:
+        """The request, its X-Cameron-Attempt header saying which attempt this is."""
+        return self.request.replace(b"\r\n\r\n", f"\r\nX-Cameron-Attempt: {n}\r\n\r\n".encode(), 1)
+
+
+class _Exchange:
+    """One attempt of a call on one connection."""
+
+    __slots__ = ("call", "sock", "key", "reused", "out", "state", "buf", "got_any", "deadline",
+                 "status", "reason", "headers", "keep", "length", "chunk", "limit", "body", "done")
+
+    def __init__(self, call: Call, sock, key, reused: bool):
+        self.call, self.sock, self.key, self.reused = call, sock, key, reused
+        self.out = memoryview(call.with_attempt(call.attempt))
+        self.state = _SENDING if reused else _CONNECTING
+        self.buf = bytearray()
+        self.got_any = False
+        self.deadline = 0.0
+        self.status, self.reason, self.headers = 0, "", {}
+        self.keep = False
+        self.length = None  # Content-Length, or None: chunked (self.chunk) or until the close
+        self.chunk = None  # chunked: bytes still due in this chunk, -1 reading a size line, -2 the trailer
+        self.limit = 0
+        self.body = bytearray()
+        self.done = False
+
+
+class CallLoop:
+    """Runs calls on its own thread. `on_done(call, result, error)` runs on that thread when a
+    call ended (after its retries): result an ActivityResult, or None and the ActivityError;
+    `on_round()` after each round of socket events and timers."""
+
+    def __init__(self, on_done, on_round=None, max_calls: int = 2048):
+        self.on_done = on_done
+        self.on_round = on_round  # called after each round of events: to send one wake-up for many
+        self.max_calls = max_calls
+        self.sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        for s in (self._wake_r, self._wake_w):
+            s.setblocking(False)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._incoming = deque()  # calls submitted by other threads (deque appends are atomic)
+        self._waiting = deque()  # calls beyond max_calls, started as others end
+        self._timers = []  # heap of (when, seq, what, arg)
+        self._seq = itertools.count()
+        self._idle = {}  # (host, port) -> [(socket, since)], most recently used last
+        self._addrs = {}  # (host, port) -> (sockaddr, family, looked up at)
+        self.active = 0  # exchanges under way
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True, name="activity-loop")
+        self.thread.start()
+
+    # --- from any thread ------------------------------------------------------
+
+    def submit(self, calls) -> None:
+        self._incoming.extend(calls)
+        self._wake()
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake()
+        self.thread.join(5)
+
+    def _wake(self):
+        try:
+            self._wake_w.send(b"!")
+        except BlockingIOError:
+            pass  # wake-ups pending already
+
+    # --- the loop ---------------------------------------------------------------
+
+    def _run(self):
+        self._at(time.monotonic() + IDLE_KEEP, self._sweep_idle, None)
+        while not self._stop:
+            timeout = max(0.0, self._timers[0][0] - time.monotonic()) if self._timers else None
+            for key, mask in self.sel.select(timeout):
+                if key.data is None:
+                    self._drain_wake()
+                else:
+                    self._guarded(self._step, key.data)
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, what, arg = heapq.heappop(self._timers)
+                self._guarded(what, arg)
+            if self.on_round is not None:
+                self.on_round()
+        for conns in self._idle.values():
+            for sock, _ in conns:
+                sock.close()
+
+    def _guarded(self, what, arg):
+        """A bug of ours must end the call it hit, not the loop and every call on it."""
+        try:
+            what(arg)
+        except Exception as e:
+            if isinstance(arg, _Exchange) and not arg.done:
+                self._fail(arg, ActivityError(f"internal error calling the activity: {type(e).__name__}: {e}"))
+            else:
+                log.exception("activity loop: %s failed", getattr(what, "__name__", what))
+
+    def _at(self, when, what, arg):
+        heapq.heappush(self._timers, (when, next(self._seq), what, arg))
+
+    def _drain_wake(self):
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._incoming:
+            self._begin(self._incoming.popleft())
+
+    def _begin(self, call: Call):
+        """A call's next attempt (or a queued one, once there is room)."""
+        if self.active >= self.max_calls:
+            self._waiting.append(call)
+            return
+        self.active += 1
+        call.attempt += 1
+        self._open(call)
+
+    def _open(self, call: Call, fresh: bool = False):
+        key = (call.host, call.port)
+        idle = self._idle.get(key)
+        if idle and not fresh:
+            ex = _Exchange(call, idle.pop()[0], key, reused=True)
+            ex.deadline = time.monotonic() + call.read_timeout
+            self._at(ex.deadline, self._expire, ex)
+            self.sel.register(ex.sock, selectors.EVENT_WRITE, ex)
+            self._step(ex)
+            return
+        try:
+            addr, family = self._address(key)
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as e:
+            return self._attempt_failed(call, ActivityError(f"connection failed: {_reason(e)}", retriable=True))
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ex = _Exchange(call, sock, key, reused=False)
+        ex.deadline = time.monotonic() + call.connect_timeout
+        self._at(ex.deadline, self._expire, ex)
+        err = sock.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            return self._fail(ex, ActivityError(f"connection failed: {_reason(OSError(err, os.strerror(err)))}",
+                                                retriable=True))
+        self.sel.register(sock, selectors.EVENT_WRITE, ex)
+
+    def _address(self, key):
+        known = self._addrs.get(key)
+        if known is None or time.monotonic() - known[2] > DNS_TTL:
+            # Blocks this loop for the lookup: once a minute per host, and "localhost" or an
+            # address take no time.
+            family, _, _, _, addr = socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM)[0]
+            known = self._addrs[key] = (addr, family, time.monotonic())
+        return known[0], known[1]
+
+    def _step(self, ex: _Exchange):
+        """The socket is ready: go as far as it allows."""
+        try:
+            if ex.state == _CONNECTING:
+                err = ex.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err))
+                ex.state = _SENDING
+                ex.deadline = time.monotonic() + ex.call.read_timeout
+                self._at(ex.deadline, self._expire, ex)
+            if ex.state == _SENDING:
+                while ex.out:
+                    ex.out = ex.out[ex.sock.send(ex.out):]
+                ex.state = _HEAD
+                self.sel.modify(ex.sock, selectors.EVENT_READ, ex)
+                return
+            while not ex.done:
+                data = ex.sock.recv(262144)
+                if not data:
+                    return self._closed(ex)
+                ex.got_any = True
+                self._feed(ex, data)
+        except BlockingIOError:
+            return
+        except ActivityError as e:
+            self._fail(ex, e)
+        except OSError as e:
+            if ex.reused and not ex.got_any:
+                return self._again(ex)
+            self._fail(ex, ActivityError(f"connection failed: {_reason(e)}", retriable=True))
+
+    def _feed(self, ex: _Exchange, data: bytes):
+        if ex.state == _HEAD:
+            ex.buf += data
+            end = ex.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(ex.buf) > MAX_HEAD:
+                    raise ActivityError(f"answer's headers exceed {MAX_HEAD} bytes")
+                return
+            head, data = bytes(ex.buf[:end]).decode("latin-1"), bytes(ex.buf[end + 4:])
+            ex.buf = bytearray()
+            self._head(ex, head)
+            if ex.state == _HEAD:  # a 1xx interim answer: the real one follows
+                return self._feed(ex, data) if data else None
+            if ex.length == 0:
+                return self._complete(ex)
+        if ex.chunk is not None:
+            complete = self._dechunk(ex, data)
+        else:
+            ex.body += data
+            complete = ex.length is not None and len(ex.body) >= ex.length
+            if complete:
+                ex.keep = ex.keep and len(ex.body) == ex.length
+                del ex.body[ex.length:]
+        if len(ex.body) > ex.limit:
+            if ex.status == 200:
+                raise ActivityError(f"answer larger than the {ex.call.max_bytes}-byte limit")
+            ex.keep = False  # the rest of a long error page: not worth reading
+            complete = True
+        if complete:
+            self._complete(ex)
+
+    def _head(self, ex: _Exchange, head: str):
+        status_line, *lines = head.split("\r\n")
+        try:
+            version, status, *reason = status_line.split(" ", 2)
+            ex.status, ex.reason = int(status), (reason[0] if reason else "")
+            if not version.startswith("HTTP/"):
+                raise ValueError
+        except ValueError:
+            raise ActivityError(f"connection failed: bad status line {status_line[:80]!r}",
+                                retriable=True) from None
+        if 100 <= ex.status < 200:
+            return
+        headers = ex.headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        ex.keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+        ex.limit = ex.call.max_bytes if ex.status == 200 else ERROR_BODY
+        ex.state = _BODY
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            ex.chunk = -1
+        elif "content-length" in headers:
+            try:
+                ex.length = int(headers["content-length"])
+            except ValueError:
+                raise ActivityError("connection failed: bad Content-Length", retriable=True) from None
+        elif ex.status in (204, 304):
+            ex.length = 0
+        else:
+            ex.keep = False  # the answer ends when the activity closes the connection
+
+    def _dechunk(self, ex: _Exchange, data: bytes) -> bool:
+        """Chunked transfer coding: the chunks' data to the body; True once the last is in."""
+        buf = ex.buf
+        buf += data
+        pos, complete = 0, False
+        while not complete:
+            if ex.chunk > 0:  # chunk data, then its CRLF
+                take = min(ex.chunk - 2, len(buf) - pos)
+                ex.body += buf[pos:pos + take]
+                pos += take
+                ex.chunk -= take
+                if ex.chunk > 2 or len(buf) - pos < 2:
+                    break
+                pos += 2
+                ex.chunk = -1
+                continue
+            nl = buf.find(b"\r\n", pos)
+            if nl < 0:
+                if len(buf) - pos > MAX_HEAD:
+                    raise ActivityError("connection failed: bad chunked answer", retriable=True)
+                break
+            line = bytes(buf[pos:nl])
+            pos = nl + 2
+            if ex.chunk == -2:  # the trailer: it ends with an empty line
+                if not line:
+                    ex.keep = ex.keep and pos == len(buf)
+                    complete = True
+                continue
+            try:
+                size = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                raise ActivityError("connection failed: bad chunked answer", retriable=True) from None
+            ex.chunk = size + 2 if size else -2
+        del buf[:pos]
+        return complete
+
+    def _closed(self, ex: _Exchange):
+        """The activity closed the connection."""
+        if ex.state == _BODY and ex.chunk is None and ex.length is None:
+            ex.keep = False
+            return self._complete(ex)  # an answer that ends with the connection
+        if ex.reused and not ex.got_any:
+            return self._again(ex)  # it closed a kept-alive connection meanwhile
+        reason = "remote end closed connection" if not ex.got_any else "answer cut short"
+        self._fail(ex, ActivityError(f"connection failed: {reason}", retriable=True))
+
+    def _again(self, ex: _Exchange):
+        """A kept-alive connection turned out closed: the same attempt on a new one."""
+        self._drop(ex, keep=False)
+        self._open(ex.call, fresh=True)
+
+    def _expire(self, ex: _Exchange):
+        if ex.done or time.monotonic() < ex.deadline:
+            return  # ended, or a later phase set a later deadline (its own timer is queued)
+        call = ex.call
+        if ex.state == _CONNECTING:
+            error = ActivityError(f"connect timed out after {call.connect_timeout:g} s", retriable=True)
+        else:
+            error = ActivityError(f"no answer within {call.read_timeout:g} s (read timeout)", retriable=True)
+        self._fail(ex, error)
+
+    def _complete(self, ex: _Exchange):
+        self._drop(ex, keep=ex.keep)
+        body, ex.body = bytes(ex.body), None
+        if ex.status != 200:
+            return self._attempt_failed(ex.call, ActivityError(
+                f"activity answered HTTP {ex.status} {ex.reason}".rstrip(),
+                retriable=ex.status >= 500 or ex.status == 429,
+                retry_after=_retry_after(ex.headers.get("retry-after"))))
+        try:
+            result = parse_answer(body, max_fanout=ex.call.max_fanout)
+        except ActivityError as e:
+            return self._attempt_failed(ex.call, e)
+        self._end(ex.call, result, None)
+
+    def _fail(self, ex: _Exchange, error: ActivityError):
+        self._drop(ex, keep=False)
+        ex.body = None
+        self._attempt_failed(ex.call, error)
+
+    def _drop(self, ex: _Exchange, keep: bool):
+        """The exchange is over: its connection goes back to the idle ones, or is closed."""
+        ex.done = True
+        ex.out = ex.buf = None  # its timer keeps it until the deadline: keep only what is small
+        try:
+            self.sel.unregister(ex.sock)
+        except (KeyError, ValueError):
+            pass  # never registered: the connect failed at once
+        if keep:
+            self._idle.setdefault(ex.key, []).append((ex.sock, time.monotonic()))
+        else:
+            ex.sock.close()
+
+    def _attempt_failed(self, call: Call, error: ActivityError):
+        self.active -= 1
+        if error.retriable and call.attempt < call.retry.max_attempts:
+            self._at(time.monotonic() + call.retry.delay(call.attempt, error.retry_after), self._retry, call)
+            self._next_waiting()
+            return
+        if call.attempt > 1:
+            error = ActivityError(f"{error} (after {call.attempt} attempts)", retriable=error.retriable)
+        self._end(call, None, error, counted=False)
+
+    def _retry(self, call: Call):
+        self._begin(call)
+
+    def _end(self, call: Call, result, error, counted=True):
+        if counted:
+            self.active -= 1
+        self._next_waiting()
+        self.on_done(call, result, error)
+
+    def _next_waiting(self):
+        while self._waiting and self.active < self.max_calls:
+            self._begin(self._waiting.popleft())
+
+    def _sweep_idle(self, _):
+        old = time.monotonic() - IDLE_KEEP
+        for key, conns in list(self._idle.items()):
+            for sock, since in conns:
+                if since < old:
+                    sock.close()
+            kept = [(s, t) for s, t in conns if t >= old]
+            if kept:
+                self._idle[key] = kept
+            else:
+                del self._idle[key]
+        self._at(time.monotonic() + IDLE_KEEP, self._sweep_idle, None)

@@ -1,0 +1,219 @@
+"""The TaskActor's selector loop against raw HTTP servers: answer framings, kept-alive
+connections that go stale, retries with back-off, and many calls at once on one thread."""
+
+import json
+import socket
+import threading
+
+import pytest
+
+from cameron.activity import ActivityError, RetryPolicy
+from cameron.activity_loop import Call, CallLoop
+
+LIMITS = dict(connect_timeout=2.0, read_timeout=5.0, max_bytes=1024 * 1024, max_fanout=100)
+ANSWER = json.dumps({"name": "raw", "data": {"ok": [1, 2, 3]}}).encode()
+
+
+class RawServer:
+    """Accepts connections on a free loopback port and answers each request with `answer(n)`:
+    the bytes to send for request number n, and whether to close the connection after."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests, self.connections = [], 0
+        self.lock = threading.Lock()
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(b":")[1])
+                while len(buf) < length:
+                    buf += conn.recv(65536)
+                with self.lock:
+                    self.requests.append(head.decode())
+                    n = len(self.requests)
+                reply, close = self.answer(n)
+                for piece in reply if isinstance(reply, list) else [reply]:
+                    conn.sendall(piece)
+                buf = buf[length:]
+                if close:
+                    return
+
+    def close(self):
+        self.sock.close()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.close()
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(answer):
+        servers.append(RawServer(answer))
+        return servers[-1]
+    yield start
+    for s in servers:
+        s.close()
+
+
+def run(calls, timeout=15.0):
+    """Run calls on a loop; [(result, error)] in the order given."""
+    done, out = threading.Event(), {}
+
+    def on_done(call, result, error):
+        out[call.token] = (result, error)
+        if len(out) == len(calls):
+            done.set()
+    loop = CallLoop(on_done)
+    try:
+        loop.submit(calls)
+        assert done.wait(timeout), f"{len(out)} of {len(calls)} calls ended"
+    finally:
+        loop.close()
+    return [out[c.token] for c in calls]
+
+
+def call(url, token=0, **kw):
+    return Call(token, url, {"job": "j", "data": 1}, **{**LIMITS, "retry": RetryPolicy(max_attempts=1), **kw})
+
+
+def ok(body=ANSWER, extra=b""):
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra) + body
+
+
+def test_a_chunked_answer_is_put_together_even_when_it_arrives_in_pieces(serve):
+    # Given an answer in chunks, with a chunk extension and a trailer, sent a few bytes at a time
+    body = b"4;ext=1\r\n" + ANSWER[:4] + b"\r\n" + b"%x\r\n" % (len(ANSWER) - 4) + ANSWER[4:] + b"\r\n0\r\nX-T: 1\r\n\r\n"
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    server = serve(lambda n: ([raw[i:i + 7] for i in range(0, len(raw), 7)], False))
+    # When called twice / Expect both answers whole, on one kept-alive connection
+    [(r1, e1), (r2, e2)] = run([call(server.url + "/a", 1)]) + run([call(server.url + "/a", 2)])
+    assert e1 is None and r1.data == {"ok": [1, 2, 3]}
+    assert e2 is None and r2.name == "raw"
+
+
+def test_an_answer_without_length_ends_with_the_connection(serve):
+    server = serve(lambda n: (b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + ANSWER, True))
+    [(result, error)] = run([call(server.url + "/a")])
+    assert error is None and result.data == {"ok": [1, 2, 3]}
+
+
+def test_a_kept_alive_connection_the_activity_closed_meanwhile_is_replaced_without_an_error(serve):
+    # Given an activity that answers once per connection, then closes it without saying so
+    server = serve(lambda n: (ok(), True))
+    done, results = threading.Event(), []
+
+    def on_done(c, result, error):
+        results.append((result, error))
+        done.set()
+    loop = CallLoop(on_done)
+    try:
+        for i in range(3):  # one after the other: each one finds the previous connection idle
+            done.clear()
+            loop.submit([call(server.url + "/a", i)])
+            assert done.wait(10)
+    finally:
+        loop.close()
+    # Expect every call answered, on a new connection each, in a single attempt
+    assert [e for _, e in results] == [None, None, None]
+    assert server.connections == 3 and len(server.requests) == 3
+
+
+def test_an_interim_100_answer_is_skipped(serve):
+    server = serve(lambda n: (b"HTTP/1.1 100 Continue\r\n\r\n" + ok(), False))
+    [(result, error)] = run([call(server.url + "/a")])
+    assert error is None and result.name == "raw"
+
+
+def test_a_503_is_called_again_after_a_back_off_with_the_attempt_in_a_header(serve):
+    # Given an activity that fails twice with 503, then answers
+    server = serve(lambda n: (b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n", False) if n < 3 else (ok(), False))
+    # When called with three attempts / Expect the answer, and the attempts numbered 1, 2, 3
+    [(result, error)] = run([call(server.url + "/a", retry=RetryPolicy(3, 0.01, 0.05))])
+    assert error is None and result.name == "raw"
+    attempts = [[h for h in r.split("\r\n") if h.startswith("X-Cameron-Attempt")] for r in server.requests]
+    assert attempts == [["X-Cameron-Attempt: 1"], ["X-Cameron-Attempt: 2"], ["X-Cameron-Attempt: 3"]]
+
+
+def test_the_last_failure_is_reported_with_the_number_of_attempts(serve):
+    server = serve(lambda n: (b"HTTP/1.1 500 Oops\r\nContent-Length: 2\r\n\r\nno", False))
+    [(result, error)] = run([call(server.url + "/a", retry=RetryPolicy(2, 0.01, 0.05))])
+    assert result is None and str(error) == "activity answered HTTP 500 Oops (after 2 attempts)"
+    assert len(server.requests) == 2
+
+
+def test_an_answer_cut_short_is_a_retriable_connection_error(serve):
+    server = serve(lambda n: (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"name\"", True))
+    [(result, error)] = run([call(server.url + "/a")])
+    assert str(error) == "connection failed: answer cut short" and error.retriable
+
+
+def test_a_garbled_status_line_is_an_error_not_a_hang(serve):
+    server = serve(lambda n: (b"NONSENSE\r\n\r\n", True))
+    [(result, error)] = run([call(server.url + "/a")])
+    assert result is None and "bad status line" in str(error)
+
+
+def test_line_breaks_in_a_task_name_do_not_reach_the_request_headers(serve):
+    server = serve(lambda n: (ok(), False))
+    run([call(server.url + "/a", headers={"X-Cameron-Task": "1:evil\r\nX-Injected: yes"})])
+    [request] = server.requests
+    assert "X-Cameron-Task: 1:evil X-Injected: yes" in request.split("\r\n")
+
+
+def test_many_calls_are_in_flight_at_once_on_one_thread(serve):
+    # Given an activity that answers only once 40 requests are waiting at the same time
+    gate = threading.Barrier(40, timeout=10)
+
+    def answer(n):
+        gate.wait()
+        return ok(), False
+    server = serve(answer)
+    # When 40 calls go out at once / Expect all answered: none waited for another to end
+    results = run([call(server.url + "/a", i) for i in range(40)])
+    assert [e for _, e in results] == [None] * 40
+
+
+def test_calls_beyond_the_limit_wait_their_turn(serve):
+    server = serve(lambda n: (ok(), False))
+    done, seen = threading.Event(), []
+
+    def on_done(c, result, error):
+        seen.append(error)
+        if len(seen) == 10:
+            done.set()
+    loop = CallLoop(on_done, max_calls=2)
+    try:
+        loop.submit([call(server.url + "/a", i) for i in range(10)])
+        assert done.wait(10)
+        assert loop.active == 0
+    finally:
+        loop.close()
+    assert seen == [None] * 10 and server.connections <= 2
