@@ -20,10 +20,6 @@ MAX_CALLS = 2048
 #: A pool thread with nothing to do for this long ends: a burst of a thousand slow calls
 #: must not keep a thousand threads' memory for ever.
 IDLE_EXIT = 30.0
-#: Outcomes of calls sent together wait for their siblings at most this long, so that a
-#: fan-out's answers go back as one message (and the runner writes them as one batch);
-#: a lone call's outcome goes at once.
-HOLD = datetime.timedelta(milliseconds=2)
 #: How often it checks that its JobRunner still lives (Thespian does not tell a child).
 PARENT_CHECK = datetime.timedelta(seconds=1)
 
@@ -46,11 +42,6 @@ class TaskActor(CameronActor):
         self._threads = self._idle = 0
         self.in_flight = 0
         self._parent_pid = None
-        self._batch_of = {}  # (job uuid, task n) -> id of the CallActivities it came in
-        self._batches = {}  # id -> [calls still out, reply_to, outcomes held]
-        self._next_batch = 0
-        self._release_due = False
-        self._holding = set()  # ids of the batches with outcomes held
         self._pipes = {}  # str(runner address) -> Pipe of ActivityOutcomes
         self._loop = None  # the CallLoop, started with the first plain-HTTP call
         self._loop_woke = False
@@ -61,10 +52,6 @@ class TaskActor(CameronActor):
             self.wakeupAfter(PARENT_CHECK)
 
     def receiveMsg_WakeupMessage(self, msg, sender):
-        if msg.payload == "release":
-            self._release_due = False
-            self._release(everything=True)
-            return
         if os.getppid() != self._parent_pid:
             # Its runner was killed; the new runner has its own TaskActor and calls again.
             self.log.warning("JobRunner gone; TaskActor exiting")
@@ -77,12 +64,8 @@ class TaskActor(CameronActor):
         return ThespianWatch([self._wake_r.fileno()])
 
     def receiveMsg_CallActivities(self, msg: m.CallActivities, sender):
-        batch = self._next_batch
-        self._next_batch += 1
-        self._batches[batch] = [len(msg.calls), sender, []]
         plain = []
         for call in msg.calls:
-            self._batch_of[(call.job_uuid, call.n)] = batch
             self.in_flight += 1
             if call.url.startswith("http://"):
                 plain.append(activity_loop.Call(
@@ -143,50 +126,21 @@ class TaskActor(CameronActor):
                 pass
         except BlockingIOError:
             pass
+        # Every outcome in the queue goes now, one message per runner; while the last message
+        # to a runner is still on its way, its Pipe gathers the next ones.
+        out = {}  # str(runner address) -> (address, [outcome...])
         while True:
             try:
                 reply_to, outcome = self._done.get_nowait()
             except queue.Empty:
                 break
-            key = self._batch_of.pop((outcome.job_uuid, outcome.n), None)
-            if key not in self._batches:  # not sent by a CallActivities of ours: nothing to wait for
-                key = self._next_batch
-                self._next_batch += 1
-                self._batches[key] = [1, reply_to, []]
-            batch = self._batches[key]
-            batch[0] -= 1
-            batch[2].append(outcome)
-            self._holding.add(key)
-        self._release(everything=False)
-
-    def _release(self, everything: bool):
-        """Send back the outcomes of batches whose calls have all ended (or all, when their
-        wait is over), one message per runner."""
-        out = []  # [(reply_to, [outcome...])]: addresses are not hashable
-        # Only the batches holding outcomes: with a thousand calls in flight, not all of them.
-        for key in list(self._holding):
-            left, reply_to, held = self._batches[key]
-            if left and not everything:
-                continue
-            for addr, outcomes in out:
-                if addr == reply_to:
-                    outcomes.extend(held)
-                    break
-            else:
-                out.append((reply_to, list(held)))
-            held.clear()
-            self._holding.discard(key)
-            if left == 0:
-                del self._batches[key]
-        for reply_to, outcomes in out:
+            out.setdefault(str(reply_to), (reply_to, []))[1].append(outcome)
+        for key, (reply_to, outcomes) in out.items():
             self.in_flight -= len(outcomes)
-            pipe = self._pipes.get(str(reply_to))
+            pipe = self._pipes.get(key)
             if pipe is None:
-                pipe = self._pipes[str(reply_to)] = Pipe(self, m.ActivityOutcomes)
+                pipe = self._pipes[key] = Pipe(self, m.ActivityOutcomes)
             pipe.put(reply_to, outcomes)
-        if not self._release_due and self._holding:
-            self._release_due = True
-            self.wakeupAfter(HOLD, payload="release")
 
     def _call(self, call: m.ActivityCall, reply_to):
         """Runs on a pool thread: no actor state is touched here but the queue. Retries sleep

@@ -57,57 +57,45 @@ def test_idle_threads_are_reused_before_new_ones_are_made(actor):
     assert actor._threads <= before
 
 
-# --- outcomes go back per CallActivities: a fan-out's answers in one message ----------
+# --- outcomes go back as they come, together when they come together --------------
 
 @pytest.fixture
 def gated(monkeypatch):
     """A TaskActor whose calls end when the test says, and whose sends are recorded."""
     actor = task_actor.TaskActor()
-    gates, sent, wakeups = {}, [], []
+    gates, sent = {}, []
 
     def fake_call(call, reply_to):
         gates.setdefault(call.n, threading.Event()).wait(5)
         actor._done.put((reply_to, m.ActivityOutcome(call.job_uuid, call.n, None, "x", 0)))
     actor._call = fake_call
     actor.send = lambda to, msg: sent.append((to, msg))
-    actor.wakeupAfter = lambda delay, payload=None: wakeups.append(payload)
 
     def end(*ns):
         for n in ns:
             gates.setdefault(n, threading.Event()).set()
         wait_for(lambda: actor._done.qsize() >= len(ns))
         actor.receiveMsg_WatchMessage(None, None)
-    yield actor, end, sent, wakeups
+    yield actor, end, sent
     for gate in gates.values():
         gate.set()
 
 
-def test_the_outcomes_of_one_batch_go_back_together_once_all_its_calls_ended(gated):
-    actor, end, sent, wakeups = gated
+def test_outcomes_that_ended_together_go_back_in_one_message(gated):
+    actor, end, sent = gated
     actor.receiveMsg_CallActivities(calls(3), sender="runner")
-    end(0, 1)
-    assert sent == []  # the third is still out, and the hold has begun
-    assert wakeups == ["release"]
-    end(2)
+    end(0, 1, 2)
     [(to, msg)] = sent
     assert to == "runner" and sorted(o.n for o in msg.outcomes) == [0, 1, 2]
-    assert actor.in_flight == 0 and actor._batches == {}
+    assert actor.in_flight == 0
 
 
-def test_a_slow_sibling_does_not_hold_the_others_past_the_hold(gated):
-    actor, end, sent, wakeups = gated
+def test_an_outcome_does_not_wait_for_its_slower_siblings(gated):
+    actor, end, sent = gated
     actor.receiveMsg_CallActivities(calls(2), sender="runner")
     end(0)
-    actor.receiveMsg_WakeupMessage(type("Wakeup", (), {"payload": "release"})(), None)
     [(_, msg)] = sent
     assert [o.n for o in msg.outcomes] == [0]
     end(1)
     assert [o.n for o in sent[1][1].outcomes] == [1]
-    assert actor.in_flight == 0 and actor._batches == {}
-
-
-def test_a_lone_call_goes_back_at_once(gated):
-    actor, end, sent, wakeups = gated
-    actor.receiveMsg_CallActivities(calls(1), sender="runner")
-    end(0)
-    assert len(sent) == 1 and wakeups == []
+    assert actor.in_flight == 0
