@@ -139,3 +139,39 @@ def test_without_a_retention_a_finished_job_stays(client, jobs):
     jobs.create(job)
     jobs.apply([m.JobEnded(job.tag, T4, errors=0)])
     assert client.ttl(job.tag) == -1 and client.zcard(keys.EXPIRING) == 0
+
+
+def _state(client, jobs, job):
+    """Every key of the job and its index memberships, values as Redis holds them."""
+    found = {}
+    for k in client.scan_iter(f"{job.tag}*"):
+        t = client.type(k)
+        found[k] = client.hgetall(k) if t == "hash" else client.get(k)
+    for s in keys.JOB_STATES:
+        found[f"index:{s}"] = client.zscore(keys.process_jobs("foo", s), job.tag) is not None
+    found["owned"] = client.sismember(jobs.owned, job.tag)
+    return found
+
+
+def test_a_whole_job_written_in_one_batch_leaves_what_its_moments_one_by_one_leave(client, jobs):
+    # Given the moments of a job with a task that ends done and one that ends in error
+    def moments(job):
+        return [m.JobStarted(job.tag, T1),
+                m.TaskStarted(job.tag, 0, "start", "http://a/s", "bob", -1, "start", T1),
+                m.TaskEnded(job.tag, 0, keys.TASK_DONE, '{"x": 1}', '{"definitions": []}', T1, 5),
+                m.TaskStarted(job.tag, 1, "next", "http://a/n", "start", 0, "start,next", T1),
+                m.TaskEnded(job.tag, 1, keys.TASK_ERROR, '{"error": "e"}', "undefined", T4, 7, 3),
+                m.JobEnded(job.tag, T4, errors=1, tasks=2)]
+    one_by_one, together = new_job(), new_job()
+    for job in (one_by_one, together):
+        jobs.create(job)
+    # When one is written a moment per batch, the other all in one batch
+    for op in moments(one_by_one):
+        jobs.apply([op])
+    jobs.apply(moments(together))
+    # Expect the same keys, fields, markers and index entries (the tags aside)
+    a = {k.replace(one_by_one.tag, "TAG"): v for k, v in _state(client, jobs, one_by_one).items()}
+    b = {k.replace(together.tag, "TAG"): v for k, v in _state(client, jobs, together).items()}
+    assert a == b
+    assert b["TAG"]["task.1.status.current"] == "error" and b["index:done"] and not b["index:running"]
+    assert "TAG:task:0:running" not in b and not b["owned"]
