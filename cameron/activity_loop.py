@@ -30,6 +30,9 @@ ERROR_BODY = 65536
 IDLE_KEEP = 30.0
 #: Addresses of host names are looked up again after this long.
 DNS_TTL = 60.0
+#: How often calls in progress are checked against their deadlines: a timer per call would
+#: keep every call's memory until its deadline, long after most calls have ended.
+TICK = 0.05
 
 _CONNECTING, _SENDING, _HEAD, _BODY = range(4)
 
@@ -108,7 +111,9 @@ class CallLoop:
         self._seq = itertools.count()
         self._idle = {}  # (host, port) -> [(socket, since)], most recently used last
         self._addrs = {}  # (host, port) -> (sockaddr, family, looked up at)
-        self.active = 0  # exchanges under way
+        self.active = 0  # calls with an exchange under way (not those waiting to be retried)
+        self._live = set()  # exchanges in progress, checked against their deadlines every TICK
+        self._ticking = False
         self._stop = False
         self.thread = threading.Thread(target=self._run, daemon=True, name="activity-loop")
         self.thread.start()
@@ -123,12 +128,16 @@ class CallLoop:
         self._stop = True
         self._wake()
         self.thread.join(5)
+        if not self.thread.is_alive():
+            self.sel.close()
+            self._wake_r.close()
+            self._wake_w.close()
 
     def _wake(self):
         try:
             self._wake_w.send(b"!")
-        except BlockingIOError:
-            pass  # wake-ups pending already
+        except OSError:
+            pass  # wake-ups pending already (or closed)
 
     # --- the loop ---------------------------------------------------------------
 
@@ -187,8 +196,7 @@ class CallLoop:
         idle = self._idle.get(key)
         if idle and not fresh:
             ex = _Exchange(call, idle.pop()[0], key, reused=True)
-            ex.deadline = time.monotonic() + call.read_timeout
-            self._at(ex.deadline, self._expire, ex)
+            self._watch(ex, call.read_timeout)
             self.sel.register(ex.sock, selectors.EVENT_WRITE, ex)
             self._step(ex)
             return
@@ -200,8 +208,7 @@ class CallLoop:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ex = _Exchange(call, sock, key, reused=False)
-        ex.deadline = time.monotonic() + call.connect_timeout
-        self._at(ex.deadline, self._expire, ex)
+        self._watch(ex, call.connect_timeout)
         err = sock.connect_ex(addr)
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
             return self._fail(ex, ActivityError(f"connection failed: {_reason(OSError(err, os.strerror(err)))}",
@@ -219,6 +226,8 @@ class CallLoop:
 
     def _step(self, ex: _Exchange):
         """The socket is ready: go as far as it allows."""
+        if ex.done:
+            return  # an event of this round for an exchange that ended earlier in the round
         try:
             if ex.state == _CONNECTING:
                 err = ex.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -226,7 +235,6 @@ class CallLoop:
                     raise OSError(err, os.strerror(err))
                 ex.state = _SENDING
                 ex.deadline = time.monotonic() + ex.call.read_timeout
-                self._at(ex.deadline, self._expire, ex)
             if ex.state == _SENDING:
                 while ex.out:
                     ex.out = ex.out[ex.sock.send(ex.out):]
@@ -361,9 +369,22 @@ class CallLoop:
         self._drop(ex, keep=False)
         self._open(ex.call, fresh=True)
 
+    def _watch(self, ex: _Exchange, timeout: float):
+        ex.deadline = time.monotonic() + timeout
+        self._live.add(ex)
+        if not self._ticking:
+            self._ticking = True
+            self._at(time.monotonic() + TICK, self._tick, None)
+
+    def _tick(self, _):
+        now = time.monotonic()
+        for ex in [ex for ex in self._live if ex.deadline <= now]:
+            self._guarded(self._expire, ex)
+        self._ticking = bool(self._live)
+        if self._ticking:
+            self._at(now + TICK, self._tick, None)
+
     def _expire(self, ex: _Exchange):
-        if ex.done or time.monotonic() < ex.deadline:
-            return  # ended, or a later phase set a later deadline (its own timer is queued)
         call = ex.call
         if ex.state == _CONNECTING:
             error = ActivityError(f"connect timed out after {call.connect_timeout:g} s", retriable=True)
@@ -393,7 +414,7 @@ class CallLoop:
     def _drop(self, ex: _Exchange, keep: bool):
         """The exchange is over: its connection goes back to the idle ones, or is closed."""
         ex.done = True
-        ex.out = ex.buf = None  # its timer keeps it until the deadline: keep only what is small
+        self._live.discard(ex)
         try:
             self.sel.unregister(ex.sock)
         except (KeyError, ValueError):
