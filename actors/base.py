@@ -100,10 +100,12 @@ class Pipe:
         self.addr = None  # where the items go
         self.in_flight = None  # the address of the message in flight, if any
 
-    def put(self, addr, items) -> None:
+    def put(self, addr, items=()) -> None:
+        """Items for the peer at `addr`; with none, only say where the peer now is (what waits
+        goes there at once, rather than after the old peer's delivery, which may never come)."""
         self.items.extend(items)
         self.addr = addr
-        if self.in_flight != addr:  # idle, or the peer was replaced: do not wait for the old one
+        if self.in_flight != addr and self.items:  # idle, or the peer was replaced
             self._send()
 
     def _send(self):
@@ -116,4 +118,4 @@ class Pipe:
             return  # a message to a peer since replaced
         self.in_flight = None
         if self.items:
-            self._send()
+            self._send()  # to where the peer is now

@@ -72,6 +72,8 @@ class JobRunner(CameronActor):
                 for batch in self._unacked:
                     # With today's floor: the new JobData starts counting from the oldest.
                     self.send(self._job_data, m.WriteBatch(batch.ops, batch.seq, self._acked))
+            # Writes waiting for the old JobData's delivery go to the new one now.
+            self._to_data.put(self._job_data)
 
     def receiveMsg_Written(self, msg: m.Written, sender):
         self._acked = max(self._acked, msg.seq)
@@ -256,6 +258,8 @@ class JobRunner(CameronActor):
                          sum(len(j.running) for j in self.jobs.values()))
         self.task_actor = self.createActor(TaskActor)
         self.send(self.task_actor, m.Setup(self.config, self.peers))
+        # Every running task is called again: drop the calls that waited for the old one.
+        self._to_tasks = Pipe(self, m.CallActivities)
         self._calls = [t.call for j in self.jobs.values() for t in j.running.values()]
         self._flush()
 

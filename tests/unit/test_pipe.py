@@ -40,3 +40,30 @@ def test_a_replaced_peer_gets_items_at_once_and_the_old_delivery_changes_nothing
     assert len(actor.sent) == 2
     actor.sent[1][2]()
     assert actor.sent[2][:2] == ("new", (3,))
+
+
+def test_told_where_a_replaced_peer_is_the_waiting_items_go_there_at_once():
+    # Given items waiting behind a message to a peer that has died
+    actor = FakeActor()
+    pipe = Pipe(actor, tuple)
+    pipe.put("old", [1])
+    pipe.put("old", [2, 3])
+    # When the actor learns the peer's new address, with nothing new to send
+    pipe.put("new")
+    # Expect the waiting items sent there, without waiting for the old message's fate
+    assert [(a, m) for a, m, _ in actor.sent] == [("old", (1,)), ("new", (2, 3))]
+    # And with nothing waiting, being told sends nothing
+    actor.sent[1][2]()
+    pipe.put("newer")
+    assert len(actor.sent) == 2
+
+
+def test_a_failed_delivery_frees_the_pipe_for_what_waits():
+    # Given a message whose delivery failed (Thespian calls back either way)
+    actor = FakeActor()
+    pipe = Pipe(actor, tuple)
+    pipe.put("peer", [1])
+    pipe.put("peer", [2])
+    actor.sent[0][2]()
+    # Expect what waited to go next
+    assert actor.sent[1][:2] == ("peer", (2,))
