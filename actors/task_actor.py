@@ -68,11 +68,16 @@ class TaskActor(CameronActor):
         for call in msg.calls:
             self.in_flight += 1
             if call.url.startswith("http://"):
-                plain.append(activity_loop.Call(
-                    (call, sender), call.url, call.body, connect_timeout=call.connect_timeout,
-                    read_timeout=call.read_timeout, max_bytes=self.config.max_response_bytes,
-                    max_fanout=self.config.max_fanout, retry=call.retry, headers={
-                        "X-Cameron-Job": call.job_uuid, "X-Cameron-Task": f"{call.n}:{call.name}"}))
+                try:
+                    plain.append(activity_loop.Call(
+                        (call, sender), call.url, call.body, connect_timeout=call.connect_timeout,
+                        read_timeout=call.read_timeout, max_bytes=self.config.max_response_bytes,
+                        max_fanout=self.config.max_fanout, retry=call.retry, headers={
+                            "X-Cameron-Job": call.job_uuid, "X-Cameron-Task": f"{call.n}:{call.name}"}))
+                except ValueError as e:  # e.g. a port that is no number: the task ends in error
+                    self._done.put((sender, m.ActivityOutcome(call.job_uuid, call.n, None,
+                                                              f"request failed: {e}", 0, 1)))
+                    self._wake()
                 continue
             self._todo.put((call, sender))
             with self._lock:

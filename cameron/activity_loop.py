@@ -48,10 +48,14 @@ class Call:
     def __init__(self, token, url, body, *, connect_timeout, read_timeout, max_bytes, max_fanout,
                  retry: RetryPolicy, headers=None):
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"not a plain http URL: {url[:200]!r}")
+        try:
+            port = parts.port or 80
+        except ValueError:  # a port that is no number, or out of range
+            port = None
+        if parts.scheme != "http" or not parts.hostname or port is None:
+            raise ValueError(f"not a valid http URL: {url[:200]!r}")
         self.token = token
-        self.host, self.port = parts.hostname, parts.port or 80
+        self.host, self.port = parts.hostname, port
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         payload = json.dumps(body).encode()
         lines = [f"POST {path} HTTP/1.1", f"Host: {parts.netloc}", "Accept-Encoding: identity",

@@ -99,3 +99,19 @@ def test_an_outcome_does_not_wait_for_its_slower_siblings(gated):
     end(1)
     assert [o.n for o in sent[1][1].outcomes] == [1]
     assert actor.in_flight == 0
+
+
+def test_an_activity_url_with_a_bad_port_ends_its_task_in_error_not_the_actor(gated):
+    # Given an activity answer that named a next activity at "http://host:port" with no number
+    actor, end, sent = gated
+    actor.config = type("Config", (), {"max_response_bytes": 1000, "max_fanout": 10})()
+    bad = m.ActivityCall("j", 0, "t", "http://127.0.0.1:notaport/x", {}, 1.0, 1.0, None)
+    # When it is to be called
+    actor.receiveMsg_CallActivities(m.CallActivities([bad]), sender="runner")
+    actor.receiveMsg_WatchMessage(None, None)
+    # Expect the task's outcome to be an error saying why, sent back like any other
+    [(to, msg)] = sent
+    [outcome] = msg.outcomes
+    assert to == "runner" and outcome.result is None
+    assert outcome.error == "request failed: not a valid http URL: 'http://127.0.0.1:notaport/x'"
+    assert actor.in_flight == 0
