@@ -30,6 +30,9 @@ ERROR_BODY = 65536
 IDLE_KEEP = 30.0
 #: Addresses of host names are looked up again after this long.
 DNS_TTL = 60.0
+#: Bytes asked of the socket per read: under the allocator's 128 KiB mmap threshold, so that
+#: a read is not an mmap and a munmap (a 256 KiB read cost two system calls each time).
+RECV_SIZE = 65536
 #: How often calls in progress are checked against their deadlines: a timer per call would
 #: keep every call's memory until its deadline, long after most calls have ended.
 TICK = 0.05
@@ -246,7 +249,7 @@ class CallLoop:
                 self.sel.modify(ex.sock, selectors.EVENT_READ, ex)
                 return
             while not ex.done:
-                data = ex.sock.recv(262144)
+                data = ex.sock.recv(RECV_SIZE)
                 if not data:
                     return self._closed(ex)
                 ex.got_any = True
