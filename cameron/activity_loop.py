@@ -277,6 +277,7 @@ class CallLoop:
             if ex.state == _HEAD:  # a 1xx interim answer: the real one follows
                 return self._feed(ex, data) if data else None
             if ex.length == 0:
+                ex.keep = ex.keep and not data  # bytes after an empty answer: not reusable
                 return self._complete(ex)
         if ex.chunk is not None:
             complete = self._dechunk(ex, data)
@@ -318,6 +319,8 @@ class CallLoop:
         elif "content-length" in headers:
             try:
                 ex.length = int(headers["content-length"])
+                if ex.length < 0:
+                    raise ValueError
             except ValueError:
                 raise ActivityError("connection failed: bad Content-Length", retriable=True) from None
         elif ex.status in (204, 304):

@@ -217,3 +217,9 @@ def test_calls_beyond_the_limit_wait_their_turn(serve):
     finally:
         loop.close()
     assert seen == [None] * 10 and server.connections <= 2
+
+
+def test_a_negative_content_length_is_an_error_not_an_answer(serve):
+    server = serve(lambda n: (b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n" + ANSWER, True))
+    [(result, error)] = run([call(server.url + "/a")])
+    assert result is None and str(error) == "connection failed: bad Content-Length"
