@@ -4,7 +4,8 @@ A thread per call in flight cost each call about six context switches (hand-off,
 the answer, the wait for the GIL, the hand-back), which made the TaskActor the engine's
 busiest process. Here a call is a small state machine on a non-blocking socket: a request
 written, a status line, headers and a body (Content-Length, chunked, or up to the close)
-read; connections are kept alive and reused; timeouts and retry back-offs are timers.
+read; connections are kept alive and reused; deadlines are checked on a 50 ms tick, retry
+back-offs are timers. A read timeout here bounds the whole answer, not each read.
 The checks and the error texts are activity.py's, as for the blocking `activity.call`."""
 
 import errno
