@@ -2,11 +2,10 @@
 
 import math
 import re
-import tomllib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from cameron.config import ConfigError
+from cameron.config import ConfigError, read_toml
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _SETTINGS = {"connect_timeout": float, "read_timeout": float,
@@ -37,14 +36,7 @@ def is_http_url(url) -> bool:
 
 def load(path: str) -> dict[str, Process]:
     """Read and check a catalog file; any problem raises ConfigError naming the file."""
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"process catalog {path}: file not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"process catalog {path}: {e}") from None
-    return parse(doc, path)
+    return parse(read_toml(path, "process catalog"), path)
 
 
 def parse(doc: dict, path: str = "<catalog>") -> dict[str, Process]:

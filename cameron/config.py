@@ -151,14 +151,19 @@ def from_env(environ=None) -> Config:
     return Config(**values)
 
 
-def _read_file(path: Path) -> dict:
+def read_toml(path, what: str) -> dict:
+    """A TOML file's document; any problem raises ConfigError naming `what` and the file."""
     try:
         with open(path, "rb") as f:
-            doc = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"settings file {path}: file not found") from None
+        raise ConfigError(f"{what} {path}: file not found") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"settings file {path}: {e}") from None
+        raise ConfigError(f"{what} {path}: {e}") from None
+
+
+def _read_file(path: Path) -> dict:
+    doc = read_toml(path, "settings file")
     values = {}
     for name, value in doc.items():
         if name not in SETTINGS:
