@@ -241,25 +241,23 @@ class Stack:
         return self.engine_pids() + [self.redis.proc.pid, self.acts.pid]
 
 
-def rss_kib(pid: int) -> int:
+def _proc_kib(path: str, field: str) -> int:
+    """A `field:  N kB` line of a /proc file; 0 when the process is gone."""
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def rss_kib(pid: int) -> int:
+    return _proc_kib(f"/proc/{pid}/status", "VmRSS:")
 
 
 def pss_kib(pid: int) -> int:
     """Proportional set size: shared pages split among the processes sharing them, so a sum
     over forked processes does not count the shared interpreter many times, as RSS does."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
