@@ -9,8 +9,9 @@ import pytest
 
 from cameron import activity
 from cameron.activity import ActivityError, ActivityResult, Definition, RetryPolicy, parse_answer
-from cameron.activity_loop import Call, CallLoop
+from cameron.activity_loop import Call
 from cameron.activity_server import ActivityServer
+from test_activity_loop import run
 
 LIMITS = dict(connect_timeout=2.0, read_timeout=5.0, max_bytes=1024 * 1024, max_fanout=100)
 BODY = {"job": "0123456789abcdef0123456789abcdef", "key": "(id,007)",
@@ -199,20 +200,10 @@ def free_port() -> int:
 
 def loop_call(url, body, *, headers=None, retry=RetryPolicy(max_attempts=1), **limits):
     """activity.call's contract through the TaskActor's selector loop: one call, waited for."""
-    done, out = threading.Event(), {}
-
-    def on_done(call, result, error):
-        out.update(result=result, error=error, attempts=call.attempt)
-        done.set()
-    loop = CallLoop(on_done)
-    try:
-        loop.submit([Call(None, url, body, retry=retry, headers=headers, **limits)])
-        assert done.wait(15), "the loop never ended the call"
-    finally:
-        loop.close()
-    if out["error"] is not None:
-        raise out["error"]
-    return out["result"]
+    [(result, error)] = run([Call(None, url, body, retry=retry, headers=headers, **limits)])
+    if error is not None:
+        raise error
+    return result
 
 
 @pytest.fixture(params=["http.client", "loop"])
