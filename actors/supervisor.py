@@ -8,6 +8,7 @@ from collections import deque
 
 from thespian.actors import ActorTypeDispatcher
 
+from cameron import actorsys
 from cameron import messages as m
 
 from actors.job_data import JobData
@@ -62,6 +63,7 @@ class Supervisor(ActorTypeDispatcher):
 
     def _boot(self, config):
         self.config = config
+        actorsys.warn_if_exposed(log, "the actor system", actorsys.thespian_address())
         self._spawn("catalog")
         self._spawn("job_data")
         self._spawn("scheduler")

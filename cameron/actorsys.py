@@ -10,7 +10,7 @@ import time
 
 from pathlib import Path
 
-from cameron import logs
+from cameron import logs, procfs
 from cameron import messages as m
 from cameron.config import Config
 
@@ -22,15 +22,49 @@ class EngineDown(Exception):
 
 
 def _loopback_by_default():
-    # Thespian's transport unpickles whatever reaches its ports: keep them off the network
-    # unless the operator explicitly chose an address.
+    """Thespian's transport unpickles whatever reaches its ports: keep them off the network
+    unless the operator explicitly chose an address, and bind them to that address alone.
+
+    THESPIAN_BASE_IPADDR only sets the address Thespian *advertises*: its IPActorAddress binds
+    every listening socket to ('', port), all interfaces. Binding to the advertised address
+    instead closes them to other hosts. Every process that creates a Thespian transport (the
+    admin, and the actors it forks; gunicorn workers and the CLI, which join) comes through
+    here first; the tests scan the listening sockets so that an upgrade of Thespian that
+    changes this cannot go unnoticed."""
     os.environ.setdefault("THESPIAN_BASE_IPADDR", "127.0.0.1")
+    from thespian.system.transport.IPBase import IPActorAddress
+    IPActorAddress.bindArgs = property(lambda self: (self.sockname,))
+
+
+def thespian_address() -> str:
+    """The address the actor system listens on (and advertises)."""
+    return os.environ.get("THESPIAN_BASE_IPADDR") or "127.0.0.1"
+
+
+def warn_if_exposed(log, what: str, address: str):
+    """One warning at start when a listening socket of ours is not on loopback."""
+    if not is_loopback(address):
+        log.warning("%s listens on %s, not loopback: anyone who can reach this host on it %s",
+                    what, address, _RISKS.get(what, "can use it"))
+
+
+_RISKS = {"the actor system": "can run code as this user (Thespian unpickles what it receives)",
+          "the API": "can start, read and cancel jobs unless API tokens are set"}
+
+
+def is_loopback(address: str) -> bool:
+    import ipaddress
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def admin_listening(config: Config) -> bool:
     try:
-        with socket.create_connection((os.environ.get("THESPIAN_BASE_IPADDR", "127.0.0.1"),
-                                       config.admin_port), timeout=0.5):
+        with socket.create_connection((thespian_address(), config.admin_port), timeout=0.5):
             return True
     except OSError:
         return False
@@ -158,30 +192,13 @@ def _write_pidfile(config: Config):
 
 
 def _listener_sid(port: int) -> int | None:
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(parts[9])
-        except OSError:
-            pass
-    for pid in _all_pids():
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if link.startswith("socket:[") and link[8:-1] in inodes:
-                    return os.getsid(pid)
-        except OSError:
-            continue
+    for pid, _, listen_port in procfs.listening(procfs.all_pids()):
+        if listen_port == port:
+            try:
+                return os.getsid(pid)
+            except OSError:
+                continue
     return None
-
-
-def _all_pids():
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
 def system_pids(config: Config) -> list[int]:
@@ -196,7 +213,7 @@ def _session_members(sid: int) -> list[int]:
     # own interpreter, as every process Thespian forks for us does.
     python = os.path.realpath(sys.executable)
     pids = []
-    for pid in _all_pids():
+    for pid in procfs.all_pids():
         try:
             if (os.getsid(pid) == sid and pid != os.getpid()
                     and os.path.realpath(f"/proc/{pid}/exe") == python):
@@ -229,7 +246,7 @@ def stop_child(proc, timeout: float):
 
 def children(pid: int) -> list[int]:
     """PIDs of the processes whose parent is `pid` (gunicorn's workers, a runner's TaskActor)."""
-    return [p for p in _all_pids() if _ppid(p) == pid]
+    return [p for p in procfs.all_pids() if _ppid(p) == pid]
 
 
 def alive(pid: int) -> bool:

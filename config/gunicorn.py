@@ -22,3 +22,8 @@ logconfig_dict = log_config(_config, extra_loggers={
     "gunicorn.error": {"level": "WARNING", "propagate": True},
     "gunicorn.access": {"level": "WARNING", "propagate": False},
 })
+
+
+def when_ready(server):
+    from cameron.actorsys import warn_if_exposed
+    warn_if_exposed(server.log, "the API", _config.bind)

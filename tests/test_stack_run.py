@@ -1,6 +1,9 @@
 """`cameron run` (what ./run.sh runs): embedded Redis, actors, foo server and gunicorn, then SIGTERM."""
 
+import ipaddress
 import os
+import socket
+import stat
 import signal
 import subprocess
 import sys
@@ -8,7 +11,7 @@ import sys
 import pytest
 import requests
 
-from cameron import actorsys
+from cameron import actorsys, procfs
 from cameron.config import from_env
 from conftest import free_port, wait_until
 
@@ -31,7 +34,37 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def test_cameron_run_serves_foo_end_to_end_and_sigterm_leaves_no_process(short_tmp):
+def assert_only_loopback(pids, run_pid, env):
+    """Every socket any process of the engine listens on is bound to loopback: Thespian's
+    transport unpickles what reaches it, so one open to the network runs strangers' code."""
+    sockets = procfs.listening(pids)
+    ports = {port for _, _, port in sockets}
+    # The scan must see what it checks: the API, the admin, the sample server, the actors.
+    assert {int(env["CAMERON_PORT"]), int(env["CAMERON_ADMIN_PORT"])} <= ports, sockets
+    assert len(sockets) >= 8, sockets
+    exposed = [s for s in sockets if not ipaddress.ip_address(s[1]).is_loopback]
+    assert not exposed, f"listening beyond loopback (pid, address, port): {exposed}"
+    # And no other address of this machine reaches the admin port.
+    for address in procfs.local_addresses() - {"0.0.0.0", "::"}:
+        if ipaddress.ip_address(address).is_loopback or ipaddress.ip_address(address).is_link_local:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+            s.settimeout(2)
+            assert s.connect_ex((address, int(env["CAMERON_ADMIN_PORT"]))) != 0, \
+                f"the admin port answers on {address}"
+
+
+def assert_private(redis_dir):
+    """The embedded Redis's data (every job's data) is readable by its owner alone."""
+    for path in [redis_dir, *redis_dir.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if path.is_socket():
+            continue
+        want = 0o700 if path.is_dir() else 0o600
+        assert mode & 0o077 == 0 and mode & want == want & mode, f"{path} has mode {oct(mode)}"
+
+
+def test_cameron_run_serves_foo_end_to_end_on_loopback_only_and_sigterm_leaves_no_process(short_tmp):
     data = short_tmp / "run"
     foo_port = free_port()
     catalog = short_tmp / "run-processes.toml"
@@ -62,6 +95,8 @@ def test_cameron_run_serves_foo_end_to_end_and_sigterm_leaves_no_process(short_t
         children = descendants(run.pid)
         actor_pids = actorsys.system_pids(from_env(env))
         assert children and actor_pids
+        assert_only_loopback(children | set(actor_pids), run.pid, env)
+        assert_private(data / "redis")
     finally:
         run.send_signal(signal.SIGTERM)
         try:
