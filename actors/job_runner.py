@@ -30,6 +30,7 @@ class Job:
     running: dict = field(default_factory=dict)  # n -> Task
     errors: int = 0
     cancelled: bool = False  # start no new task; end `cancelled` when none runs
+    stored_bytes: int = 0  # answers' JSON kept in Redis so far (max_job_bytes)
 
 
 #: Cancels remembered for jobs this runner has not been handed yet (a StopJob can overtake
@@ -118,6 +119,7 @@ class JobRunner(CameronActor):
             depth[t["n"]] = 0 if t["parent"] < 0 else depth[t["parent"]] + 1
             if t["status"] == keys.TASK_ERROR:
                 job.errors += 1
+            job.stored_bytes += len(t.get("output") or "")
             if t["status"] != keys.TASK_RUNNING:
                 continue
             parent = t["parent"]
@@ -159,8 +161,22 @@ class JobRunner(CameronActor):
 
     def _task_ended(self, job, task, outcome):
         result, error = outcome.result, outcome.error
-        if result is not None and result.definitions and task.depth + 1 >= self.config.max_depth:
-            result, error = None, f"next activities would exceed the job depth limit of {self.config.max_depth}"
+        c = self.config
+        if result is not None and result.definitions:
+            if task.depth + 1 >= c.max_depth:
+                result, error = None, f"next activities would exceed the job depth limit of {c.max_depth}"
+            elif len(job.names) + len(result.definitions) > c.max_tasks:
+                result, error = None, (f"{len(result.definitions)} next activities would take the job "
+                                       f"past its limit of {c.max_tasks} tasks")
+        if result is not None:
+            data_json = json.dumps(result.data)
+            nxt = "undefined" if result.next_activities is None else json.dumps(result.next_activities)
+            size = len(data_json) + len(nxt)
+            if job.stored_bytes + size > c.max_job_bytes:
+                result, error = None, (f"the answer ({size} bytes) would take the job past its limit "
+                                       f"of {c.max_job_bytes} bytes of stored answers")
+            else:
+                job.stored_bytes += size
         if result is None:
             job.errors += 1
             self._ops.append(m.TaskEnded(
@@ -168,8 +184,6 @@ class JobRunner(CameronActor):
                 json.dumps({"error": error, "url": task.call.url}), "undefined", now(),
                 outcome.duration_ms, outcome.attempts))
             return
-        data_json = json.dumps(result.data)
-        nxt = "undefined" if result.next_activities is None else json.dumps(result.next_activities)
         self._ops.append(m.TaskEnded(job.spec.tag, task.n, keys.TASK_DONE, data_json, nxt, now(),
                                      outcome.duration_ms, outcome.attempts))
         for d in result.definitions:
@@ -197,7 +211,8 @@ class JobRunner(CameronActor):
             connect_timeout=p.connect_timeout or c.connect_timeout,
             read_timeout=p.read_timeout or c.read_timeout,
             retry=RetryPolicy(p.max_attempts or c.max_attempts, p.retry_backoff or c.retry_backoff,
-                              p.retry_backoff_max or c.retry_backoff_max))
+                              p.retry_backoff_max or c.retry_backoff_max),
+            allow=p.allow)
 
     def _flush(self):
         # Calls first: they are the job's critical path, the writes are not. Were this runner

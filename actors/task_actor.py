@@ -11,6 +11,7 @@ from thespian.actors import ActorExitRequest, ThespianWatch
 
 from cameron import activity
 from cameron import activity_loop
+from cameron import actorsys
 from cameron import messages as m
 
 from actors.base import CameronActor, Pipe
@@ -22,6 +23,8 @@ MAX_CALLS = 2048
 IDLE_EXIT = 30.0
 #: How often it checks that its JobRunner still lives (Thespian does not tell a child).
 PARENT_CHECK = datetime.timedelta(seconds=1)
+#: How long the engine's own ports, looked up in /proc, are taken as known.
+PORTS_KEPT = 2.0
 
 
 class TaskActor(CameronActor):
@@ -45,6 +48,7 @@ class TaskActor(CameronActor):
         self._pipes = {}  # str(runner address) -> Pipe of ActivityOutcomes
         self._loop = None  # the CallLoop, started with the first plain-HTTP call
         self._loop_woke = False
+        self._ports = (0.0, set())  # (looked up at, the engine's own ports)
 
     def setup(self, first):
         if first:
@@ -63,8 +67,22 @@ class TaskActor(CameronActor):
         super().receiveMessage(message, sender)
         return ThespianWatch([self._wake_r.fileno()])
 
+    def engine_ports(self) -> set:
+        """Asked from the call threads only when an allow-list pattern lets a call reach this
+        machine: /proc is read at most every PORTS_KEPT seconds."""
+        when, ports = self._ports
+        if time.monotonic() - when > PORTS_KEPT:
+            ports = actorsys.engine_ports(self.config)
+            self._ports = (time.monotonic(), ports)
+        return ports
+
+    @property
+    def signing_key(self) -> bytes | None:
+        return self.config.signing_key.encode() or None
+
     def receiveMsg_CallActivities(self, msg: m.CallActivities, sender):
         plain = []
+        key = self.signing_key
         for call in msg.calls:
             self.in_flight += 1
             if call.url.startswith("http://"):
@@ -72,9 +90,10 @@ class TaskActor(CameronActor):
                     plain.append(activity_loop.Call(
                         (call, sender), call.url, call.body, connect_timeout=call.connect_timeout,
                         read_timeout=call.read_timeout, max_bytes=self.config.max_response_bytes,
-                        max_fanout=self.config.max_fanout, retry=call.retry, headers={
+                        max_fanout=self.config.max_fanout, retry=call.retry, allow=call.allow,
+                        signing_key=key, headers={
                             "X-Cameron-Job": call.job_uuid, "X-Cameron-Task": f"{call.n}:{call.name}"}))
-                except ValueError as e:  # e.g. a port that is no number: the task ends in error
+                except ValueError as e:  # e.g. a space in the URL: the task ends in error
                     self._done.put((sender, m.ActivityOutcome(call.job_uuid, call.n, None,
                                                               f"request failed: {e}", 0, 1)))
                     self._wake()
@@ -91,7 +110,8 @@ class TaskActor(CameronActor):
                 threading.Thread(target=self._work, daemon=True, name="activity").start()
         if plain:
             if self._loop is None:
-                self._loop = activity_loop.CallLoop(self._loop_done, self._loop_round, MAX_CALLS)
+                self._loop = activity_loop.CallLoop(self._loop_done, self._loop_round, MAX_CALLS,
+                                                    engine_ports=self.engine_ports)
             self._loop.submit(plain)
 
     def _loop_done(self, lcall: activity_loop.Call, result, error):
@@ -159,7 +179,8 @@ class TaskActor(CameronActor):
                 result = activity.call(
                     call.url, call.body, connect_timeout=call.connect_timeout,
                     read_timeout=call.read_timeout, max_bytes=self.config.max_response_bytes,
-                    max_fanout=self.config.max_fanout,
+                    max_fanout=self.config.max_fanout, allow=call.allow,
+                    engine_ports=self.engine_ports, signing_key=self.signing_key,
                     headers={"X-Cameron-Job": call.job_uuid, "X-Cameron-Task": f"{call.n}:{call.name}",
                              "X-Cameron-Attempt": str(attempt)})
                 error = None

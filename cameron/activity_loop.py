@@ -21,7 +21,9 @@ import time
 from collections import deque
 from urllib.parse import urlsplit
 
-from cameron.activity import ActivityError, RetryPolicy, _reason, _retry_after, parse_answer
+from cameron.activity import (ActivityError, RetryPolicy, _reason, _retry_after, parse_answer,
+                               request_target, signature)
+from cameron.allow import url_problem
 
 #: An answer's status line and headers may take this much; more is not an activity's answer.
 MAX_HEAD = 65536
@@ -46,35 +48,39 @@ log = logging.getLogger("cameron.activity")
 class Call:
     """One task's activity call, across its attempts. `token` is the caller's, handed back."""
 
-    __slots__ = ("token", "host", "port", "request", "connect_timeout", "read_timeout",
-                 "max_bytes", "max_fanout", "retry", "attempt", "started")
+    __slots__ = ("token", "host", "port", "head", "payload", "connect_timeout", "read_timeout",
+                 "max_bytes", "max_fanout", "retry", "attempt", "started", "allow", "signing_key")
 
     def __init__(self, token, url, body, *, connect_timeout, read_timeout, max_bytes, max_fanout,
-                 retry: RetryPolicy, headers=None):
+                 retry: RetryPolicy, headers=None, allow=None, signing_key: bytes | None = None):
+        problem = url_problem(url)
+        if problem:
+            raise ValueError(f"the URL {problem}: {url[:200]!r}")
         parts = urlsplit(url)
-        try:
-            port = parts.port or 80
-        except ValueError:  # a port that is no number, or out of range
-            port = None
-        if parts.scheme != "http" or not parts.hostname or port is None:
-            raise ValueError(f"not a valid http URL: {url[:200]!r}")
+        if parts.scheme != "http":
+            raise ValueError(f"not an http URL: {url[:200]!r}")
         self.token = token
-        self.host, self.port = parts.hostname, port
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        payload = json.dumps(body).encode()
-        lines = [f"POST {path} HTTP/1.1", f"Host: {parts.netloc}", "Accept-Encoding: identity",
-                 "Content-Type: application/json", f"Content-Length: {len(payload)}"]
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.payload = json.dumps(body).encode()
+        lines = [f"POST {request_target(url)} HTTP/1.1", f"Host: {parts.netloc}",
+                 "Accept-Encoding: identity", "Content-Type: application/json",
+                 f"Content-Length: {len(self.payload)}"]
         # Task names come from activities' answers: no line breaks may reach the request.
         lines += [f"{k}: {' '.join(str(v).splitlines())}" for k, v in (headers or {}).items()]
-        self.request = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + payload
+        self.head = "\r\n".join(lines).encode("utf-8")
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.max_bytes, self.max_fanout, self.retry = max_bytes, max_fanout, retry
+        self.allow, self.signing_key = allow, signing_key
         self.attempt = 0
         self.started = time.monotonic()
 
     def with_attempt(self, n: int) -> bytes:
-        """The request, its X-Cameron-Attempt header saying which attempt this is."""
-        return self.request.replace(b"\r\n\r\n", f"\r\nX-Cameron-Attempt: {n}\r\n\r\n".encode(), 1)
+        """The request, its X-Cameron-Attempt header saying which attempt this is (and, with a
+        key, its signature, fresh for each attempt)."""
+        extra = f"\r\nX-Cameron-Attempt: {n}"
+        if self.signing_key:
+            extra += f"\r\nX-Cameron-Signature: {signature(self.signing_key, self.payload)}"
+        return self.head + extra.encode() + b"\r\n\r\n" + self.payload
 
 
 class _Exchange:
@@ -104,8 +110,9 @@ class CallLoop:
     call ended (after its retries): result an ActivityResult, or None and the ActivityError;
     `on_round()` after each round of socket events and timers."""
 
-    def __init__(self, on_done, on_round=None, max_calls: int = 2048):
+    def __init__(self, on_done, on_round=None, max_calls: int = 2048, engine_ports=set):
         self.on_done = on_done
+        self.engine_ports = engine_ports  # () -> the ports the engine listens on (allow lists)
         self.on_round = on_round  # called after each round of events: to send one wake-up for many
         self.max_calls = max_calls
         self.sel = selectors.DefaultSelector()
@@ -117,7 +124,7 @@ class CallLoop:
         self._waiting = deque()  # calls beyond max_calls, started as others end
         self._timers = []  # heap of (when, seq, what, arg)
         self._seq = itertools.count()
-        self._idle = {}  # (host, port) -> [(socket, since)], most recently used last
+        self._idle = {}  # ((host, port), address) -> [(socket, since)], most recently used last
         self._addrs = {}  # (host, port) -> (sockaddr, family, looked up at)
         self.active = 0  # calls with an exchange under way (not those waiting to be retried)
         self._live = set()  # exchanges in progress, checked against their deadlines every TICK
@@ -201,21 +208,29 @@ class CallLoop:
 
     def _open(self, call: Call, fresh: bool = False):
         key = (call.host, call.port)
-        idle = self._idle.get(key)
+        try:
+            addr, family = self._address(key)
+        except OSError as e:
+            return self._attempt_failed(call, ActivityError(f"connection failed: {_reason(e)}", retriable=True))
+        if call.allow is not None:
+            # Before any connection, new or kept alive (opened for another process's call).
+            problem = call.allow.check(call.host, call.port, addr[0], self.engine_ports)
+            if problem:
+                return self._attempt_failed(call, ActivityError(f"request refused: {problem}"))
+        idle = self._idle.get((key, addr))
         if idle and not fresh:
-            ex = _Exchange(call, idle.pop()[0], key, reused=True)
+            ex = _Exchange(call, idle.pop()[0], (key, addr), reused=True)
             self._watch(ex, call.read_timeout)
             self.sel.register(ex.sock, selectors.EVENT_WRITE, ex)
             self._step(ex)
             return
         try:
-            addr, family = self._address(key)
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError as e:
             return self._attempt_failed(call, ActivityError(f"connection failed: {_reason(e)}", retriable=True))
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        ex = _Exchange(call, sock, key, reused=False)
+        ex = _Exchange(call, sock, (key, addr), reused=False)
         self._watch(ex, call.connect_timeout)
         err = sock.connect_ex(addr)
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):

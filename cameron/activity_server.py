@@ -3,11 +3,14 @@ that the tests and the benchmark call. Run: `python -m cameron.activity_server [
 
 import argparse
 import json
+import os
 import re
 import threading
 import time
 from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from cameron.activity import signature_problem
 
 
 def foo_answer(path: str, body: dict, base: str):
@@ -93,6 +96,14 @@ def lab_answer(path: str, body: dict, base: str, attempt: int = 1):
             {"name": "twin", "url": f"{base}/lab/echo"}, {"name": "twin", "url": f"{base}/lab/echo"}]}}
     if kind == "big":
         return {"name": "big", "data": "x" * int(args[0])}
+    if kind == "spread":  # /lab/spread/N/REST...: N children at /lab/REST...
+        n, rest = int(args[0]), "/".join(args[1:])
+        return {"name": "spread", "data": body.get("data"), "next_activities": {"definitions": [
+            {"name": f"child_{i}", "url": f"{base}/lab/{rest}"} for i in range(n)]}}
+    if kind == "nextfrom":  # next activities as the job's data says (a JSON list of definitions)
+        data = body.get("data")
+        return {"name": "nextfrom", "data": "from nextfrom", "next_activities": {
+            "definitions": json.loads(data) if isinstance(data, str) else data}}
     return None
 
 
@@ -102,6 +113,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
+        if self.server.signing_key:
+            problem = signature_problem(self.server.signing_key, self.headers.get("X-Cameron-Signature"), raw)
+            if problem:
+                return self._reply(401, "application/json", json.dumps({"error": problem}).encode())
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
@@ -142,8 +157,10 @@ class ActivityServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 4096  # the benchmark opens a thousand connections at once
 
-    def __init__(self, host="127.0.0.1", port=9292):
+    def __init__(self, host="127.0.0.1", port=9292, signing_key: str = ""):
         super().__init__((host, port), _Handler)
+        #: With a key, calls without Cameron's valid, recent signature are refused (401).
+        self.signing_key = signing_key.encode() or None
         self._lock = threading.Lock()
         self._calls = Counter()
         self._log = deque(maxlen=200_000)  # bounded: the benchmark makes millions of calls
@@ -182,8 +199,9 @@ def main(argv=None):
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9292)
     args = parser.parse_args(argv)
-    server = ActivityServer(args.host, args.port)
-    print(f"activity server (foo, lab) on {server.url}", flush=True)
+    server = ActivityServer(args.host, args.port, os.environ.get("CAMERON_SIGNING_KEY", ""))
+    print(f"activity server (foo, lab) on {server.url}"
+          f"{', checking signatures' if server.signing_key else ''}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -208,6 +208,25 @@ def system_pids(config: Config) -> list[int]:
     return _session_members(sid) if sid else []
 
 
+def engine_ports(config: Config) -> set[int]:
+    """The ports this engine listens on: the API, the admin, and every socket of the actor
+    system's processes (the caller's session) and of API servers (gunicorn serving
+    cameron.wsgi). An activity must not be able to send the engine's calls to them."""
+    session = os.getsid(0)
+    pids = []
+    for pid in procfs.all_pids():
+        try:
+            if os.getsid(pid) == session:
+                pids.append(pid)
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"cameron.wsgi" in f.read():
+                    pids.append(pid)
+        except OSError:
+            pass
+    return {config.port, config.admin_port} | {port for _, _, port in procfs.listening(pids)}
+
+
 def _session_members(sid: int) -> list[int]:
     # A session id can be reused once its leader is gone: only count processes that run our
     # own interpreter, as every process Thespian forks for us does.

@@ -81,7 +81,9 @@ def cmd_run(config: Config, args) -> int:
             embedded = EmbeddedRedis(config.data_dir).start()
             _say(f"embedded Redis at {embedded.url} (data in {embedded.dir})")
         if not args.no_foo:
-            foo = _spawn([sys.executable, "-m", "cameron.activity_server", "--port", str(args.foo_port)])
+            # With a signing key, the sample server checks every call's signature.
+            foo = _spawn([sys.executable, "-m", "cameron.activity_server", "--port", str(args.foo_port)],
+                         env={**os.environ, "CAMERON_SIGNING_KEY": config.signing_key})
             _wait_http(f"http://127.0.0.1:{args.foo_port}/calls", foo, 15, "the foo activity server")
         _start_actors(config)
         actors_up = True
@@ -287,7 +289,7 @@ def main(argv=None) -> int:
     try:
         config = from_env()
         if args.command in ("run", "start"):
-            catalog.load(config.processes_file)  # a bad catalog stops start-up here, clearly
+            catalog.load(config.processes_file, config.allow)  # a bad catalog stops start-up here, clearly
             problem = logs.check_syslog(config.log_syslog)
             if problem:
                 raise ConfigError(problem)

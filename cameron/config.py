@@ -5,7 +5,7 @@ import math
 import os
 import socket
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 #: The checkout Cameron runs from; config/ and the embedded Redis data live under it.
@@ -56,6 +56,15 @@ class Config:
     max_fanout: int = 1000
     max_depth: int = 100
     max_response_bytes: int = 10 * 1024 * 1024
+    #: Tasks one job may have, and bytes of answers it may store; past either, the task whose
+    #: answer would go beyond ends `error` naming the limit.
+    max_tasks: int = 10000
+    max_job_bytes: int = 100 * 1024 * 1024
+    #: Where activities may live, for processes whose catalog entry has no `allow` list:
+    #: "host:port" entries, comma-separated; empty means each process's start URL's host and port.
+    allow: str = ""
+    #: With a key, every activity call carries X-Cameron-Signature (HMAC-SHA256 of the body).
+    signing_key: str = field(default="", repr=False)  # a secret: never in a log line
     #: How long the web layer waits for the actor system before answering 503.
     ask_timeout: float = 10.0
     #: Seconds a finished job stays in Redis; 0 keeps it for ever.
@@ -109,6 +118,10 @@ SETTINGS = {
     "max_fanout": ("CAMERON_MAX_FANOUT", int, POSITIVE),
     "max_depth": ("CAMERON_MAX_DEPTH", int, POSITIVE),
     "max_response_bytes": ("CAMERON_MAX_RESPONSE_BYTES", int, POSITIVE),
+    "max_tasks": ("CAMERON_MAX_TASKS", int, POSITIVE),
+    "max_job_bytes": ("CAMERON_MAX_JOB_BYTES", int, POSITIVE),
+    "allow": ("CAMERON_ALLOW", str, None),
+    "signing_key": ("CAMERON_SIGNING_KEY", str, None),
     "max_attempts": ("CAMERON_MAX_ATTEMPTS", int, POSITIVE),
     "retry_backoff": ("CAMERON_RETRY_BACKOFF", float, POSITIVE),
     "retry_backoff_max": ("CAMERON_RETRY_BACKOFF_MAX", float, POSITIVE),
@@ -173,6 +186,8 @@ def _read_file(path: Path) -> dict:
         where = f"settings file {path}: {name} = {value!r}"
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if name == "allow" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = ",".join(value)  # a TOML list, as in the catalog
         if type(value) is not kind:
             raise ConfigError(f"{where}: expected {_KIND_NAMES[kind]}")
         values[name] = _parse(kind, bounds, value, where)
@@ -199,6 +214,12 @@ def _check(values: dict, where):
     url = values.get("redis_url")
     if url and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"{where('redis_url')}: expected redis://, rediss:// or unix://")
+    if values.get("allow"):
+        from cameron.allow import parse_rules
+        try:
+            parse_rules(values["allow"].split(","), where("allow"))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     level = values.get("log_level", _DEFAULTS["log_level"])
     if level not in LOG_LEVELS:
         raise ConfigError(f"{where('log_level')}: expected one of {', '.join(LOG_LEVELS)}")

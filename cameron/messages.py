@@ -243,6 +243,7 @@ class ActivityCall:
     connect_timeout: float
     read_timeout: float
     retry: RetryPolicy
+    allow: Any = None  # the process's AllowList: checked against the address connected to
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ start = "{activities.url}/foo/v0.0.1/start"
 
 [processes.mixed]
 start = "{lab}/mixed"
+allow = ["127.0.0.1:*"]            # its "refused" child calls port 9
 read_timeout = 1
 max_attempts = 2
 retry_backoff = 0.1
@@ -163,15 +164,17 @@ start = "{lab}/delayed/1500/3/10"
 """
 
 
-def start_engine(tmp: Path, redis_url: str, activities: ActivityServer, **extra_env) -> tuple:
-    """Start actors and gunicorn on free ports; returns (Engine, gunicorn process)."""
+def start_engine(tmp: Path, redis_url: str, activities: ActivityServer, *, catalog=None,
+                 **extra_env) -> tuple:
+    """Start actors and gunicorn on free ports; returns (Engine, gunicorn process).
+    `catalog(api_port)` gives the catalog's text; the lab's processes by default."""
     tmp.mkdir(parents=True, exist_ok=True)
     catalog_file = tmp / "processes.toml"
-    catalog_file.write_text(_catalog(activities, free_port()))
     env = {**os.environ, "CAMERON_ENV": "test", "CAMERON_PROCESSES": str(catalog_file),
            "CAMERON_REDIS_URL": redis_url, "CAMERON_DATA_DIR": str(tmp),
            "CAMERON_ADMIN_PORT": str(free_port()), "CAMERON_PORT": str(free_port()),
            "THESPIAN_BASE_IPADDR": "127.0.0.1", **extra_env}
+    catalog_file.write_text(catalog(int(env["CAMERON_PORT"])) if catalog else _catalog(activities, free_port()))
     engine = Engine(env, f"http://127.0.0.1:{env['CAMERON_PORT']}", redis_url)
     try:
         started = engine.cli("start")

@@ -3,6 +3,7 @@
 import pytest
 
 from cameron import catalog
+from cameron.allow import AllowList, parse_rule
 from cameron.catalog import Process
 from cameron.config import ConfigError
 
@@ -38,12 +39,16 @@ read_timeout = 0.5
 """)
     # When it is loaded
     processes = catalog.load(path)
-    # Expect both processes, keyed by name; unset settings stay None, ints become floats
+    # Expect both processes, keyed by name; unset settings stay None, ints become floats;
+    # with no allow list, each may call its start URL's host and port alone
     assert processes == {
-        "foo": Process(name="foo", start_url="http://127.0.0.1:9292/foo/v0.0.1/start"),
+        "foo": Process(name="foo", start_url="http://127.0.0.1:9292/foo/v0.0.1/start",
+                       allow=AllowList("foo", (parse_rule("127.0.0.1:9292"),))),
         "billing.v2-beta_1": Process(name="billing.v2-beta_1",
                                      start_url="https://billing.example.com/start",
-                                     connect_timeout=2.0, read_timeout=0.5),
+                                     connect_timeout=2.0, read_timeout=0.5,
+                                     allow=AllowList("billing.v2-beta_1",
+                                                     (parse_rule("billing.example.com:443"),))),
     }
     assert isinstance(processes["billing.v2-beta_1"].connect_timeout, float)
 

@@ -7,12 +7,14 @@ import pytest
 
 from actors import task_actor
 from cameron import messages as m
+from cameron.config import Config
 
 
 @pytest.fixture
 def actor(monkeypatch):
     monkeypatch.setattr(task_actor, "IDLE_EXIT", 0.2)
     actor = task_actor.TaskActor()
+    actor.config = Config()
     release = threading.Event()
     calls = []
 
@@ -63,6 +65,7 @@ def test_idle_threads_are_reused_before_new_ones_are_made(actor):
 def gated(monkeypatch):
     """A TaskActor whose calls end when the test says, and whose sends are recorded."""
     actor = task_actor.TaskActor()
+    actor.config = Config()
     gates, sent = {}, []
 
     def fake_call(call, reply_to):
@@ -104,7 +107,7 @@ def test_an_outcome_does_not_wait_for_its_slower_siblings(gated):
 def test_an_activity_url_with_a_bad_port_ends_its_task_in_error_not_the_actor(gated):
     # Given an activity answer that named a next activity at "http://host:port" with no number
     actor, end, sent = gated
-    actor.config = type("Config", (), {"max_response_bytes": 1000, "max_fanout": 10})()
+    actor.config = Config(max_response_bytes=1000, max_fanout=10)
     bad = m.ActivityCall("j", 0, "t", "http://127.0.0.1:notaport/x", {}, 1.0, 1.0, None)
     # When it is to be called
     actor.receiveMsg_CallActivities(m.CallActivities([bad]), sender="runner")
@@ -113,5 +116,6 @@ def test_an_activity_url_with_a_bad_port_ends_its_task_in_error_not_the_actor(ga
     [(to, msg)] = sent
     [outcome] = msg.outcomes
     assert to == "runner" and outcome.result is None
-    assert outcome.error == "request failed: not a valid http URL: 'http://127.0.0.1:notaport/x'"
+    assert outcome.error == ("request failed: the URL has a port that is no number from 0 to 65535: "
+                             "'http://127.0.0.1:notaport/x'")
     assert actor.in_flight == 0
