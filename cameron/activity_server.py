@@ -3,6 +3,7 @@ that the tests and the benchmark call. Run: `python -m cameron.activity_server [
 
 import argparse
 import json
+import logging
 import os
 import re
 import threading
@@ -10,6 +11,7 @@ import time
 from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from cameron import actorsys
 from cameron.activity import signature_problem
 
 
@@ -202,6 +204,7 @@ def main(argv=None):
     server = ActivityServer(args.host, args.port, os.environ.get("CAMERON_SIGNING_KEY", ""))
     print(f"activity server (foo, lab) on {server.url}"
           f"{', checking signatures' if server.signing_key else ''}", flush=True)
+    actorsys.warn_if_exposed(logging.getLogger("cameron.activity_server"), "the sample server", args.host)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

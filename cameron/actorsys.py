@@ -49,7 +49,8 @@ def warn_if_exposed(log, what: str, address: str):
 
 
 _RISKS = {"the actor system": "can run code as this user (Thespian unpickles what it receives)",
-          "the API": "can start, read and cancel jobs unless API tokens are set"}
+          "the API": "can start, read and cancel jobs unless API tokens are set",
+          "the sample server": "can call its activities"}
 
 
 def is_loopback(address: str) -> bool:

@@ -60,21 +60,15 @@ class Rule:
     host: str  # a lower-case name or pattern; "" when `network` says it
     network: object  # ipaddress network, or None
     port: int | None  # None: any port
-
-    @property
-    def exact(self) -> bool:
-        """One host and one port, written out: it may name even one of the engine's own ports."""
-        if self.port is None:
-            return False
-        if self.network is not None:
-            return self.network.num_addresses == 1
-        return "*" not in self.host
+    #: One host and one port, written out: it may name even one of the engine's own ports.
+    exact: bool = False
+    address: str | None = None  # the one address of a one-address network, as text
 
     def matches(self, host: str, port: int, ip: str) -> bool:
         if self.port is not None and port != self.port:
             return False
         if self.network is not None:
-            return _address(ip) in self.network
+            return ip == self.address or _address(ip) in self.network  # the first: no parsing
         if self.host == "*":
             return not is_local(ip)
         if self.host.startswith("*."):
@@ -107,8 +101,10 @@ def parse_rule(text: str) -> Rule:
         name = host.lower()
         if "*" in name[1:] or (name.startswith("*") and name != "*" and not name.startswith("*.")):
             raise ValueError(f"allow entry {text!r}: a wildcard may only start the name, as in *.example.com")
-        return Rule(text, name, None, port_number)
-    return Rule(text, "", network, port_number)
+        return Rule(text, name, None, port_number, exact=port_number is not None and "*" not in name)
+    single = network.num_addresses == 1
+    return Rule(text, "", network, port_number, exact=single and port_number is not None,
+                address=str(network.network_address) if single else None)
 
 
 def parse_rules(entries, where: str) -> tuple:

@@ -159,3 +159,19 @@ def test_listening_beyond_loopback_is_warned_about_naming_the_risk(caplog):
         actorsys.warn_if_exposed(log, "the actor system", "0.0.0.0")
     [record] = caplog.records
     assert "0.0.0.0" in record.getMessage() and "run code as this user" in record.getMessage()
+
+
+def test_the_readmes_signature_check_accepts_cameron_calls_and_refuses_others():
+    # The few lines the README gives activities, run as they stand there.
+    from cameron.config import ROOT
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("def signed_by_cameron", 1)[1].split("```", 1)[0]
+    scope = {}
+    exec("import hashlib, hmac, time\ndef signed_by_cameron" + code, scope)
+    check = scope["signed_by_cameron"]
+    body = b'{"job": "j", "data": 1}'
+    assert check(b"k", signature(b"k", body), body)
+    assert not check(b"k", signature(b"k", body), body + b" ")
+    assert not check(b"other", signature(b"k", body), body)
+    assert not check(b"k", signature(b"k", body, now=1_000_000), body)  # replayed, years later
+    assert not check(b"k", None, body)
