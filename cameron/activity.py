@@ -266,6 +266,8 @@ def _exchange(conn, path, payload, headers, connect_timeout, read_timeout, max_b
     deadline = _reaper.watch(conn.sock, read_timeout)
     try:
         conn.request("POST", path, payload, headers)
+        # Acknowledge the answer's first segment at once (see activity_loop._quick_ack).
+        conn.sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_QUICKACK", 12), 1)
         resp = conn.getresponse()
         raw = resp.read(max_bytes + 1) if resp.status == 200 else resp.read(65536)
     except Exception:

@@ -39,10 +39,38 @@ RECV_SIZE = 65536
 #: How often calls in progress are checked against their deadlines: a timer per call would
 #: keep every call's memory until its deadline, long after most calls have ended.
 TICK = 0.05
+#: Connections being opened to one host and port at once; more calls wait for one of them.
+#: A server whose listen backlog is small (the standard library's is 5) drops the connection
+#: requests of a burst beyond it, and the kernel asks again only after 1, 3, 7... seconds.
+#: The limit starts high (a remote host's handshakes take a round trip each), is halved, down
+#: to the minimum, each time a request had to be made again, and grows back by one with each
+#: connection that needed no second request.
+MAX_CONNECTING, MIN_CONNECTING = 16, 4
+#: A connection request unanswered for this long, or four handshakes of that host if longer,
+#: is made again (then after twice as long, up to eight times) instead of waiting for the
+#: kernel's second try a second later: by then the server has taken the burst's first
+#: connections. Checked this often while connections are being opened.
+SYN_AGAIN = 0.02
+SYN_CHECK = 0.01
 
 _CONNECTING, _SENDING, _HEAD, _BODY = range(4)
 
 log = logging.getLogger("cameron.activity")
+
+
+def _quick_ack(sock):
+    """Acknowledge what arrives at once, not after Linux's delayed-ACK wait (up to 40 ms).
+    Servers that write an answer's headers and body in two sends without TCP_NODELAY (the
+    standard library's http.server, many small frameworks) hold the body back under Nagle's
+    rule until the headers are acknowledged: every call took 40 ms. The kernel drops the
+    flag again after a while, so it is set on each read."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+    except OSError:
+        pass
+
+
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
 
 
 class Call:
@@ -87,7 +115,8 @@ class _Exchange:
     """One attempt of a call on one connection."""
 
     __slots__ = ("call", "sock", "key", "reused", "out", "state", "buf", "got_any", "deadline",
-                 "status", "reason", "headers", "keep", "length", "chunk", "limit", "body", "done")
+                 "status", "reason", "headers", "keep", "length", "chunk", "limit", "body", "done",
+                 "syn_at", "syn_tries")
 
     def __init__(self, call: Call, sock, key, reused: bool):
         self.call, self.sock, self.key, self.reused = call, sock, key, reused
@@ -103,6 +132,7 @@ class _Exchange:
         self.limit = 0
         self.body = bytearray()
         self.done = False
+        self.syn_at, self.syn_tries = 0.0, 0  # when the last connection request went out, how many
 
 
 class CallLoop:
@@ -126,6 +156,12 @@ class CallLoop:
         self._seq = itertools.count()
         self._idle = {}  # ((host, port), address) -> [(socket, since)], most recently used last
         self._addrs = {}  # (host, port) -> (sockaddr, family, looked up at)
+        self._connecting = {}  # (host, port) -> connections being opened to it now
+        self._connect_limit = {}  # (host, port) -> how many may be, if not MAX_CONNECTING
+        self._parked = {}  # (host, port) -> deque of calls waiting until fewer are being opened
+        self._handshake = {}  # (host, port) -> the quickest connection to it so far, seconds
+        self._syns = set()  # exchanges waiting for their connection
+        self.syns_again = 0  # connection requests made again (a server's backlog was full)
         self.active = 0  # calls with an exchange under way (not those waiting to be retried)
         self._live = set()  # exchanges in progress, checked against their deadlines every TICK
         self._ticking = False
@@ -224,19 +260,71 @@ class CallLoop:
             self.sel.register(ex.sock, selectors.EVENT_WRITE, ex)
             self._step(ex)
             return
+        if self._connecting.get(key, 0) >= self._connect_limit.get(key, MAX_CONNECTING):
+            self._parked.setdefault(key, deque()).append(call)
+            return
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError as e:
             return self._attempt_failed(call, ActivityError(f"connection failed: {_reason(e)}", retriable=True))
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._connecting[key] = self._connecting.get(key, 0) + 1
         ex = _Exchange(call, sock, (key, addr), reused=False)
         self._watch(ex, call.connect_timeout)
-        err = sock.connect_ex(addr)
+        self._syn(ex)
+
+    def _syn(self, ex: _Exchange):
+        """Ask for a connection on the exchange's socket."""
+        ex.sock.setblocking(False)
+        ex.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ex.syn_at = time.monotonic()
+        if not self._syns:
+            self._at(ex.syn_at + SYN_CHECK, self._syn_check, None)
+        self._syns.add(ex)
+        err = ex.sock.connect_ex(ex.key[1])
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
             return self._fail(ex, ActivityError(f"connection failed: {_reason(OSError(err, os.strerror(err)))}",
                                                 retriable=True))
-        self.sel.register(sock, selectors.EVENT_WRITE, ex)
+        self.sel.register(ex.sock, selectors.EVENT_WRITE, ex)
+
+    def _syn_again(self, ex: _Exchange):
+        """A connection request that the server has not answered: very likely dropped (its
+        backlog was full), so a new one, not the kernel's next try a second later."""
+        key = ex.key[0]
+        self._connect_limit[key] = max(MIN_CONNECTING, self._connect_limit.get(key, MAX_CONNECTING) // 2)
+        self.syns_again += 1
+        self.sel.unregister(ex.sock)
+        ex.sock.close()
+        ex.sock = socket.socket(socket.AF_INET6 if ":" in ex.key[1][0] else socket.AF_INET, socket.SOCK_STREAM)
+        ex.syn_tries += 1
+        self._syn(ex)
+
+    def _syn_check(self, _):
+        now = time.monotonic()
+        for ex in [ex for ex in self._syns if ex.key[0] in self._handshake]:
+            wait = max(SYN_AGAIN, 4 * self._handshake[ex.key[0]]) * 2 ** min(ex.syn_tries, 3)
+            if now - ex.syn_at > wait:
+                self._guarded(self._syn_again, ex)
+        if self._syns:
+            self._at(now + SYN_CHECK, self._syn_check, None)
+
+    def _connect_ended(self, ex: _Exchange, ok: bool):
+        key = ex.key[0]
+        self._syns.discard(ex)
+        self._connecting[key] -= 1
+        if ok:
+            took = time.monotonic() - ex.syn_at
+            self._handshake[key] = min(took, self._handshake.get(key, took))
+            if not ex.syn_tries and key in self._connect_limit:
+                self._connect_limit[key] += 1
+                if self._connect_limit[key] >= MAX_CONNECTING:
+                    del self._connect_limit[key]
+        parked = self._parked.get(key)
+        while parked and self._connecting[key] < self._connect_limit.get(key, MAX_CONNECTING):
+            self._open(parked.popleft())
+        if not parked:
+            self._parked.pop(key, None)
+            if not self._connecting[key]:
+                del self._connecting[key]
 
     def _address(self, key):
         known = self._addrs.get(key)
@@ -256,6 +344,7 @@ class CallLoop:
                 err = ex.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err:
                     raise OSError(err, os.strerror(err))
+                self._connect_ended(ex, ok=True)
                 ex.state = _SENDING
                 ex.deadline = time.monotonic() + ex.call.read_timeout
             if ex.state == _SENDING:
@@ -263,12 +352,14 @@ class CallLoop:
                     ex.out = ex.out[ex.sock.send(ex.out):]
                 ex.state = _HEAD
                 self.sel.modify(ex.sock, selectors.EVENT_READ, ex)
+                _quick_ack(ex.sock)
                 return
             while not ex.done:
                 data = ex.sock.recv(RECV_SIZE)
                 if not data:
                     return self._closed(ex)
                 ex.got_any = True
+                _quick_ack(ex.sock)
                 self._feed(ex, data)
         except BlockingIOError:
             return
@@ -441,6 +532,8 @@ class CallLoop:
         """The exchange is over: its connection goes back to the idle ones, or is closed."""
         ex.done = True
         self._live.discard(ex)
+        if ex.state == _CONNECTING:
+            self._connect_ended(ex, ok=False)
         try:
             self.sel.unregister(ex.sock)
         except (KeyError, ValueError):

@@ -223,3 +223,56 @@ def test_a_negative_content_length_is_an_error_not_an_answer(serve):
     server = serve(lambda n: (b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n" + ANSWER, True))
     [(result, error)] = run([call(server.url + "/a")])
     assert result is None and str(error) == "connection failed: bad Content-Length"
+
+
+def test_a_burst_at_a_server_with_a_tiny_backlog_is_asked_again_not_left_to_the_kernel():
+    # Given a server with a listen backlog of 1 that takes one connection every 10 ms (the
+    # standard library's servers have 5): a burst overflows it and its kernel drops requests
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    served, stop = [], threading.Event()
+
+    def accept_slowly():
+        while not stop.wait(0.01):
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(ok(extra=b"Connection: close\r\n"))
+                served.append(1)
+    threading.Thread(target=accept_slowly, daemon=True).start()
+    done, out = threading.Event(), []
+
+    def on_done(c, result, error):
+        out.append(error)
+        if len(out) == 40:
+            done.set()
+    loop = CallLoop(on_done)
+    try:
+        # When 40 calls go at once
+        loop.submit([call(url + "/a", i, connect_timeout=30.0, read_timeout=30.0) for i in range(40)])
+        assert done.wait(60), f"{len(out)} of 40 calls ended"
+        # Expect every one answered once, and requests the server dropped made again by the
+        # loop (the kernel alone waits 1, 3, 7... s before it asks again)
+        assert out == [None] * 40 and len(served) == 40
+        assert loop.syns_again > 0
+    finally:
+        stop.set()
+        loop.close()
+        sock.close()
+
+
+def test_every_read_is_acknowledged_at_once(serve, monkeypatch):
+    # A server that writes an answer's headers and body in two sends, without TCP_NODELAY,
+    # waits for the headers' ACK before the body: delayed, that ACK cost each call 40 ms.
+    from cameron import activity_loop
+    acked = []
+    monkeypatch.setattr(activity_loop, "_quick_ack", lambda sock: acked.append(sock.fileno()))
+    server = serve(lambda n: ([ok()[:40], ok()[40:]], False))
+    results = run([call(server.url + "/a", i) for i in range(5)])
+    assert all(error is None for _, error in results)
+    assert len(acked) >= 10  # after each request is sent, and after each read
