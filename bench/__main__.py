@@ -3,6 +3,7 @@ print them against their targets and write them to bench/results.json."""
 
 import argparse
 import json
+import math
 import os
 import signal
 import statistics
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 from bench import figures
+from bench.activities import GUNICORN_WORKERS, KINDS
 from bench.stack import JobTimeout, Stack
 
 #: Sizes of the full run (about 6 minutes on 2 cores) and of --smoke (seconds, for the tests).
@@ -21,10 +23,12 @@ from bench.stack import JobTimeout, Stack
 #: shows its latency there. limit_clients: the minimal client is measured at each of these
 #: and the best counts (on 2 cores it does best with few: its own threads share one GIL).
 FULL = {"repeats": 3, "chain": 20, "hop_jobs": 10, "clients": 48, "throughput_s": 30.0,
-        "limit_clients": [4, 8, 48], "limit_s": 6.0, "fanout_n": 100, "fanout_ms": 1000,
+        "limit_clients": [4, 8, 48], "limit_s": 6.0, "requests_threads": 48, "requests_s": 10.0,
+        "fanout_n": 100, "fanout_ms": 1000,
         "inflight_n": 1000, "inflight_ms": 2000, "posters": 50, "accept_n": 1000, "accept_clients": 30}
 SMOKE = {"repeats": 1, "chain": 5, "hop_jobs": 2, "clients": 2, "throughput_s": 1.0,
-         "limit_clients": [2], "limit_s": 0.5, "fanout_n": 5, "fanout_ms": 100, "inflight_n": 20,
+         "limit_clients": [2], "limit_s": 0.5, "requests_threads": 2, "requests_s": 0.5,
+         "fanout_n": 5, "fanout_ms": 100, "inflight_n": 20,
          "inflight_ms": 200, "posters": 5, "accept_n": 20, "accept_clients": 5}
 
 #: figure -> (comparison, bound, unit) of issue 5.
@@ -39,7 +43,24 @@ FIGURES = ["cores", "hop_overhead_ms", "throughput_jobs_per_s", "limit_calls_per
 
 
 #: The measurements, by the name --only takes.
-PARTS = ["hop", "throughput", "limit", "fanout", "inflight", "accept"]
+PARTS = ["hop", "throughput", "limit", "requests", "fanout", "inflight", "accept"]
+#: The activity servers (bench.activities.KINDS), and what is measured against each: every
+#: figure about calling activities against all three; the engine's own (a thousand jobs in
+#: flight, accepting starts) against the fast one.
+SERVER_PARTS = {"fast": PARTS, "stdlib": PARTS[:5], "gunicorn": PARTS[:5]}
+#: Figures given per server, with their targets (the fan-out's depends on the server).
+SERVER_FIGURES = ["hop_overhead_ms", "throughput_jobs_per_s", "limit_calls_per_s", "throughput_ratio",
+                  "requests_jobs_per_s", "vs_requests", "fanout_100x1s_s"]
+SERVER_TARGETS = {"hop_overhead_ms": ("<=", 3, "ms"), "throughput_ratio": (">=", 0.5, ""),
+                  "vs_requests": (">=", 1, "")}
+
+
+def fanout_target(server: str, sizes: dict) -> float:
+    """Fan-out time allowed: the activities' own time where the server takes every call at once,
+    10 % over what its concurrency allows where it does not (gunicorn's sync workers)."""
+    if server == "gunicorn":
+        return 1.1 * sizes["fanout_ms"] / 1000 * math.ceil(sizes["fanout_n"] / GUNICORN_WORKERS)
+    return 1.5 * sizes["fanout_ms"] / 1000
 
 
 def measure(stack: Stack, sizes: dict, say, only=PARTS) -> dict:
@@ -69,6 +90,8 @@ def measure(stack: Stack, sizes: dict, say, only=PARTS) -> dict:
     repeat("throughput", figures.throughput, stack=stack, api=api, clients=sizes["clients"],
            seconds=sizes["throughput_s"])
     repeat("limit", figures.limit, stack=stack, clients=sizes["limit_clients"], seconds=sizes["limit_s"])
+    repeat("requests", figures.requests_client, stack=stack, threads=sizes["requests_threads"],
+           seconds=sizes["requests_s"])
     repeat("fanout", figures.fanout, stack=stack, api=api)
     repeat("inflight", figures.inflight, stack=stack, api=api, jobs=sizes["inflight_n"],
            posters=sizes["posters"])
@@ -86,6 +109,9 @@ def measure(stack: Stack, sizes: dict, say, only=PARTS) -> dict:
         "limit_calls_per_s": med("limit", "limit_calls_per_s"),
         # a foo job is 7 tasks
         "throughput_ratio": jobs_per_s * 7 / limit if jobs_per_s and limit else None,
+        "requests_jobs_per_s": med("requests", "requests_jobs_per_s"),
+        "vs_requests": (jobs_per_s / med("requests", "requests_jobs_per_s")
+                        if jobs_per_s and med("requests", "requests_jobs_per_s") else None),
         "fanout_100x1s_s": med("fanout", "fanout_s"),
         "inflight_1000x2s_s": med("inflight", "inflight_s"),
         "inflight_rss_mib": med("inflight", "inflight_rss_mib"),
@@ -136,7 +162,11 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, help="runs of each figure (median reported)")
     parser.add_argument("--only", help=f"a comma-separated subset of {','.join(PARTS)}, while "
                         "working on one figure (the results file then lacks the others)")
+    parser.add_argument("--servers", default=",".join(KINDS),
+                        help=f"the activity servers to measure against (default: {','.join(KINDS)})")
     args = parser.parse_args(argv)
+    if set(args.servers.split(",")) - set(KINDS):
+        parser.error(f"--servers takes {', '.join(KINDS)}")
     only = args.only.split(",") if args.only else PARTS
     if set(only) - set(PARTS):
         parser.error(f"--only takes {', '.join(PARTS)}")
@@ -150,19 +180,56 @@ def main(argv=None) -> int:
     # SIGTERM stops the run as Ctrl-C does: through the finally blocks that stop the stack.
     signal.signal(signal.SIGTERM, _interrupt)
     began = time.monotonic()
-    with Stack(sizes) as stack:
-        say(f"stack up: API {stack.api}, activities {stack.acts_url}")
-        results = measure(stack, sizes, say, only)
-        results["engine"] = {"web_workers": stack.config.web_workers, "web_threads": stack.config.web_threads,
-                             "runners": stack.config.runners}
-        results["pids"] = stack.all_pids()
-    results.update(smoke=args.smoke, sizes=sizes, seconds=round(time.monotonic() - began, 1),
+    results, servers, pids = {}, {}, []
+    for server in args.servers.split(","):
+        parts = [p for p in only if p in SERVER_PARTS[server]]
+        if not parts:
+            continue
+        with Stack(sizes, server) as stack:
+            say(f"{server} activity server: stack up: API {stack.api}, activities {stack.acts_url}")
+            measured = measure(stack, sizes, say, parts)
+            pids += stack.all_pids()
+            engine = {"web_workers": stack.config.web_workers, "web_threads": stack.config.web_threads,
+                      "runners": stack.config.runners}
+        servers[server] = {k: measured[k] for k in SERVER_FIGURES + ["runs"] if k in measured}
+        servers[server]["fanout_target_s"] = fanout_target(server, sizes)
+        if server == "fast":  # the engine's own figures, as ever at the top
+            results = measured
+    results.update(servers=servers, engine=engine, pids=pids, smoke=args.smoke, sizes=sizes,
+                   seconds=round(time.monotonic() - began, 1),
                    date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    results["task_errors"] = sum(r.get("errors", 0) for f in servers.values()
+                                 for rs in f.get("runs", {}).values() for r in rs)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(table(results, check=not args.smoke))
+    print(server_table(servers, check=not args.smoke))
     say(f"{results['seconds']} s; figures in {args.out}")
     return 0
 
+
+def server_table(servers: dict, check: bool) -> str:
+    """One row per figure about calling activities, a column per activity server."""
+    names = list(servers)
+    rows = [("figure", *names, "target")]
+    for key in SERVER_FIGURES:
+        cells, misses = [], []
+        for name in names:
+            value = servers[name].get(key)
+            target = SERVER_TARGETS.get(key)
+            if key == "fanout_100x1s_s":
+                target = ("<=", servers[name]["fanout_target_s"], "s")
+            ok = None
+            if value is not None and target and check:
+                ok = value <= target[1] if target[0] == "<=" else value >= target[1]
+            cells.append("-" if value is None else f"{value:.4g}" + ("" if ok is None else " ok" if ok else " MISS"))
+        if key == "fanout_100x1s_s":
+            target_text = "<= 1.5 s; gunicorn: 1.1 x its workers' share"
+        else:
+            target = SERVER_TARGETS.get(key)
+            target_text = f"{target[0]} {target[1]:g} {target[2]}".rstrip() if target else ""
+        rows.append((key, *cells, target_text))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 if __name__ == "__main__":
     try:

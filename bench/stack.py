@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench.activities import GUNICORN_WORKERS
 from cameron import actorsys, keys, store
 from cameron.config import ROOT, from_env
 from cameron.redis_server import EmbeddedRedis
@@ -122,8 +123,9 @@ class Stack:
     """Use as a context manager: everything started is stopped on the way out, by pid,
     whatever happened (an error, Ctrl-C, SIGTERM)."""
 
-    def __init__(self, sizes: dict):
+    def __init__(self, sizes: dict, server: str = "fast"):
         self.sizes = sizes
+        self.server = server  # which kind of activity server (bench.activities.KINDS)
         self.tmp = None
         self.redis = self.acts = self.web = self.watcher = None
         self.actors_started = False
@@ -146,9 +148,13 @@ class Stack:
         self.redis = EmbeddedRedis(str(self.tmp / "data")).start()
         acts_port = free_port()
         # Own sessions: Ctrl-C reaches only the bench, which then stops everything in order.
-        self.acts = subprocess.Popen([sys.executable, "-m", "bench.activities", "--port", str(acts_port)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     start_new_session=True)
+        if self.server == "gunicorn":
+            command = ["-m", "gunicorn", "-k", "sync", "-w", str(GUNICORN_WORKERS), "--preload",
+                       "-b", f"127.0.0.1:{acts_port}", "--log-level", "warning", "bench.activities:wsgi_app"]
+        else:
+            command = ["-m", "bench.activities", "--kind", self.server, "--port", str(acts_port)]
+        self.acts = subprocess.Popen([sys.executable, *command], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, start_new_session=True)
         self.acts_url = f"http://127.0.0.1:{acts_port}"
         wait_for(lambda: self._alive(self.acts, "activity server") and _http_ok(f"{self.acts_url}/stats"),
                  15, "the activity server")
@@ -238,7 +244,8 @@ class Stack:
 
     def all_pids(self) -> list[int]:
         """Every process the bench started, so a test can check that none outlives it."""
-        return self.engine_pids() + [self.redis.proc.pid, self.acts.pid]
+        acts = [self.acts.pid] + actorsys.children(self.acts.pid) if self.acts else []
+        return self.engine_pids() + [self.redis.proc.pid] + acts
 
 
 def _proc_kib(path: str, field: str) -> int:

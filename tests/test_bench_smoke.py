@@ -34,6 +34,10 @@ def test_bench_smoke_reports_every_figure_and_stops_its_stack(tmp_path):
     results = json.loads(out.read_text())
     for key in FIGURES:
         assert isinstance(results[key], (int, float)) and not isinstance(results[key], bool), key
+    # every figure about calling activities, against each of the three kinds of server
+    for server in ("fast", "stdlib", "gunicorn"):
+        for key in ("hop_overhead_ms", "throughput_ratio", "vs_requests", "fanout_100x1s_s"):
+            assert isinstance(results["servers"][server][key], (int, float)), (server, key)
     assert results["smoke"] is True
     assert results["task_errors"] == 0, output
     assert "hop_overhead_ms" in output  # the table was printed
