@@ -1,12 +1,28 @@
 """What every Cameron actor shares: its settings, its peers' addresses, and a liveness answer."""
 
+import ctypes
 import logging
 import os
+import signal
 
 from thespian.actors import ActorSystemMessage, ActorTypeDispatcher
 from thespian.system.transport import TransmitIntent
 
 from cameron import messages as m
+
+
+def link_to_parent(actor) -> None:
+    """OTP's link, for an actor's process: it dies with its parent. Thespian does not tell a
+    child that its parent died, and a killed Supervisor left its whole tree running, working and
+    unseen beside the new one. The kernel sends this process SIGKILL when its parent exits
+    (PR_SET_PDEATHSIG); a parent already gone by now means this process is an orphan too.
+    Only in an actor's own process (not in a unit test that builds an actor by hand)."""
+    if not hasattr(getattr(actor, "_myRef", None), "_send_intent"):
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if parent == 1 or os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class CameronActor(ActorTypeDispatcher):
@@ -23,6 +39,8 @@ class CameronActor(ActorTypeDispatcher):
         self._early = []  # work that arrived before the first Setup
 
     def receiveMessage(self, message, sender):
+        if not self.handled:
+            link_to_parent(self)
         self.handled += 1
         if self.config is None and not isinstance(message, (m.Setup, m.Ping, ActorSystemMessage)):
             # Messages from different senders are not ordered: a peer can reach a freshly

@@ -11,6 +11,7 @@ from thespian.actors import ActorTypeDispatcher
 from cameron import actorsys
 from cameron import messages as m
 
+from actors.base import link_to_parent
 from actors.job_data import JobData
 from actors.job_runner import JobRunner
 from actors.job_scheduler import JobScheduler
@@ -43,6 +44,8 @@ class Supervisor(ActorTypeDispatcher):
         self.handled = 0
 
     def receiveMessage(self, message, sender):
+        if not self.handled:
+            link_to_parent(self)  # its children die with it, and it with the admin
         self.handled += 1
         return super().receiveMessage(message, sender)
 

@@ -1,13 +1,12 @@
 """TaskActor: calls activities over HTTP, many at once, and reports their outcomes."""
 
-import datetime
 import os
 import queue
 import socket
 import threading
 import time
 
-from thespian.actors import ActorExitRequest, ThespianWatch
+from thespian.actors import ThespianWatch
 
 from cameron import activity
 from cameron import activity_loop
@@ -21,8 +20,6 @@ MAX_CALLS = 2048
 #: A pool thread with nothing to do for this long ends: a burst of a thousand slow calls
 #: must not keep a thousand threads' memory for ever.
 IDLE_EXIT = 30.0
-#: How often it checks that its JobRunner still lives (Thespian does not tell a child).
-PARENT_CHECK = datetime.timedelta(seconds=1)
 #: How long the engine's own ports, looked up in /proc, are taken as known.
 PORTS_KEPT = 2.0
 
@@ -44,24 +41,10 @@ class TaskActor(CameronActor):
         self._lock = threading.Lock()
         self._threads = self._idle = 0
         self.in_flight = 0
-        self._parent_pid = None
         self._pipes = {}  # str(runner address) -> Pipe of ActivityOutcomes
         self._loop = None  # the CallLoop, started with the first plain-HTTP call
         self._loop_woke = False
         self._ports = (0.0, set())  # (looked up at, the engine's own ports)
-
-    def setup(self, first):
-        if first:
-            self._parent_pid = os.getppid()
-            self.wakeupAfter(PARENT_CHECK)
-
-    def receiveMsg_WakeupMessage(self, msg, sender):
-        if os.getppid() != self._parent_pid:
-            # Its runner was killed; the new runner has its own TaskActor and calls again.
-            self.log.warning("JobRunner gone; TaskActor exiting")
-            self.send(self.myAddress, ActorExitRequest())
-        else:
-            self.wakeupAfter(PARENT_CHECK)
 
     def receiveMessage(self, message, sender):
         super().receiveMessage(message, sender)

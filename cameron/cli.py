@@ -12,10 +12,11 @@ import urllib.request
 
 import redis
 
-from cameron import actorsys, api, catalog, cli_jobs, keys, logs, store, term, web
+from cameron import actorsys, api, catalog, cli_jobs, keeper, keys, logs, store, term, web
 from cameron import messages as m
 from cameron.config import ROOT, Config, ConfigError, from_env
 from cameron.gateway import EngineUnavailable
+from cameron.keeper import Keeper
 from cameron.redis_server import EmbeddedRedis
 
 
@@ -87,6 +88,8 @@ def cmd_run(config: Config, args) -> int:
             _wait_http(f"http://127.0.0.1:{args.foo_port}/calls", foo, 15, "the foo activity server")
         _start_actors(config)
         actors_up = True
+        top = Keeper(config)
+        top.check()
         _say(f"actor system up (admin port {config.admin_port}, loopback)")
         web = _spawn([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.py"),
                       "cameron.wsgi:app"])
@@ -100,6 +103,10 @@ def cmd_run(config: Config, args) -> int:
             for proc, what in ((web, "gunicorn"), (foo, "the foo server"), (embedded and embedded.proc, "Redis")):
                 if proc is not None and proc.poll() is not None:
                     raise Fail(f"{what} exited unexpectedly (code {proc.returncode}); stopping")
+            try:
+                top.check()  # the top of the supervision tree: a dead Supervisor is replaced
+            except actorsys.EngineDown:
+                raise Fail("the actor system's admin died; stopping") from None
             time.sleep(0.2)
         _say("stopping")
         return 0
@@ -128,6 +135,8 @@ def cmd_start(config: Config, args) -> int:
             actorsys.stop(config)  # all or nothing: a half-started engine is harder to reason about
             raise Fail(f"{e}; the actor system was stopped again") from None
         print(f"Cameron API on {web.base_url(config)}/api (pid {pid}, log: {web.log_file(config)})")
+    # Last: it would bring back a Supervisor that a failed start is stopping.
+    keeper.spawn(config, log_file)
     return 0
 
 
@@ -136,6 +145,7 @@ def cmd_stop(config: Config, args) -> int:
     web_stopped = web.stop(config)
     if web_stopped:
         print("Cameron API server stopped")
+    keeper.stop(config)
     if not actorsys.stop(config):
         print("Cameron actor system was not running")
         return 0 if web_stopped else 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cameron import actorsys, store
+from cameron import actorsys, keeper, store
 from cameron.activity_server import ActivityServer
 from cameron.config import ROOT, from_env
 from cameron.redis_server import EmbeddedRedis
@@ -233,6 +233,7 @@ def stop_engine(engine: Engine, web: subprocess.Popen):
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     left = [p for p in pids if actorsys.alive(p)]
     assert not left, f"actor processes left after `cameron stop`: {left}"
+    assert not keeper.pidfile(engine.config).exists(), "the keeper still runs after `cameron stop`"
 
 
 @pytest.fixture(scope="session")
