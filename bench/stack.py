@@ -123,9 +123,10 @@ class Stack:
     """Use as a context manager: everything started is stopped on the way out, by pid,
     whatever happened (an error, Ctrl-C, SIGTERM)."""
 
-    def __init__(self, sizes: dict, server: str = "fast"):
+    def __init__(self, sizes: dict, server: str = "fast", acts_url: str | None = None):
         self.sizes = sizes
         self.server = server  # which kind of activity server (bench.activities.KINDS)
+        self.acts_url = acts_url  # an activity server the caller runs, if given
         self.tmp = None
         self.redis = self.acts = self.web = self.watcher = None
         self.actors_started = False
@@ -146,18 +147,8 @@ class Stack:
         # A short path: unix socket names are limited to ~100 bytes.
         self.tmp = Path(tempfile.mkdtemp(prefix="cambench", dir="/tmp"))
         self.redis = EmbeddedRedis(str(self.tmp / "data")).start()
-        acts_port = free_port()
-        # Own sessions: Ctrl-C reaches only the bench, which then stops everything in order.
-        if self.server == "gunicorn":
-            command = ["-m", "gunicorn", "-k", "sync", "-w", str(GUNICORN_WORKERS), "--preload",
-                       "-b", f"127.0.0.1:{acts_port}", "--log-level", "warning", "bench.activities:wsgi_app"]
-        else:
-            command = ["-m", "bench.activities", "--kind", self.server, "--port", str(acts_port)]
-        self.acts = subprocess.Popen([sys.executable, *command], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, start_new_session=True)
-        self.acts_url = f"http://127.0.0.1:{acts_port}"
-        wait_for(lambda: self._alive(self.acts, "activity server") and _http_ok(f"{self.acts_url}/stats"),
-                 15, "the activity server")
+        if self.acts_url is None:
+            self._start_activities()
         (self.tmp / "processes.toml").write_text(catalog(self.acts_url, self.sizes))
         self.env = {**os.environ, "CAMERON_ENV": "test", "CAMERON_PROCESSES": str(self.tmp / "processes.toml"),
                     "CAMERON_REDIS_URL": self.redis.url, "CAMERON_DATA_DIR": str(self.tmp),
@@ -175,6 +166,20 @@ class Stack:
         wait_for(lambda: self._alive(self.web, "gunicorn") and _http_ok(f"{self.api}/api"), 30, "gunicorn")
         self.watcher = DoneWatcher(self.redis.url)
         self.store = store.connect(self.redis.url)
+
+    def _start_activities(self):
+        acts_port = free_port()
+        # Own sessions: Ctrl-C reaches only the bench, which then stops everything in order.
+        if self.server == "gunicorn":
+            command = ["-m", "gunicorn", "-k", "sync", "-w", str(GUNICORN_WORKERS), "--preload",
+                       "-b", f"127.0.0.1:{acts_port}", "--log-level", "warning", "bench.activities:wsgi_app"]
+        else:
+            command = ["-m", "bench.activities", "--kind", self.server, "--port", str(acts_port)]
+        self.acts = subprocess.Popen([sys.executable, *command], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, start_new_session=True)
+        self.acts_url = f"http://127.0.0.1:{acts_port}"
+        wait_for(lambda: self._alive(self.acts, "activity server") and _http_ok(f"{self.acts_url}/stats"),
+                 15, "the activity server")
 
     @staticmethod
     def _alive(proc, what):
