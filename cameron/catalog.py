@@ -1,6 +1,7 @@
 """The process catalog file: which processes exist, where each one starts, and its settings."""
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -8,6 +9,8 @@ from urllib.parse import urlsplit
 from cameron.config import ConfigError, read_toml
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+#: `${NAME}` or `${NAME:-default}` in a start URL: an environment variable; `$$` is a `$`.
+_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SETTINGS = {"connect_timeout": float, "read_timeout": float,
              "max_attempts": int, "retry_backoff": float, "retry_backoff_max": float}
 
@@ -34,12 +37,29 @@ def is_http_url(url) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
-def load(path: str) -> dict[str, Process]:
+def load(path: str, environ=None) -> dict[str, Process]:
     """Read and check a catalog file; any problem raises ConfigError naming the file."""
-    return parse(read_toml(path, "process catalog"), path)
+    return parse(read_toml(path, "process catalog"), path, environ)
 
 
-def parse(doc: dict, path: str = "<catalog>") -> dict[str, Process]:
+def expand(text: str, environ) -> str:
+    """`text` with its `${NAME}` and `${NAME:-default}` replaced from `environ` (an empty
+    variable takes the default, as in the shell); KeyError names a variable unset without one."""
+    def value(match):
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if environ.get(name):
+            return environ[name]
+        if default is None:
+            raise KeyError(name)
+        return default
+    return _VARIABLE.sub(value, text)
+
+
+def parse(doc: dict, path: str = "<catalog>", environ=None) -> dict[str, Process]:
+    environ = os.environ if environ is None else environ
+
     def bad(problem):
         return ConfigError(f"process catalog {path}: {problem}")
 
@@ -55,7 +75,14 @@ def parse(doc: dict, path: str = "<catalog>") -> dict[str, Process]:
             raise bad(f"process name {name!r} must be 1-100 letters, digits, '_', '.' or '-'")
         if not isinstance(entry, dict):
             raise bad(f"[processes.{name}] must be a table")
-        if not is_http_url(entry.get("start")):
+        start = entry.get("start")
+        if isinstance(start, str):
+            try:
+                start = expand(start, environ)
+            except KeyError as e:
+                raise bad(f"[processes.{name}] start refers to ${{{e.args[0]}}}, which is not set "
+                          f"(give a default: ${{{e.args[0]}:-...}})") from None
+        if not is_http_url(start):
             raise bad(f"[processes.{name}] needs start = \"http://...\" (the start activity's URL)")
         settings = {}
         for key, value in entry.items():
@@ -68,5 +95,5 @@ def parse(doc: dict, path: str = "<catalog>") -> dict[str, Process]:
             if _SETTINGS[key] is int and value != int(value):
                 raise bad(f"[processes.{name}] {key} must be a whole number")
             settings[key] = _SETTINGS[key](value)
-        catalog[name] = Process(name=name, start_url=entry["start"], **settings)
+        catalog[name] = Process(name=name, start_url=start, **settings)
     return catalog
