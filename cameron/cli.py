@@ -60,7 +60,7 @@ def _start_actors(config: Config, log_file=None):
     """Clear what an unclean stop left behind, then boot the actor system."""
     orphans = actorsys.orphans(config)
     if orphans:
-        _say(f"stopping {len(orphans)} actor processes left by an engine that died")
+        _say(f"stopping {term.plural(len(orphans), 'actor process')} left by an engine that died")
         actorsys.kill_and_wait(orphans, config)
     try:
         actorsys.start(config, log_file=log_file)
@@ -286,7 +286,7 @@ def _print_status(report: dict):
         print(term.table(["PROCESS", *keys.JOB_STATES],
                          [[name, *counts.values()] for name, counts in sorted(report["jobs"].items())]))
     if "unfinished_jobs" in report:
-        print(f"\n{report['unfinished_jobs']} unfinished jobs")
+        print(f"\n{term.plural(report['unfinished_jobs'], 'unfinished job')}")
 
 
 class _Parser(argparse.ArgumentParser):

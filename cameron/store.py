@@ -268,7 +268,8 @@ class JobStore:
     def list_jobs(self, process: str, *, key: str | None = None, state: str | None = None,
                   limit: int = 50, cursor: tuple | None = None) -> tuple[list, tuple | None]:
         """One page of job summaries, newest first, and the cursor of the next page (None at
-        the end). With both a key and a state the page may hold fewer than `limit` jobs."""
+        the end); None for a process neither in the catalog nor with any job kept. With both
+        a key and a state the page may hold fewer than `limit` jobs."""
         index = keys.key_jobs(process, key) if key is not None else keys.process_jobs(process, state)
         if cursor is None:
             rows = self.redis.zrevrange(index, 0, limit, withscores=True)
@@ -279,6 +280,8 @@ class JobStore:
             rows = [(t, s) for t, s in self.redis.zrevrangebyscore(
                         index, score, "-inf", start=0, num=limit + 1 + ties, withscores=True)
                     if s < score or t < after]
+        if not rows and cursor is None and not self._process_known(process):
+            return None
         page = rows[:limit]
         next_cursor = (page[-1][1], page[-1][0]) if len(rows) > limit else None
         pipe = self.redis.pipeline(transaction=False)
@@ -297,6 +300,12 @@ class JobStore:
                 _unindex(pipe, tag)
             pipe.execute()
         return jobs, next_cursor
+
+    def _process_known(self, process: str) -> bool:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hexists(keys.engine_catalog(self.engine), process)
+        pipe.exists(keys.process_jobs(process))
+        return any(pipe.execute())
 
     def find(self, uuid: str) -> dict | None:
         """The job document of a uuid alone, or None."""

@@ -1,0 +1,95 @@
+"""The CLI's small promises through the real stack: --version, short ids, paging that keeps
+--limit, an unknown process (exit 4, API 404), plurals, full lines when piped, busy ports."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid as uuidlib
+
+import pytest
+import requests
+
+import cameron
+from conftest import free_port
+
+pytestmark = pytest.mark.stack
+
+
+def test_version_is_printed():
+    out = subprocess.run([sys.executable, "-m", "cameron.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"cameron {cameron.__version__}"
+
+
+def test_a_job_is_found_by_the_8_characters_the_cli_prints(engine):
+    # Given a job done
+    doc = engine.run_job("echo", key=f"short-{uuidlib.uuid4().hex[:6]}")
+    short = doc["uuid"][:8]
+    # When it is asked for by its short id, as `--watch` and `--wait` print it
+    shown = engine.cli("job", short, "--json")
+    # Expect the job itself
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["uuid"] == doc["uuid"]
+    # and an id that no job starts with to be "not found"
+    missing = engine.cli("job", "00000000" if not doc["uuid"].startswith("00000000") else "ffffffff")
+    assert missing.returncode == 4 and "no job whose id starts with" in missing.stderr
+
+
+def test_jobs_paging_keeps_the_limit_and_an_unknown_process_is_not_found(engine):
+    # Given three jobs of one key
+    key = f"page-{uuidlib.uuid4().hex[:6]}"
+    for _ in range(3):
+        engine.run_job("echo", key=key)
+    # When they are listed a page of 2 at a time
+    first = engine.cli("jobs", "echo", "--key", key, "--limit", "2")
+    assert first.returncode == 0, first.stderr
+    more = first.stdout.splitlines()[-1]
+    # Expect the next page's command to keep --limit
+    assert more.startswith("more: cameron jobs echo --cursor") and "--limit 2" in more
+    # and a process nobody knows to be "not found" for the CLI and the API alike
+    nope = engine.cli("jobs", "nope")
+    assert nope.returncode == 4 and "no process named 'nope'" in nope.stderr
+    resp = requests.get(f"{engine.base_url}/api/process/nope/job", timeout=10)
+    assert resp.status_code == 404 and resp.json()["title"] == "Unknown process"
+    # while a known process without jobs is an empty page
+    assert requests.get(f"{engine.base_url}/api/process/refused/job?status=cancelled",
+                        timeout=10).status_code == 200
+
+
+def test_status_piped_keeps_whole_lines(engine):
+    # Given status written to a pipe (capture_output), with a narrow COLUMNS
+    out = subprocess.run([sys.executable, "-m", "cameron.cli", "status"], capture_output=True, text=True,
+                         env={**engine.env, "COLUMNS": "60"}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    # Expect no line cut short with an ellipsis, and figures longer than 60 columns kept
+    assert "…" not in out.stdout
+    assert any(len(line) > 60 for line in out.stdout.splitlines())
+
+
+def test_a_busy_port_is_one_line_naming_the_setting(short_tmp):
+    # Given the API's port taken by another program
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "CAMERON_ENV": "test", "CAMERON_DATA_DIR": str(short_tmp / "busy"),
+               "CAMERON_PORT": str(port), "CAMERON_ADMIN_PORT": str(free_port()),
+               "CAMERON_FOO_PORT": str(free_port())}
+        # When the engine is started in the foreground and in the background
+        for args in (["run"], ["start", "--web"]):
+            out = subprocess.run([sys.executable, "-m", "cameron.cli", *args], env=env,
+                                 capture_output=True, text=True, timeout=60)
+            # Expect a refusal in one line that names the port and its setting, and nothing started
+            assert out.returncode == 2, out.stdout + out.stderr
+            assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+            assert f"port {port} (port, CAMERON_PORT)" in out.stderr
+        assert not (short_tmp / "busy" / "run" / "engine.json").exists()
+        assert not (short_tmp / "busy" / "redis").exists()
+
+
+def test_counts_read_as_english():
+    from cameron import term
+    assert [term.plural(1, "process"), term.plural(2, "process"), term.plural(1, "unfinished job"),
+            term.plural(0, "unfinished job")] == ["1 process", "2 processes", "1 unfinished job",
+                                                  "0 unfinished jobs"]
