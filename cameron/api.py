@@ -135,7 +135,7 @@ def _job_request(req) -> dict:
         if field not in body:
             raise falcon.HTTPBadRequest(title="Invalid job request",
                                         description=f"'{field}' is missing")
-        if not isinstance(body[field], str):
+        if not isinstance(body[field], str) and field != "data":  # data: any JSON value
             raise falcon.HTTPBadRequest(title="Invalid job request",
                                         description=f"'{field}' must be a string")
         fields[field] = body[field]

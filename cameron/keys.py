@@ -25,6 +25,8 @@ def task_marker(tag: str, n: int, state: str) -> str:
 
 # Job hash fields (SPEC.md names).
 JOB_KEY, JOB_DATA, JOB_REQUESTOR = "job.key", "job.data", "job.requestor"
+#: "1" when job.data holds JSON text of a value that is not a string (a string is stored as is).
+JOB_DATA_JSON = "job.data.json"
 JOB_STATUS, JOB_TASKS = "job.status.current", "job.tasks"
 # Ours: what a restarted engine needs to run the job again without the catalog.
 JOB_PROCESS, JOB_START_URL = "job.process", "job.start_url"
