@@ -93,3 +93,32 @@ def test_counts_read_as_english():
     assert [term.plural(1, "process"), term.plural(2, "process"), term.plural(1, "unfinished job"),
             term.plural(0, "unfinished job")] == ["1 process", "2 processes", "1 unfinished job",
                                                   "0 unfinished jobs"]
+
+
+def test_production_settings_start_on_a_host_without_syslog(short_tmp):
+    # Given the production settings (which log to /dev/log) on this host, with ports of its own
+    data = short_tmp / "prod"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMERON_")}
+    env.update(CAMERON_ENV="production", CAMERON_DATA_DIR=str(data), CAMERON_PORT=str(free_port()),
+               CAMERON_ADMIN_PORT=str(free_port()), CAMERON_FOO_PORT=str(free_port()),
+               CAMERON_WEB_WORKERS="1", CAMERON_RUNNERS="1")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "cameron.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=90)
+    # When the engine, its API and the sample server are started in the background
+    started = cli("start", "--web", "--with-foo")
+    try:
+        # Expect it to run, warning once that syslog is not there when this host has no /dev/log
+        assert started.returncode == 0, started.stdout + started.stderr
+        if not os.path.exists("/dev/log"):
+            assert "warning: log_syslog='/dev/log'" in started.stderr
+            assert "logging without syslog" in started.stderr
+        base = f"http://127.0.0.1:{env['CAMERON_PORT']}"
+        resp = requests.post(f"{base}/api/process/foo/start", json={"key": "k", "data": "d", "requestor": "r"},
+                             timeout=10)
+        assert resp.status_code == 201, resp.text
+    finally:
+        stopped = cli("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "Traceback" not in (data / "log" / "web.log").read_text()
