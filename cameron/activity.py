@@ -1,4 +1,4 @@
-"""The activity protocol: call one activity over HTTP and check its answer (SPEC.md)."""
+"""The activity protocol: call one activity over HTTP and check its answer (README: The activity protocol)."""
 
 import http.client
 import json

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 def foo_answer(path: str, body: dict, base: str):
-    """The sample `foo` workflow of SPEC.md: start -> act_1..act_5, act_5 -> act_5_sub_1."""
+    """The sample `foo` workflow: start -> act_1..act_5, act_5 -> act_5_sub_1."""
     prefix = "/foo/v0.0.1"
     if path == f"{prefix}/start":
         return {

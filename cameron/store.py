@@ -500,7 +500,7 @@ _WRITERS = {m.JobStarted: _job_started, m.TaskStarted: _task_started,
 
 
 def document(process: str, key: str, uuid: str, h: dict) -> dict:
-    """Turn a job hash into the API's job document (SPEC.md field names), tasks in start order."""
+    """Turn a job hash into the API's job document (the original's field names), tasks in start order."""
     status = h.get(keys.JOB_STATUS, "")
     tasks = []
     for t in tasks_of(h):
