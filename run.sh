@@ -26,6 +26,17 @@ case "$cmd" in
         exec "$VENV/bin/cameron" run "$@" ;;
     test)
         shift
+        # The external-Redis tests want a redis-server built with TLS: Debian's redis-tools
+        # ships one (as redis-check-rdb; it installs no service). Best effort: without it
+        # (not root, no apt) the TLS test is skipped.
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+                && { [ ! -x /usr/bin/redis-check-rdb ] || ! command -v openssl >/dev/null; }; then
+            echo "run.sh: installing Debian's redis-tools and openssl for the TLS test" >&2
+            apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                                redis-tools openssl >/dev/null 2>&1; }
+            apt_install || { apt-get update -qq >/dev/null 2>&1 && apt_install; } \
+                || echo "run.sh: could not install them; the TLS test will be skipped" >&2
+        fi
         exec "$VENV/bin/python" -m pytest "$@" ;;
     bench)
         shift

@@ -15,7 +15,8 @@ import redis
 
 from cameron import __version__, actorsys, api, catalog, cli_jobs, keys, logs, store, term, web
 from cameron import messages as m
-from cameron.config import ROOT, SETTINGS, Config, ConfigError, from_env, remove_record, write_record
+from cameron.config import (ROOT, SETTINGS, Config, ConfigError, from_env, redact_url, remove_record,
+                            write_record)
 from cameron.gateway import EngineUnavailable
 from cameron.redis_server import EmbeddedRedis
 
@@ -32,7 +33,7 @@ def _check_redis(url: str):
     try:
         store.connect(url).ping()
     except redis.RedisError as e:
-        raise Fail(f"cannot reach Redis at {url}: {e}") from None
+        raise Fail(f"cannot reach Redis at {redact_url(url)}: {e}") from None
 
 
 def _check_port(host: str, port: int, setting: str):
@@ -99,7 +100,7 @@ def cmd_run(config: Config, args) -> int:
     try:
         if config.redis_url:
             _check_redis(config.redis_url)
-            _say(f"using Redis at {config.redis_url}")
+            _say(f"using Redis at {config.redis_url_shown}")
         else:
             embedded = EmbeddedRedis(config.data_dir).start()
             _say(f"embedded Redis at {embedded.url} (data in {embedded.dir})")
@@ -215,7 +216,7 @@ def cmd_status(config: Config, args) -> int:
 def status_report(config: Config) -> dict:
     report = {"running": False, "env": config.env, "config_file": config.config_file,
               "admin": f"{os.environ.get('THESPIAN_BASE_IPADDR', '127.0.0.1')}:{config.admin_port}",
-              "actors": [], "redis": {"url": config.effective_redis_url},
+              "actors": [], "redis": {"url": config.redis_url_shown},
               "web": {"url": web.base_url(config), "pid": web.running_pid(config)}}
     processes = []
     try:

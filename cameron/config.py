@@ -89,6 +89,11 @@ class Config:
     def effective_redis_url(self) -> str:
         return self.redis_url or f"unix://{self.redis_socket}"
 
+    @property
+    def redis_url_shown(self) -> str:
+        """The Redis URL without its password, for messages and `cameron status`."""
+        return redact_url(self.effective_redis_url)
+
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)
 
@@ -126,6 +131,15 @@ SETTINGS = {
 }
 _KIND_NAMES = {int: "a whole number", float: "a number", str: "a string"}
 _DEFAULTS = {f.name: f.default for f in fields(Config)}
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its user part replaced by `***`."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def settings_file(env: str, environ) -> Path:
@@ -183,9 +197,12 @@ def write_record(config: Config, **extra):
     path = record_file(config.data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {f.name: getattr(config, f.name) for f in fields(Config)}
-    doc.update(effective_redis_url=config.effective_redis_url, engine=config.engine, **extra)
+    doc.update(engine=config.engine, **extra)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    # Only its owner reads it: the Redis URL may carry a password.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(doc, indent=2) + "\n")
     tmp.replace(path)
 
 
