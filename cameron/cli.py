@@ -145,7 +145,7 @@ def cmd_start(config: Config, args) -> int:
     if args.with_foo and web.foo_running_pid(config):
         raise Fail(f"the sample server already runs (pid {web.foo_running_pid(config)})")
     _check_ports(config, web_too=args.web, foo_too=args.with_foo)
-    if actorsys.admin_listening(config):
+    if actorsys.admin_listening(config) and not actorsys.orphans(config):
         raise Fail(f"admin port {config.admin_port} is in use: is Cameron already running? (`cameron status`)")
     started = []  # (what, how to stop it), undone in reverse on failure
     try:
