@@ -147,7 +147,7 @@ def cmd_start(config: Config, args) -> int:
     _check_ports(config, web_too=args.web, foo_too=args.with_foo)
     if actorsys.admin_listening(config) and not actorsys.orphans(config):
         raise Fail(f"admin port {config.admin_port} is in use: is Cameron already running? (`cameron status`)")
-    started = []  # (what, how to stop it), undone in reverse on failure
+    started = []  # how to stop each part started, undone in reverse on failure
     try:
         if config.redis_url:
             _check_redis(config.redis_url)

@@ -259,3 +259,11 @@ def test_the_cli_finds_the_running_engine_through_its_record_and_variables_still
     assert from_env({"CAMERON_DATA_DIR": str(tmp_path)}).admin_port == 19500
     remove_record(started)
     assert from_env({"CAMERON_DATA_DIR": str(tmp_path)}, recorded=True).admin_port == 19500
+
+
+def test_a_redis_password_is_hidden_wherever_the_url_is_shown():
+    from cameron.config import redact_url
+    assert redact_url("redis://:s3cret@db:6379/0") == "redis://:***@db:6379/0"
+    assert redact_url("rediss://cameron:p@ss@db:6380/0?ssl_ca_certs=/ca") == "rediss://cameron:***@db:6380/0?ssl_ca_certs=/ca"
+    assert redact_url("redis://db:6379/0") == "redis://db:6379/0"
+    assert redact_url("unix:///var/lib/cameron/redis/redis.sock") == "unix:///var/lib/cameron/redis/redis.sock"
