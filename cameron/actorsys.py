@@ -158,6 +158,24 @@ def _write_pidfile(config: Config):
 
 
 def _listener_sid(port: int) -> int | None:
+    pid = _listener_pid(port)
+    try:
+        return os.getsid(pid) if pid else None
+    except OSError:
+        return None
+
+
+def held_by_us(port: int) -> bool:
+    """Whether the process listening on `port` runs our interpreter (an actor system of ours,
+    live or orphaned) rather than another program."""
+    pid = _listener_pid(port)
+    try:
+        return pid is not None and os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(sys.executable)
+    except OSError:
+        return False
+
+
+def _listener_pid(port: int) -> int | None:
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -174,7 +192,7 @@ def _listener_sid(port: int) -> int | None:
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 link = os.readlink(f"/proc/{pid}/fd/{fd}")
                 if link.startswith("socket:[") and link[8:-1] in inodes:
-                    return os.getsid(pid)
+                    return pid
         except OSError:
             continue
     return None

