@@ -182,7 +182,11 @@ def main(argv=None):
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9292)
     args = parser.parse_args(argv)
-    server = ActivityServer(args.host, args.port)
+    try:
+        server = ActivityServer(args.host, args.port)
+    except OSError as e:
+        parser.exit(2, f"activity server: cannot listen on {args.host}:{args.port}: "
+                       f"{e.strerror or e} (--port; under cameron: foo_port, CAMERON_FOO_PORT)\n")
     print(f"activity server (foo, lab) on {server.url}", flush=True)
     try:
         server.serve_forever()

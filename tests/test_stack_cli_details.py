@@ -103,6 +103,17 @@ def test_a_busy_port_is_one_line_naming_the_setting(short_tmp, var, setting):
         holder.wait(10)
 
 
+def test_the_sample_server_on_a_busy_port_says_so_in_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "cameron.activity_server", "--port", str(port)],
+                             capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "CAMERON_FOO_PORT" in out.stderr
+
+
 def test_counts_read_as_english():
     from cameron import term
     assert [term.plural(1, "process"), term.plural(2, "process"), term.plural(1, "unfinished job"),
