@@ -4,6 +4,7 @@ talk to the running actor system with the same messages as the API, and start jo
 import getpass
 import json
 import re
+import shlex
 import sys
 import time
 from urllib.parse import unquote, urlsplit
@@ -99,7 +100,7 @@ def cmd_jobs(config, args) -> int:
         print(f"more: cameron jobs {args.process} --cursor {next_cursor}"
               + (f" --status {args.status}" if args.status else "")
               + (f" --limit {args.limit}" if args.limit != api.PAGE else "")
-              + (f" --key {args.key!r}" if args.key is not None else ""))
+              + (f" --key {shlex.quote(args.key)}" if args.key is not None else ""))
     return 0
 
 
