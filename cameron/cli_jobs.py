@@ -236,7 +236,13 @@ def cmd_start_job(config, args) -> int:
     # Stored the way the API stores a start (straight into Redis, then the engine's inbox).
     jobs = store.JobStore(store.connect(config.effective_redis_url), config.engine,
                           idempotency_ttl=config.idempotency_ttl)
-    fields = {"key": args.key, "data": args.data, "requestor": requestor}
+    data = args.data
+    if args.data_json is not None:
+        try:
+            data = json.loads(args.data_json)
+        except ValueError as e:
+            raise Refused(f"--data-json is not JSON: {e}", 2) from None
+    fields = {"key": args.key, "data": data, "requestor": requestor}
     ikey = args.idempotency_key or ""
     try:
         job = jobs.start(args.process, **fields, idempotency_key=ikey,

@@ -114,6 +114,16 @@ def test_the_sample_server_on_a_busy_port_says_so_in_one_line():
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "CAMERON_FOO_PORT" in out.stderr
 
 
+def test_start_job_takes_json_data(engine):
+    # Given a job started from the CLI with JSON data
+    out = engine.cli("start-job", "echo", "--key", "cli-json", "--data-json", '{"n": [1, 2]}', "--wait", "--json")
+    # Expect the data as given, not a string of it
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["data"] == {"n": [1, 2]}
+    bad = engine.cli("start-job", "echo", "--key", "k", "--data-json", "{nope")
+    assert bad.returncode == 2 and "--data-json is not JSON" in bad.stderr
+
+
 def test_counts_read_as_english():
     from cameron import term
     assert [term.plural(1, "process"), term.plural(2, "process"), term.plural(1, "unfinished job"),
