@@ -76,3 +76,15 @@ def test_each_example_runs_the_greet_workflow(docs_engine, process):
     assert [(t["name"], t["status"]["current"]) for t in doc["tasks"]] == [("start", "done"), ("shout", "done")]
     assert doc["tasks"][0]["data"] == {"greeting": "hello Ada"}
     assert doc["tasks"][1]["data"] == {"loud": "HELLO ADA", "after": "greet"}
+
+
+def test_the_guide_quotes_the_examples_as_they_are():
+    # The code blocks of the guide are excerpts of the files the test above runs: a change
+    # to one without the other fails here.
+    import re
+    guide = (ROOT / "docs" / "writing-activities.md").read_text()
+    sources = [p.read_text() for p in EXAMPLES.iterdir() if p.suffix in (".py", ".js")]
+    blocks = re.findall(r"```(?:python|js)\n(.*?)```", guide, re.S)
+    assert len(blocks) == 3
+    for block in blocks:
+        assert any(block in source for source in sources), block
