@@ -30,7 +30,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 15.0) -> "EmbeddedRedis":
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._stop_stale()
+        self.stop_detached()  # one left by an unclean stop still holds the data folder
         conf = self.dir / "redis.conf"
         conf.write_text("\n".join([
             "port 0",  # no TCP listener: only this machine's processes, through the socket
@@ -63,10 +63,6 @@ class EmbeddedRedis:
                 self.stop()
                 raise RuntimeError(f"redis-server did not answer within {timeout:g} s")
             time.sleep(0.02)
-
-    def _stop_stale(self):
-        """A redis-server left by an unclean stop still holds the data folder: stop it first."""
-        self.stop_detached()
 
     def answers(self) -> bool:
         """Whether a redis-server answers on this data folder's socket."""
