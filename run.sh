@@ -26,6 +26,18 @@ case "$cmd" in
         exec "$VENV/bin/cameron" run "$@" ;;
     test)
         shift
+        # The external-Redis tests want a redis-server built with TLS: Debian's redis-tools
+        # ships one (as redis-check-rdb; it installs no service); the deployment tests check
+        # the logrotate sample. Best effort: without them (not root, no apt) those tests skip.
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+                && { [ ! -x /usr/bin/redis-check-rdb ] || ! command -v openssl >/dev/null \
+                     || ! command -v logrotate >/dev/null; }; then
+            echo "run.sh: installing Debian's redis-tools, openssl and logrotate for the tests" >&2
+            apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                                redis-tools openssl logrotate >/dev/null 2>&1; }
+            apt_install || { apt-get update -qq >/dev/null 2>&1 && apt_install; } \
+                || echo "run.sh: could not install them; the tests that need them will be skipped" >&2
+        fi
         exec "$VENV/bin/python" -m pytest "$@" ;;
     bench)
         shift

@@ -115,7 +115,7 @@ class JobData(CameronActor):
     def receiveMsg_ListJobs(self, msg: m.ListJobs, sender):
         self._read(sender, lambda: self.store.list_jobs(msg.process, key=msg.key, state=msg.state,
                                                         limit=msg.limit, cursor=msg.cursor),
-                   lambda found: m.JobList(*found))
+                   lambda found: m.JobList(*found) if found is not None else m.JobNotFound())
 
     def receiveMsg_RecordCancel(self, msg: m.RecordCancel, sender):
         try:

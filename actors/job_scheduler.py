@@ -66,7 +66,7 @@ class JobScheduler(CameronActor):
         # The catalog's current settings if the process is still there; else what the job was
         # accepted with.
         process = (self.processes or {}).get(name) or Process(name, h.get(keys.JOB_START_URL, ""))
-        return m.JobSpec(process=process, key=h.get(keys.JOB_KEY, ""), data=h.get(keys.JOB_DATA, ""),
+        return m.JobSpec(process=process, key=h.get(keys.JOB_KEY, ""), data=store.decode_data(h) if keys.JOB_DATA in h else "",
                          requestor=h.get(keys.JOB_REQUESTOR, ""), uuid=job_uuid, tag=tag,
                          scheduled_time=h.get(keys.job_time(keys.SCHEDULED), ""))
 

@@ -31,7 +31,7 @@ class ProcessCatalog(CameronActor):
         """Read the file again; a bad file changes nothing and the caller is told why. Jobs
         already accepted keep the process settings they were accepted with."""
         try:
-            processes = catalog.load(self.config.processes_file, self.config.allow)
+            processes = catalog.load(self.config.processes_file, default_allow=self.config.allow)
         except ConfigError as e:
             self.log.warning("catalog not reloaded: %s", e)
             self.send(sender, m.CatalogInvalid(str(e)))
@@ -48,7 +48,7 @@ class ProcessCatalog(CameronActor):
     def setup(self, first):
         if first:
             try:
-                self.processes = catalog.load(self.config.processes_file, self.config.allow)
+                self.processes = catalog.load(self.config.processes_file, default_allow=self.config.allow)
             except ConfigError as e:
                 # `cameron start` checked the file before booting; it can only have changed since.
                 self.log.error("%s", e)

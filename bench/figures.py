@@ -1,4 +1,4 @@
-"""The six figures of issue 5, each one run of a measurement against a running Stack."""
+"""The six performance figures, each one run of a measurement against a running Stack."""
 
 import http.client
 import json

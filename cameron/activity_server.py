@@ -16,7 +16,7 @@ from cameron.activity import signature_problem
 
 
 def foo_answer(path: str, body: dict, base: str):
-    """The sample `foo` workflow of SPEC.md: start -> act_1..act_5, act_5 -> act_5_sub_1."""
+    """The sample `foo` workflow: start -> act_1..act_5, act_5 -> act_5_sub_1."""
     prefix = "/foo/v0.0.1"
     if path == f"{prefix}/start":
         return {
@@ -201,7 +201,11 @@ def main(argv=None):
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9292)
     args = parser.parse_args(argv)
-    server = ActivityServer(args.host, args.port, os.environ.get("CAMERON_SIGNING_KEY", ""))
+    try:
+        server = ActivityServer(args.host, args.port, os.environ.get("CAMERON_SIGNING_KEY", ""))
+    except OSError as e:
+        parser.exit(2, f"activity server: cannot listen on {args.host}:{args.port}: "
+                       f"{e.strerror or e} (--port; under cameron: foo_port, CAMERON_FOO_PORT)\n")
     print(f"activity server (foo, lab) on {server.url}"
           f"{', checking signatures' if server.signing_key else ''}", flush=True)
     actorsys.warn_if_exposed(logging.getLogger("cameron.activity_server"), "the sample server", args.host)

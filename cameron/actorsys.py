@@ -193,12 +193,27 @@ def _write_pidfile(config: Config):
 
 
 def _listener_sid(port: int) -> int | None:
+    pid = _listener_pid(port)
+    try:
+        return os.getsid(pid) if pid else None
+    except OSError:
+        return None
+
+
+def held_by_us(port: int) -> bool:
+    """Whether the process listening on `port` runs our interpreter (an actor system of ours,
+    live or orphaned) rather than another program."""
+    pid = _listener_pid(port)
+    try:
+        return pid is not None and os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(sys.executable)
+    except OSError:
+        return False
+
+
+def _listener_pid(port: int) -> int | None:
     for pid, _, listen_port in procfs.listening(procfs.all_pids()):
         if listen_port == port:
-            try:
-                return os.getsid(pid)
-            except OSError:
-                continue
+            return pid
     return None
 
 

@@ -135,7 +135,7 @@ def _job_request(req) -> dict:
         if field not in body:
             raise falcon.HTTPBadRequest(title="Invalid job request",
                                         description=f"'{field}' is missing")
-        if not isinstance(body[field], str):
+        if not isinstance(body[field], str) and field != "data":  # data: any JSON value
             raise falcon.HTTPBadRequest(title="Invalid job request",
                                         description=f"'{field}' must be a string")
         fields[field] = body[field]
@@ -221,6 +221,9 @@ class Jobs:
         key = None if key is None else unquote(key)
         query = listing_query(req.params)
         reply = self.gateway.ask("job_data", m.ListJobs(name, key=key, **query))
+        if isinstance(reply, m.JobNotFound):
+            raise falcon.HTTPNotFound(title="Unknown process",
+                                      description=f"no process named {name!r} in the catalog, and no job of it")
         jobs = [{**j, "links": _job_links(req, name, j["key"], j["uuid"])} for j in reply.jobs]
         cursor = store.encode_cursor(reply.next_cursor)
         here = req.prefix + req.path

@@ -1,6 +1,7 @@
 """The process catalog file: which processes exist, where each one starts, and its settings."""
 
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -8,6 +9,8 @@ from cameron.allow import AllowList, parse_rules, url_problem
 from cameron.config import ConfigError, read_toml
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+#: `${NAME}` or `${NAME:-default}` in a start URL: an environment variable; `$$` is a `$`.
+_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SETTINGS = {"connect_timeout": float, "read_timeout": float,
              "max_attempts": int, "retry_backoff": float, "retry_backoff_max": float}
 
@@ -34,13 +37,30 @@ def is_http_url(url) -> bool:
     return url_problem(url) is None
 
 
-def load(path: str, default_allow: str = "") -> dict[str, Process]:
+def load(path: str, environ=None, *, default_allow: str = "") -> dict[str, Process]:
     """Read and check a catalog file; any problem raises ConfigError naming the file.
     `default_allow` is the engine's `allow` setting, for processes without a list."""
-    return parse(read_toml(path, "process catalog"), path, default_allow)
+    return parse(read_toml(path, "process catalog"), path, environ, default_allow=default_allow)
 
 
-def parse(doc: dict, path: str = "<catalog>", default_allow: str = "") -> dict[str, Process]:
+def expand(text: str, environ) -> str:
+    """`text` with its `${NAME}` and `${NAME:-default}` replaced from `environ` (an empty
+    variable takes the default, as in the shell); KeyError names a variable unset without one."""
+    def value(match):
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if environ.get(name):
+            return environ[name]
+        if default is None:
+            raise KeyError(name)
+        return default
+    return _VARIABLE.sub(value, text)
+
+
+def parse(doc: dict, path: str = "<catalog>", environ=None, *, default_allow: str = "") -> dict[str, Process]:
+    environ = os.environ if environ is None else environ
+
     def bad(problem):
         return ConfigError(f"process catalog {path}: {problem}")
 
@@ -56,9 +76,16 @@ def parse(doc: dict, path: str = "<catalog>", default_allow: str = "") -> dict[s
             raise bad(f"process name {name!r} must be 1-100 letters, digits, '_', '.' or '-'")
         if not isinstance(entry, dict):
             raise bad(f"[processes.{name}] must be a table")
-        if not isinstance(entry.get("start"), str):
+        start = entry.get("start")
+        if isinstance(start, str):
+            try:
+                start = expand(start, environ)
+            except KeyError as e:
+                raise bad(f"[processes.{name}] start refers to ${{{e.args[0]}}}, which is not set "
+                          f"(give a default: ${{{e.args[0]}:-...}})") from None
+        if not isinstance(start, str):
             raise bad(f"[processes.{name}] needs start = \"http://...\" (the start activity's URL)")
-        problem = url_problem(entry["start"])
+        problem = url_problem(start)
         if problem:
             raise bad(f"[processes.{name}] start {problem}")
         settings = {}
@@ -66,11 +93,15 @@ def parse(doc: dict, path: str = "<catalog>", default_allow: str = "") -> dict[s
             if "allow" in entry:
                 if not isinstance(entry["allow"], list) or not entry["allow"]:
                     raise ValueError("allow must be a non-empty list of \"host:port\" strings")
-                settings["allow"] = AllowList(name, parse_rules(entry["allow"], "allow"))
+                try:
+                    entries = [expand(e, environ) if isinstance(e, str) else e for e in entry["allow"]]
+                except KeyError as e:
+                    raise ValueError(f"allow refers to ${{{e.args[0]}}}, which is not set") from None
+                settings["allow"] = AllowList(name, parse_rules(entries, "allow"))
             elif default_allow:
                 settings["allow"] = AllowList(name, parse_rules(default_allow.split(","), "the allow setting"))
             else:
-                settings["allow"] = AllowList.of_start(name, entry["start"])
+                settings["allow"] = AllowList.of_start(name, start)
         except ValueError as e:
             raise bad(f"[processes.{name}] {e}") from None
         for key, value in entry.items():
@@ -83,5 +114,5 @@ def parse(doc: dict, path: str = "<catalog>", default_allow: str = "") -> dict[s
             if _SETTINGS[key] is int and value != int(value):
                 raise bad(f"[processes.{name}] {key} must be a whole number")
             settings[key] = _SETTINGS[key](value)
-        catalog[name] = Process(name=name, start_url=entry["start"], **settings)
+        catalog[name] = Process(name=name, start_url=start, **settings)
     return catalog

@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,9 +13,10 @@ import urllib.request
 
 import redis
 
-from cameron import actorsys, api, catalog, cli_jobs, keeper, keys, logs, store, term, web
+from cameron import __version__, actorsys, api, catalog, cli_jobs, keeper, keys, logs, store, term, web
 from cameron import messages as m
-from cameron.config import ROOT, Config, ConfigError, from_env
+from cameron.config import (ROOT, SETTINGS, Config, ConfigError, from_env, redact_url, remove_record,
+                            write_record)
 from cameron.gateway import EngineUnavailable
 from cameron.keeper import Keeper
 from cameron.redis_server import EmbeddedRedis
@@ -32,14 +34,42 @@ def _check_redis(url: str):
     try:
         store.connect(url).ping()
     except redis.RedisError as e:
-        raise Fail(f"cannot reach Redis at {url}: {e}") from None
+        raise Fail(f"cannot reach Redis at {redact_url(url)}: {e}") from None
+
+
+def _check_port(host: str, port: int, setting: str):
+    """Refuse, in one line naming the setting, a port another program already listens on."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            s.bind((host or "0.0.0.0", port))
+        except OSError as e:
+            raise Fail(f"port {port} ({setting}, {SETTINGS[setting][0]}) cannot be used: "
+                       f"{e.strerror.lower() if e.strerror else e}; set {SETTINGS[setting][0]} "
+                       "to a free port") from None
+
+
+def _check_ports(config: Config, web_too: bool, foo_too: bool):
+    """Before anything starts: every port this start needs is free, or one line says which is
+    not (the admin port held by a dead engine's orphans counts as free: they are cleared)."""
+    if not actorsys.admin_listening(config):
+        _check_port(os.environ.get("THESPIAN_BASE_IPADDR", "127.0.0.1"), config.admin_port, "admin_port")
+    elif not actorsys.held_by_us(config.admin_port):
+        raise Fail(f"port {config.admin_port} (admin_port, CAMERON_ADMIN_PORT) is in use by another "
+                   "program; set CAMERON_ADMIN_PORT to a free port")
+    elif not actorsys.orphans(config):
+        raise Fail(f"admin port {config.admin_port} is in use: is Cameron already running? (`cameron status`)")
+    if web_too:
+        _check_port(config.bind, config.port, "port")
+    if foo_too:
+        _check_port("127.0.0.1", config.foo_port, "foo_port")
 
 
 def _start_actors(config: Config, log_file=None):
     """Clear what an unclean stop left behind, then boot the actor system."""
     orphans = actorsys.orphans(config)
     if orphans:
-        _say(f"stopping {len(orphans)} actor processes left by an engine that died")
+        _say(f"stopping {term.plural(len(orphans), 'actor process')} left by an engine that died")
         actorsys.kill_and_wait(orphans, config)
     try:
         actorsys.start(config, log_file=log_file)
@@ -72,35 +102,37 @@ def cmd_run(config: Config, args) -> int:
     stop_requested = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop_requested.append(signum))
-    embedded = foo = web = None
+    embedded = foo = gunicorn = None
     actors_up = False
+    _check_ports(config, web_too=True, foo_too=not args.no_foo)
     try:
         if config.redis_url:
             _check_redis(config.redis_url)
-            _say(f"using Redis at {config.redis_url}")
+            _say(f"using Redis at {config.redis_url_shown}")
         else:
             embedded = EmbeddedRedis(config.data_dir).start()
             _say(f"embedded Redis at {embedded.url} (data in {embedded.dir})")
         if not args.no_foo:
             # With a signing key, the sample server checks every call's signature.
-            foo = _spawn([sys.executable, "-m", "cameron.activity_server", "--port", str(args.foo_port)],
+            foo = _spawn([sys.executable, "-m", "cameron.activity_server", "--port", str(config.foo_port)],
                          env={**os.environ, "CAMERON_SIGNING_KEY": config.signing_key})
-            _wait_http(f"http://127.0.0.1:{args.foo_port}/calls", foo, 15, "the foo activity server")
+            _wait_http(f"http://127.0.0.1:{config.foo_port}/calls", foo, 15, "the foo activity server")
         _start_actors(config)
         actors_up = True
         top = Keeper(config)
         top.check()
         _say(f"actor system up (admin port {config.admin_port}, loopback)")
-        web = _spawn([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.py"),
-                      "cameron.wsgi:app"])
-        base = f"http://{'127.0.0.1' if config.bind in ('0.0.0.0', '') else config.bind}:{config.port}"
-        _wait_http(f"{base}/api", web, 30, "gunicorn")
+        gunicorn = _spawn([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.py"),
+                           "cameron.wsgi:app"])
+        base = web.base_url(config)
+        _wait_http(f"{base}/api", gunicorn, 30, "gunicorn")
+        write_record(config, pid=os.getpid())
         _say(f"API on {base}/api  (Ctrl-C stops everything)")
         print(f"try: curl -si -X POST {base}/api/process/foo/start -H 'Content-Type: application/json' "
               "-d '{\"key\":\"(id,007)\",\"data\":\"be careful with that data\",\"requestor\":\"bob_the_thin\"}'",
               flush=True)
         while not stop_requested:
-            for proc, what in ((web, "gunicorn"), (foo, "the foo server"), (embedded and embedded.proc, "Redis")):
+            for proc, what in ((gunicorn, "gunicorn"), (foo, "the foo server"), (embedded and embedded.proc, "Redis")):
                 if proc is not None and proc.poll() is not None:
                     raise Fail(f"{what} exited unexpectedly (code {proc.returncode}); stopping")
             try:
@@ -111,7 +143,8 @@ def cmd_run(config: Config, args) -> int:
         _say("stopping")
         return 0
     finally:
-        actorsys.stop_child(web, 15.0)
+        remove_record(config)
+        actorsys.stop_child(gunicorn, 15.0)
         if actors_up:
             actorsys.stop(config)
         actorsys.stop_child(foo, 15.0)
@@ -120,37 +153,72 @@ def cmd_run(config: Config, args) -> int:
 
 
 def cmd_start(config: Config, args) -> int:
-    """Boot the actor system in the background (Redis must be reachable); with --web the API
-    server too."""
-    _check_redis(config.effective_redis_url)
-    log_file = os.path.join(config.data_dir, "log", "actors.log")
+    """Boot the actor system in the background, and the embedded Redis first unless
+    redis_url names one; with --web the API server too, with --with-foo the sample server.
+    All or nothing: what it started is stopped again if a later part fails."""
     if args.web and web.running_pid(config):
         raise Fail(f"the API server already runs on {web.base_url(config)} (pid {web.running_pid(config)})")
-    _start_actors(config, log_file)
-    print(f"Cameron actor system started on admin port {config.admin_port} (log: {log_file})")
-    if args.web:
-        try:
+    if args.with_foo and web.foo_running_pid(config):
+        raise Fail(f"the sample server already runs (pid {web.foo_running_pid(config)})")
+    _check_ports(config, web_too=args.web, foo_too=args.with_foo)
+    started = []  # how to stop each part started, undone in reverse on failure
+    try:
+        if config.redis_url:
+            _check_redis(config.redis_url)
+        else:
+            embedded = EmbeddedRedis(config.data_dir)
+            if not embedded.answers():
+                try:
+                    embedded.start()
+                except RuntimeError as e:
+                    raise Fail(f"embedded Redis: {e}") from None
+                started.append(embedded.stop_detached)
+                print(f"Cameron embedded Redis started ({embedded.url})")
+        if args.with_foo:
+            pid = web.start_foo(config)
+            started.append(lambda: web.stop_foo(config))
+            print(f"Cameron sample server on http://127.0.0.1:{config.foo_port} (pid {pid}, "
+                  f"log: {web.foo_log_file(config)})")
+        log_file = os.path.join(config.data_dir, "log", "actors.log")
+        _start_actors(config, log_file)
+        started.append(lambda: actorsys.stop(config))
+        print(f"Cameron actor system started on admin port {config.admin_port} (log: {log_file})")
+        if args.web:
             pid = web.start(config)
-        except web.WebError as e:
-            actorsys.stop(config)  # all or nothing: a half-started engine is harder to reason about
-            raise Fail(f"{e}; the actor system was stopped again") from None
-        print(f"Cameron API on {web.base_url(config)}/api (pid {pid}, log: {web.log_file(config)})")
-    # Last: it would bring back a Supervisor that a failed start is stopping.
-    keeper.spawn(config, log_file)
+            print(f"Cameron API on {web.base_url(config)}/api (pid {pid}, log: {web.log_file(config)})")
+        write_record(config)
+        # Last: it would bring back a Supervisor that a failed start is stopping.
+        keeper.spawn(config, log_file)
+    except (Fail, web.WebError) as e:
+        for undo in reversed(started):
+            undo()
+        raise Fail(f"{e}; what had started was stopped again" if started else str(e)) from None
     return 0
 
 
 def cmd_stop(config: Config, args) -> int:
-    """Exit 0 when something was stopped, 1 when nothing ran."""
-    web_stopped = web.stop(config)
-    if web_stopped:
-        print("Cameron API server stopped")
-    keeper.stop(config)
-    if not actorsys.stop(config):
-        print("Cameron actor system was not running")
-        return 0 if web_stopped else 1
-    print("Cameron actor system stopped")
-    return 0
+    """Stop the API server, the actor system, the sample server and the embedded Redis (the
+    last one once nothing writes to it). Exit 0 when something was stopped, 1 when nothing ran."""
+    stopped = []
+    if web.stop(config):
+        stopped.append("API server")
+    keeper.stop(config)  # first: it would bring back a Supervisor being shut down
+    orphans = actorsys.orphans(config)
+    if orphans:  # their admin died: nothing to ask for a shutdown, they hold its port
+        actorsys.kill_and_wait(orphans, config)
+        stopped.append("actor system (left by an engine that died)")
+    elif actorsys.stop(config):
+        stopped.append("actor system")
+    if web.stop_foo(config):
+        stopped.append("sample server")
+    if not config.redis_url and EmbeddedRedis(config.data_dir).stop_detached():
+        stopped.append("embedded Redis")
+    remove_record(config)
+    for what in stopped:
+        print(f"Cameron {what} stopped")
+    if not stopped:
+        print("Cameron was not running")
+    return 0 if stopped else 1
 
 
 def cmd_status(config: Config, args) -> int:
@@ -169,7 +237,7 @@ def cmd_status(config: Config, args) -> int:
 def status_report(config: Config) -> dict:
     report = {"running": False, "env": config.env, "config_file": config.config_file,
               "admin": f"{os.environ.get('THESPIAN_BASE_IPADDR', '127.0.0.1')}:{config.admin_port}",
-              "actors": [], "redis": {"url": config.effective_redis_url},
+              "actors": [], "redis": {"url": config.redis_url_shown},
               "web": {"url": web.base_url(config), "pid": web.running_pid(config)}}
     processes = []
     try:
@@ -240,7 +308,7 @@ def _print_status(report: dict):
         print(term.table(["PROCESS", *keys.JOB_STATES],
                          [[name, *counts.values()] for name, counts in sorted(report["jobs"].items())]))
     if "unfinished_jobs" in report:
-        print(f"\n{report['unfinished_jobs']} unfinished jobs")
+        print(f"\n{term.plural(report['unfinished_jobs'], 'unfinished job')}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -253,15 +321,18 @@ class _Parser(argparse.ArgumentParser):
 def main(argv=None) -> int:
     parser = _Parser(
         prog="cameron", description="Cameron workflow engine",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit status: 0 ok, 1 failed (a job with errors or cancelled, an actor not answering, "
                "nothing to stop), 2 bad input or settings, 3 engine not running, 4 not found, "
                "5 conflict (job already ended, idempotency key reused)")
+    parser.add_argument("--version", action="version", version=f"cameron {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run everything in the foreground (what ./run.sh does)")
     run.add_argument("--no-foo", action="store_true", help="do not serve the sample foo workflow")
-    run.add_argument("--foo-port", type=int, default=int(os.environ.get("CAMERON_FOO_PORT", 9292)))
-    start = sub.add_parser("start", help="start the actor system in the background")
+    run.add_argument("--foo-port", type=int, help="the sample server's port (default: foo_port, 9292)")
+    start = sub.add_parser("start", help="start the engine in the background (and the embedded Redis)")
     start.add_argument("--web", action="store_true", help="and the API server (gunicorn)")
+    start.add_argument("--with-foo", action="store_true", help="and the sample foo activity server")
     sub.add_parser("stop", help="stop the API server and the actor system; no process is left behind")
     status = sub.add_parser("status", help="is it running, its actors, its Redis, its jobs by state")
     status.add_argument("--json", action="store_true")
@@ -286,7 +357,9 @@ def main(argv=None) -> int:
     start_job = sub.add_parser("start-job", help="start a job")
     start_job.add_argument("process")
     start_job.add_argument("--key", required=True)
-    start_job.add_argument("--data", default="")
+    data = start_job.add_mutually_exclusive_group()
+    data.add_argument("--data", default="", help="the job's data, a string")
+    data.add_argument("--data-json", metavar="JSON", help="the job's data, any JSON value")
     start_job.add_argument("--requestor", help="default: your user name")
     start_job.add_argument("--idempotency-key", help="a retry with the same key gets the same job")
     start_job.add_argument("--wait", action="store_true", help="show its progress until it ends")
@@ -297,12 +370,11 @@ def main(argv=None) -> int:
                 "processes": cli_jobs.cmd_processes, "jobs": cli_jobs.cmd_jobs, "job": cli_jobs.cmd_job,
                 "cancel": cli_jobs.cmd_cancel, "start-job": cli_jobs.cmd_start_job}
     try:
-        config = from_env()
+        # The commands that start an engine use the settings as given; the others first look
+        # for the record of the engine running from the data folder.
+        config = from_env(recorded=args.command not in ("run", "start"))
         if args.command in ("run", "start"):
-            catalog.load(config.processes_file, config.allow)  # a bad catalog stops start-up here, clearly
-            problem = logs.check_syslog(config.log_syslog)
-            if problem:
-                raise ConfigError(problem)
+            config = _startup_settings(config, args)
         return commands[args.command](config, args)
     except (ConfigError, Fail) as e:
         _say(f"error: {e}")
@@ -317,6 +389,22 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return 0  # `cameron jobs foo | head`: the reader had enough
+
+
+def _startup_settings(config: Config, args) -> Config:
+    """Settings the processes about to start must share, made explicit in the environment
+    they inherit (the catalog's ${CAMERON_FOO_PORT}, syslog switched off)."""
+    if getattr(args, "foo_port", None):
+        config = config.with_(foo_port=args.foo_port)
+    os.environ["CAMERON_FOO_PORT"] = str(config.foo_port)
+    catalog.load(config.processes_file, default_allow=config.allow)  # a bad catalog stops start-up here, clearly
+    problem = logs.check_syslog(config.log_syslog)
+    if problem:
+        # Production settings name /dev/log, which containers and some hosts lack.
+        _say(f"warning: {problem}; logging without syslog")
+        os.environ["CAMERON_LOG_SYSLOG"] = ""
+        config = config.with_(log_syslog="")
+    return config
 
 
 def _page_size(text: str) -> int:

@@ -4,6 +4,7 @@ talk to the running actor system with the same messages as the API, and start jo
 import getpass
 import json
 import re
+import shlex
 import sys
 import time
 from urllib.parse import unquote, urlsplit
@@ -20,6 +21,8 @@ EXIT_FAILED, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 4, 5
 POLL = 0.25
 
 _UUID = re.compile(r"^[0-9a-f]{32}$")
+#: What the CLI prints of an id (8 hex digits) up to a whole one: found by its prefix.
+_SHORT_ID = re.compile(r"^[0-9a-f]{8,31}$")
 _JOB_PATH = re.compile(r"^/api/process/([^/]+)/key/([^/]+)/job/([0-9a-f]{32})/?$")
 
 
@@ -50,7 +53,7 @@ def cmd_processes(config, args) -> int:
         if args.json:
             _print_json({"file": config.processes_file, "processes": sorted(new), **change})
         else:
-            print(f"catalog reloaded from {config.processes_file}: {len(new)} processes"
+            print(f"catalog reloaded from {config.processes_file}: {term.plural(len(new), 'process')}"
                   + "".join(f"; {k}: {', '.join(v)}" for k, v in change.items() if v))
         return 0
     if args.json:
@@ -78,6 +81,9 @@ def cmd_jobs(config, args) -> int:
             raise Refused(f"--cursor: {e}", 2) from None
     reply = ActorGateway(config).ask("job_data", m.ListJobs(args.process, key=args.key, state=args.status,
                                                             limit=args.limit, cursor=cursor))
+    if isinstance(reply, m.JobNotFound):
+        raise Refused(f"no process named {args.process!r} in the catalog, and no job of it "
+                      "(see `cameron processes`)", EXIT_NOT_FOUND)
     next_cursor = store.encode_cursor(reply.next_cursor)
     if args.json:
         _print_json({"process": args.process, "jobs": reply.jobs, "next_cursor": next_cursor})
@@ -93,21 +99,44 @@ def cmd_jobs(config, args) -> int:
     if next_cursor:
         print(f"more: cameron jobs {args.process} --cursor {next_cursor}"
               + (f" --status {args.status}" if args.status else "")
-              + (f" --key {args.key!r}" if args.key is not None else ""))
+              + (f" --limit {args.limit}" if args.limit != api.PAGE else "")
+              + (f" --key {shlex.quote(args.key)}" if args.key is not None else ""))
     return 0
 
 
-def job_ref(text: str) -> tuple:
-    """(process, key, uuid) from a job URL, or (None, None, uuid) from a bare uuid."""
+def job_ref(text: str, config=None) -> tuple:
+    """(process, key, uuid) from a job URL, or (None, None, uuid) from a bare uuid or the
+    start of one (8 hex digits or more, as the CLI prints them; needs `config` to search)."""
     text = text.strip()
     if _UUID.match(text):
         return None, None, text
+    if _SHORT_ID.match(text) and config is not None:
+        return None, None, _complete_id(config, text)
     path = urlsplit(text).path if "://" in text else text.split("?", 1)[0]
     found = _JOB_PATH.match(path)
     if not found:
         raise Refused(f"{text!r} is neither a job URL (…/api/process/NAME/key/KEY/job/UUID) "
-                      "nor a job id (32 hex digits)", 2)
+                      "nor a job id (32 hex digits, or its first 8 or more)", 2)
     return unquote(found.group(1)), unquote(found.group(2)), found.group(3)
+
+
+def _complete_id(config, prefix: str) -> str:
+    """The one job id starting with `prefix`, from Redis's uuid index (a SCAN: for people at a
+    terminal, never for the API)."""
+    try:
+        client = store.connect(config.effective_redis_url)
+        found = set()
+        for name in client.scan_iter(match=keys.job_by_uuid(prefix) + "*", count=1000):
+            found.add((name.decode() if isinstance(name, bytes) else name).rsplit(":", 1)[1])
+            if len(found) > 1:
+                break
+    except redis.RedisError as e:
+        raise EngineUnavailable(f"Redis: {e}") from None
+    if not found:
+        raise Refused(f"no job whose id starts with {prefix}", EXIT_NOT_FOUND)
+    if len(found) > 1:
+        raise Refused(f"more than one job id starts with {prefix}: give more of it", 2)
+    return found.pop()
 
 
 def read_job(gateway, ref: tuple) -> dict:
@@ -122,7 +151,7 @@ def read_job(gateway, ref: tuple) -> dict:
 
 def cmd_job(config, args) -> int:
     gateway = ActorGateway(config)
-    ref = job_ref(args.job)
+    ref = job_ref(args.job, config)
     doc = watch(gateway, ref, config, quiet=args.json) if args.watch else read_job(gateway, ref)
     if args.json:
         _print_json(doc)
@@ -181,7 +210,7 @@ def watch(gateway, ref: tuple, config, quiet: bool = False) -> dict:
 
 def cmd_cancel(config, args) -> int:
     gateway = ActorGateway(config)
-    process, key, uuid = job_ref(args.job)
+    process, key, uuid = job_ref(args.job, config)
     if process is None:
         doc = read_job(gateway, (None, None, uuid))
         process, key = doc["process"], doc["key"]
@@ -207,7 +236,13 @@ def cmd_start_job(config, args) -> int:
     # Stored the way the API stores a start (straight into Redis, then the engine's inbox).
     jobs = store.JobStore(store.connect(config.effective_redis_url), config.engine,
                           idempotency_ttl=config.idempotency_ttl)
-    fields = {"key": args.key, "data": args.data, "requestor": requestor}
+    data = args.data
+    if args.data_json is not None:
+        try:
+            data = json.loads(args.data_json)
+        except ValueError as e:
+            raise Refused(f"--data-json is not JSON: {e}", 2) from None
+    fields = {"key": args.key, "data": data, "requestor": requestor}
     ikey = args.idempotency_key or ""
     try:
         job = jobs.start(args.process, **fields, idempotency_key=ikey,

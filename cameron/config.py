@@ -1,6 +1,7 @@
 """Settings: every knob Cameron reads, its default, its line in config/<env>.toml and the
 environment variable that overrides it."""
 
+import json
 import math
 import os
 import socket
@@ -81,6 +82,9 @@ class Config:
     #: Seconds an engine's lease on its jobs lasts unless renewed (it is renewed four times per
     #: period); another engine takes over the jobs of an engine whose lease ran out.
     lease_ttl: float = 10.0
+    #: Where the sample activity server listens (`cameron run`, `cameron start --with-foo`); the
+    #: sample catalogs call it through ${CAMERON_FOO_PORT:-9292}.
+    foo_port: int = 9292
 
     @property
     def engine(self) -> str:
@@ -93,6 +97,11 @@ class Config:
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or f"unix://{self.redis_socket}"
+
+    @property
+    def redis_url_shown(self) -> str:
+        """The Redis URL without its password, for messages and `cameron status`."""
+        return redact_url(self.effective_redis_url)
 
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)
@@ -131,9 +140,19 @@ SETTINGS = {
     "idempotency_ttl": ("CAMERON_IDEMPOTENCY_TTL", int, POSITIVE),
     "log_level": ("CAMERON_LOG_LEVEL", str, None),
     "log_syslog": ("CAMERON_LOG_SYSLOG", str, None),
+    "foo_port": ("CAMERON_FOO_PORT", int, POSITIVE),
 }
 _KIND_NAMES = {int: "a whole number", float: "a number", str: "a string"}
 _DEFAULTS = {f.name: f.default for f in fields(Config)}
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its user part replaced by `***`."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def settings_file(env: str, environ) -> Path:
@@ -141,27 +160,85 @@ def settings_file(env: str, environ) -> Path:
     return Path(environ.get("CAMERON_CONFIG") or ROOT / "config" / f"{env}.toml")
 
 
-def from_env(environ=None) -> Config:
+def from_env(environ=None, recorded: bool = False) -> Config:
     """Build the settings from config/<env>.toml overridden by the environment, refusing
-    values that cannot work."""
+    values that cannot work. An empty variable puts its setting back to the built-in default
+    (`CAMERON_LOG_SYSLOG=` switches syslog off). With `recorded`, the settings of the engine
+    that runs from the data folder (its record, see write_record) come before the file's:
+    the CLI finds the engine without the variables it was started with."""
     environ = os.environ if environ is None else environ
+    record = _read_record(environ) if recorded else None
+    if record and not environ.get("CAMERON_ENV") and not environ.get("CAMERON_CONFIG"):
+        environ = {**environ, "CAMERON_ENV": record["env"],
+                   **({"CAMERON_CONFIG": record["config_file"]} if record.get("config_file") else {})}
     env = environ.get("CAMERON_ENV") or "development"
     if env not in ENVIRONMENTS:
         raise ConfigError(f"CAMERON_ENV={env!r}: expected one of {', '.join(ENVIRONMENTS)}")
     path = settings_file(env, environ)
-    values = {"env": env, "processes_file": str(ROOT / "config" / "processes" / f"{env}.toml")}
+    env_catalog = str(ROOT / "config" / "processes" / f"{env}.toml")
+    values = {"env": env, "processes_file": env_catalog}
     if path.exists() or environ.get("CAMERON_CONFIG"):
         values["config_file"] = str(path)
         values.update(_read_file(path))
+    if record:
+        values.update({name: record[name] for name in SETTINGS if name in record})
     for name, (var, kind, bounds) in SETTINGS.items():
-        if environ.get(var, "") != "":
-            values[name] = _parse(kind, bounds, environ[var], f"{var}={environ[var]!r}")
-            if name == "data_dir":
-                # Absolute, so the embedded Redis's unix:// URL means the same in every process.
-                values[name] = str(Path(values[name]).resolve())
+        if var not in environ:
+            continue
+        if environ[var] == "":
+            values[name] = env_catalog if name == "processes_file" else _DEFAULTS[name]
+            continue
+        values[name] = _parse(kind, bounds, environ[var], f"{var}={environ[var]!r}")
+        if name == "data_dir":
+            # Absolute, so the embedded Redis's unix:// URL means the same in every process.
+            values[name] = str(Path(values[name]).resolve())
     _check(values, lambda name: f"{SETTINGS[name][0]}={values[name]!r}"
            if environ.get(SETTINGS[name][0]) else f"{path}: {name} = {values[name]!r}")
     return Config(**values)
+
+
+# --- the running engine's record ----------------------------------------------
+# `cameron run` and `cameron start` write the settings they run with into the data folder;
+# the other commands read them back, so a new shell needs none of the engine's variables.
+
+def record_file(data_dir: str) -> Path:
+    return Path(data_dir) / "run" / "engine.json"
+
+
+def write_record(config: Config, **extra):
+    """Record where this engine runs (admin port, API address, Redis, every setting)."""
+    path = record_file(config.data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The signing key stays out: the commands that read this record never sign a call.
+    doc = {f.name: getattr(config, f.name) for f in fields(Config) if f.name != "signing_key"}
+    doc.update(engine=config.engine, **extra)
+    tmp = path.with_suffix(".tmp")
+    # Only its owner reads it: the Redis URL may carry a password.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def remove_record(config: Config):
+    record_file(config.data_dir).unlink(missing_ok=True)
+
+
+def _read_record(environ) -> dict | None:
+    """The record in the data folder that CAMERON_DATA_DIR, or else the default settings
+    file, names; None when there is none or it cannot be read."""
+    data_dir = environ.get("CAMERON_DATA_DIR")
+    if not data_dir:
+        try:
+            base = {k: v for k, v in environ.items() if k in ("CAMERON_ENV", "CAMERON_CONFIG")}
+            data_dir = from_env(base).data_dir
+        except ConfigError:
+            return None
+    try:
+        doc = json.loads(record_file(str(Path(data_dir).resolve())).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("env") in ENVIRONMENTS else None
 
 
 def read_toml(path, what: str) -> dict:

@@ -9,7 +9,7 @@ TASK_RUNNING, TASK_DONE, TASK_ERROR = "running", "done", "error"
 
 
 def job_tag(process: str, key: str, uuid: str) -> str:
-    """The job hash; every marker of the job hangs off it (JOBTAG in SPEC.md)."""
+    """The job hash; every marker of the job hangs off it (JOBTAG in the README's Redis schema)."""
     return f"{PREFIX}:process:{process}:key:{key}:job:{uuid}"
 
 
@@ -23,8 +23,10 @@ def task_marker(tag: str, n: int, state: str) -> str:
     return f"{tag}:{n}:{state}"
 
 
-# Job hash fields (SPEC.md names).
+# Job hash fields (the original's names).
 JOB_KEY, JOB_DATA, JOB_REQUESTOR = "job.key", "job.data", "job.requestor"
+#: "1" when job.data holds JSON text of a value that is not a string (a string is stored as is).
+JOB_DATA_JSON = "job.data.json"
 JOB_STATUS, JOB_TASKS = "job.status.current", "job.tasks"
 # Ours: what a restarted engine needs to run the job again without the catalog.
 JOB_PROCESS, JOB_START_URL = "job.process", "job.start_url"

@@ -14,7 +14,7 @@ class JobSpec:
 
     process: Process
     key: str
-    data: str
+    data: Any  # a string, or any JSON value the client gave
     requestor: str
     uuid: str
     tag: str

@@ -51,7 +51,8 @@ SCHEMAS = {
     "Processes": {"type": "object", "required": ["processes"],
                   "properties": {"processes": {"type": "array", "items": _ref("Process")}}},
     "StartRequest": {"type": "object", "required": ["key", "data", "requestor"],
-                     "properties": {"key": {"type": "string", "minLength": 1}, "data": _STRING,
+                     "properties": {"key": {"type": "string", "minLength": 1},
+                                    "data": {"description": "any JSON value; a string is stored as is"},
                                     "requestor": _STRING}},
     "JobLinks": {"type": "object", "required": ["self"],
                  "properties": {"self": _STRING, "cancel": _STRING}},
@@ -67,7 +68,8 @@ SCHEMAS = {
     "Job": {"type": "object",
             "required": ["process", "uuid", "key", "data", "requestor", "status", "tasks", "links"],
             "properties": {"process": _STRING, "uuid": _STRING, "key": _STRING,
-                           "data": _NULLABLE_STRING, "requestor": _NULLABLE_STRING,
+                           "data": {"description": "the job's data as it was given"},
+                           "requestor": _NULLABLE_STRING,
                            "status": _STATUS, "tasks": {"type": "array", "items": _ref("Task")},
                            "errors": _INT, "cancel_requested": _STRING, "links": _ref("JobLinks")}},
     "JobSummary": {"type": "object",
@@ -104,7 +106,8 @@ _CANCEL = {
                   "503": _UNAVAILABLE},
 }
 _LIST = {"200": _json(_ref("JobList"), "A page of jobs, newest first"),
-         "400": _error("A bad status, limit or cursor"), "503": _UNAVAILABLE}
+         "400": _error("A bad status, limit or cursor"),
+         "404": _error("A process neither in the catalog nor with any job kept"), "503": _UNAVAILABLE}
 
 PATHS = {
     "/api": {"get": {"summary": "Banner, version and links (JSON with Accept: application/json)",
@@ -129,7 +132,8 @@ PATHS = {
             "201": _json(_ref("StartedJob"), "Job accepted and stored in Redis", _LOCATION),
             "200": _json(_ref("StartedJob"), "Replay: the job this Idempotency-Key started",
                          {**_LOCATION, "Idempotent-Replayed": {"schema": _STRING}}),
-            "400": _error("Bad JSON, a missing, empty or non-string field, or a bad Idempotency-Key"),
+            "400": _error("Bad JSON, a missing field, an empty or non-string key or requestor, "
+                          "or a bad Idempotency-Key"),
             "404": _error("No such process"),
             "413": _error("Body over 1 MiB"),
             "422": _error("The Idempotency-Key started a job with a different body"),

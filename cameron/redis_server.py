@@ -31,7 +31,7 @@ class EmbeddedRedis:
     def start(self, timeout: float = 15.0) -> "EmbeddedRedis":
         self.dir.mkdir(parents=True, exist_ok=True)
         self._make_private()
-        self._stop_stale()
+        self.stop_detached()  # one left by an unclean stop still holds the data folder
         conf = self.dir / "redis.conf"
         conf.write_text("\n".join([
             "port 0",  # no TCP listener: only this machine's processes, through the socket
@@ -75,19 +75,31 @@ class EmbeddedRedis:
                 continue
             path.chmod(0o700 if path.is_dir() else 0o600)
 
-    def _stop_stale(self):
-        """A redis-server left by an unclean stop still holds the data folder: stop it first."""
+    def answers(self) -> bool:
+        """Whether a redis-server answers on this data folder's socket."""
+        try:
+            return bool(redis.Redis(unix_socket_path=self.socket, socket_connect_timeout=1,
+                                    socket_timeout=2).ping())
+        except redis.RedisError:
+            return False
+
+    def stop_detached(self, timeout: float = 10.0) -> bool:
+        """Stop the redis-server its pid file names (one `cameron start` left running, or one
+        an unclean stop left behind); False when none runs."""
         try:
             pid = int((self.dir / "redis.pid").read_text())
             exe = os.path.realpath(f"/proc/{pid}/exe")
         except (OSError, ValueError):
-            return
+            return False
         if os.path.basename(exe) != "redis-server":
-            return  # the pid was reused by something that is not ours
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            return False  # the pid was reused by something that is not ours
+        os.kill(pid, signal.SIGTERM)  # redis-server writes its data and exits
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        return True
 
     def stop(self, timeout: float = 10.0):
         if self.proc is None:
@@ -100,3 +112,11 @@ class EmbeddedRedis:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

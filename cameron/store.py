@@ -46,7 +46,7 @@ return moved
 _CREATE = """
 local tag, pending, owned, all_jobs, scheduled, key_jobs, by_uuid, ikey, inbox, engines, catalog =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local engine, process, key, data, requestor, t, score, start_url, fingerprint, ittl = unpack(ARGV)
+local engine, process, key, data, requestor, t, score, start_url, fingerprint, ittl, data_json = unpack(ARGV)
 if catalog ~= '' then
   if redis.call('EXISTS', catalog) == 0 then return {'starting'} end
   start_url = redis.call('HGET', catalog, process)
@@ -67,6 +67,7 @@ end
 redis.call('HSET', tag, 'job.key', key, 'job.data', data, 'job.requestor', requestor,
            'job.status.current', 'scheduled', 'job.status.scheduled.time', t,
            'job.process', process, 'job.start_url', start_url)
+if data_json == '1' then redis.call('HSET', tag, 'job.data.json', '1') end
 redis.call('SET', pending, t)
 redis.call('SADD', owned, tag)
 redis.call('ZADD', all_jobs, score, tag)
@@ -89,7 +90,7 @@ for _, tag in ipairs(tags) do
   table.insert(out, tag)
   table.insert(out, redis.call('HMGET', tag, 'job.key', 'job.data', 'job.requestor', 'job.process',
                                'job.start_url', 'job.status.current', 'job.status.scheduled.time',
-                               'job.cancel.requested'))
+                               'job.cancel.requested', 'job.data.json'))
 end
 return out
 """
@@ -132,7 +133,18 @@ class Created:
     replayed: bool
 
 
-def fingerprint(process: str, key: str, data: str, requestor: str) -> str:
+def encode_data(data) -> tuple[str, bool]:
+    """A job's data as stored: a string as it is, any other JSON value as JSON text (flagged)."""
+    return (data, False) if isinstance(data, str) else (json.dumps(data, ensure_ascii=False), True)
+
+
+def decode_data(h: dict):
+    """A job's data from its hash fields, as the client gave it."""
+    data = h.get(keys.JOB_DATA)
+    return json.loads(data) if data is not None and h.get(keys.JOB_DATA_JSON) == "1" else data
+
+
+def fingerprint(process: str, key: str, data, requestor: str) -> str:
     """What a start asked for: the same Idempotency-Key with another request is refused."""
     return hashlib.sha256(json.dumps([process, key, data, requestor]).encode()).hexdigest()
 
@@ -159,7 +171,7 @@ class JobStore:
         self.retention = retention
         self.idempotency_ttl = idempotency_ttl
 
-    def start(self, process: str, key: str, data: str, requestor: str, *, idempotency_key: str = "",
+    def start(self, process: str, key: str, data, requestor: str, *, idempotency_key: str = "",
               fingerprint: str = "") -> "Created":
         """Accept a job for a process of the engine's catalog (as the ProcessCatalog published
         it): stored, indexed and queued for the engine, atomically."""
@@ -176,6 +188,7 @@ class JobStore:
     def _create(self, process, key, data, requestor, job_id, scheduled_time, start_url,
                 idempotency_key, fingerprint, *, check_catalog) -> "Created":
         tag = keys.job_tag(process, key, job_id)
+        data, data_json = encode_data(data)
         reply = self._create_script(keys=[
             tag, keys.job_marker(tag, keys.SCHEDULED), self.owned, keys.process_jobs(process),
             keys.process_jobs(process, keys.SCHEDULED), keys.key_jobs(process, key),
@@ -183,7 +196,7 @@ class JobStore:
             keys.engine_inbox(self.engine), keys.ENGINES,
             keys.engine_catalog(self.engine) if check_catalog else ""],
             args=[self.engine, process, key, data, requestor, scheduled_time, ms(), start_url,
-                  fingerprint, self.idempotency_ttl])
+                  fingerprint, self.idempotency_ttl, "1" if data_json else ""])
         outcome = reply[0]
         if outcome == "conflict":
             raise IdempotencyConflict(idempotency_key)
@@ -199,7 +212,8 @@ class JobStore:
         """Up to `count` jobs off the engine's inbox, oldest first: (tag, fields) of each."""
         flat = self._take_script(keys=[keys.engine_inbox(self.engine)], args=[count])
         names = [keys.JOB_KEY, keys.JOB_DATA, keys.JOB_REQUESTOR, keys.JOB_PROCESS, keys.JOB_START_URL,
-                 keys.JOB_STATUS, keys.job_time(keys.SCHEDULED), keys.JOB_CANCEL_REQUESTED]
+                 keys.JOB_STATUS, keys.job_time(keys.SCHEDULED), keys.JOB_CANCEL_REQUESTED,
+                 keys.JOB_DATA_JSON]
         return [(flat[i], {n: v for n, v in zip(names, flat[i + 1]) if v is not None})
                 for i in range(0, len(flat), 2)]
 
@@ -268,7 +282,8 @@ class JobStore:
     def list_jobs(self, process: str, *, key: str | None = None, state: str | None = None,
                   limit: int = 50, cursor: tuple | None = None) -> tuple[list, tuple | None]:
         """One page of job summaries, newest first, and the cursor of the next page (None at
-        the end). With both a key and a state the page may hold fewer than `limit` jobs."""
+        the end); None for a process neither in the catalog nor with any job kept. With both
+        a key and a state the page may hold fewer than `limit` jobs."""
         index = keys.key_jobs(process, key) if key is not None else keys.process_jobs(process, state)
         if cursor is None:
             rows = self.redis.zrevrange(index, 0, limit, withscores=True)
@@ -279,6 +294,8 @@ class JobStore:
             rows = [(t, s) for t, s in self.redis.zrevrangebyscore(
                         index, score, "-inf", start=0, num=limit + 1 + ties, withscores=True)
                     if s < score or t < after]
+        if not rows and cursor is None and not self._process_known(process):
+            return None
         page = rows[:limit]
         next_cursor = (page[-1][1], page[-1][0]) if len(rows) > limit else None
         pipe = self.redis.pipeline(transaction=False)
@@ -297,6 +314,12 @@ class JobStore:
                 _unindex(pipe, tag)
             pipe.execute()
         return jobs, next_cursor
+
+    def _process_known(self, process: str) -> bool:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hexists(keys.engine_catalog(self.engine), process)
+        pipe.exists(keys.process_jobs(process))
+        return any(pipe.execute())
 
     def find(self, uuid: str) -> dict | None:
         """The job document of a uuid alone, or None."""
@@ -477,7 +500,7 @@ _WRITERS = {m.JobStarted: _job_started, m.TaskStarted: _task_started,
 
 
 def document(process: str, key: str, uuid: str, h: dict) -> dict:
-    """Turn a job hash into the API's job document (SPEC.md field names), tasks in start order."""
+    """Turn a job hash into the API's job document (the original's field names), tasks in start order."""
     status = h.get(keys.JOB_STATUS, "")
     tasks = []
     for t in tasks_of(h):
@@ -502,7 +525,7 @@ def document(process: str, key: str, uuid: str, h: dict) -> dict:
         "process": process,
         "uuid": uuid,
         "key": key,
-        "data": h.get(keys.JOB_DATA),
+        "data": decode_data(h),
         "requestor": h.get(keys.JOB_REQUESTOR),
         "status": {"current": status, "time": h.get(keys.job_time(status))},
         "tasks": tasks,

@@ -25,12 +25,13 @@ def width() -> int:
 
 
 def table(headers: list[str], rows: list[list], styles: dict | None = None) -> str:
-    """Columns as wide as their widest cell; the last column is cut to fit the terminal.
+    """Columns as wide as their widest cell; on a terminal the last column is cut to fit it.
     `styles` maps a column index to a function giving a cell's style."""
     cells = [[str(c) if c is not None else "-" for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    room = width() - sum(widths[:-1]) - 2 * (len(widths) - 1)
-    widths[-1] = max(min(widths[-1], room), len(headers[-1]))
+    if sys.stdout.isatty():  # a pipe or a file gets every character
+        room = width() - sum(widths[:-1]) - 2 * (len(widths) - 1)
+        widths[-1] = max(min(widths[-1], room), len(headers[-1]))
 
     def line(row, style_row=None):
         out = []
@@ -41,6 +42,11 @@ def table(headers: list[str], rows: list[list], styles: dict | None = None) -> s
             out.append(paint(padded, style(style_row[i])) if style and style_row else padded)
         return "  ".join(out).rstrip()
     return "\n".join([paint(line(headers), "bold")] + [line(r, r) for r in cells])
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """`1 process`, `2 processes`."""
+    return f"{n} {noun if n == 1 else nouns or noun + ('es' if noun.endswith('s') else 's')}"
 
 
 def progress_bar(done: int, total: int, bar_width: int = 30) -> str:

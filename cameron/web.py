@@ -1,5 +1,6 @@
-"""The API server (gunicorn) as a background process: `cameron start --web` starts it,
-`cameron stop` stops it, `cameron status` reports it. Its pid file names the master."""
+"""The API server (gunicorn) and the sample activity server as background processes:
+`cameron start --web --with-foo` starts them, `cameron stop` stops them, `cameron status`
+reports them. Each one's pid file under data_dir/run names it (gunicorn: its master)."""
 
 import os
 import signal
@@ -32,14 +33,62 @@ def log_file(config: Config) -> Path:
 
 def running_pid(config: Config) -> int | None:
     """The gunicorn master this engine started, if it still runs."""
+    return _running(pidfile(config), b"gunicorn")
+
+
+def _running(path: Path, marker: bytes) -> int | None:
     try:
-        pid = int(pidfile(config).read_text())
+        pid = int(path.read_text())
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read()
     except (OSError, ValueError):
         return None
     # The pid may have been reused by another program since.
-    return pid if b"gunicorn" in cmdline and _state(pid) not in ("Z", None) else None
+    return pid if marker in cmdline and _state(pid) not in ("Z", None) else None
+
+
+# --- the sample activity server -----------------------------------------------
+_FOO = b"cameron.activity_server"
+
+
+def foo_pidfile(config: Config) -> Path:
+    return Path(config.data_dir) / "run" / "foo.pid"
+
+
+def foo_log_file(config: Config) -> Path:
+    return Path(config.data_dir) / "log" / "foo.log"
+
+
+def foo_running_pid(config: Config) -> int | None:
+    return _running(foo_pidfile(config), _FOO)
+
+
+def start_foo(config: Config, timeout: float = 15.0) -> int:
+    """Serve the sample workflow on foo_port, detached, and wait until it answers."""
+    log = foo_log_file(config)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    foo_pidfile(config).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "cameron.activity_server", "--port", str(config.foo_port)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    foo_pidfile(config).write_text(f"{proc.pid}\n")
+    url = f"http://127.0.0.1:{config.foo_port}/calls"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            foo_pidfile(config).unlink(missing_ok=True)
+            raise WebError(f"the sample server exited at start (code {proc.returncode}); see {log}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return proc.pid
+        except OSError:
+            time.sleep(0.05)
+    stop_foo(config)
+    raise WebError(f"the sample server did not answer at {url} within {timeout:g} s; see {log}")
+
+
+def stop_foo(config: Config, timeout: float = 10.0) -> bool:
+    return _stop(foo_pidfile(config), foo_running_pid(config), timeout)
 
 
 def start(config: Config, environ=None, timeout: float = 30.0) -> int:
@@ -70,9 +119,12 @@ def start(config: Config, environ=None, timeout: float = 30.0) -> int:
 
 def stop(config: Config, timeout: float = 20.0) -> bool:
     """SIGTERM the master and wait until it and its workers are gone; False if none ran."""
-    pid = running_pid(config)
+    return _stop(pidfile(config), running_pid(config), timeout)
+
+
+def _stop(path: Path, pid: int | None, timeout: float) -> bool:
     if pid is None:
-        pidfile(config).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         return False
     family = [pid] + actorsys.children(pid)
     os.kill(pid, signal.SIGTERM)
@@ -85,7 +137,7 @@ def stop(config: Config, timeout: float = 20.0) -> bool:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    pidfile(config).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
     return True
 
 

@@ -1,5 +1,7 @@
 """The HTTP API's answers to good and bad requests, through gunicorn and the actor system."""
 
+import json
+
 import pytest
 
 pytestmark = pytest.mark.stack
@@ -27,7 +29,6 @@ def test_the_catalog_is_listed(engine):
     (b'{"key": "k", "requestor": "r"}', "'data' is missing"),
     (b'{"key": "k", "data": "d"}', "'requestor' is missing"),
     (b'{"key": 7, "data": "d", "requestor": "r"}', "'key' must be a string"),
-    (b'{"key": "k", "data": {"a": 1}, "requestor": "r"}', "'data' must be a string"),
     (b'{"key": "k", "data": "d", "requestor": null}', "'requestor' must be a string"),
     (b'{"key": "", "data": "d", "requestor": "r"}', "'key' must not be empty"),
 ])
@@ -66,3 +67,19 @@ def test_a_job_is_readable_as_soon_as_it_is_accepted(engine):
         got = engine.http.get(resp.headers["Location"])
         assert got.status_code == 200
         assert got.json()["status"]["current"] in ("scheduled", "running")
+
+
+@pytest.mark.parametrize("data", ["{\"a\": 1}", {"a": [1, 2.5, None], "b": "é"}, [1, "x"], 42, True, None])
+def test_data_may_be_any_json_value_and_comes_back_as_given(engine, data):
+    # Given a job started with data of any JSON type (a string that looks like JSON included)
+    doc = engine.run_job("echo", data=data)
+    # Expect the job document, and the start activity's body (echoed as its output), to carry
+    # it as it was given
+    assert doc["data"] == data and type(doc["data"]) is type(data)
+    assert doc["tasks"][0]["data"] == data
+    # and Redis to keep a string exactly, anything else as JSON text with a flag
+    h = engine.job_hash(doc)
+    if isinstance(data, str):
+        assert h["job.data"] == data and "job.data.json" not in h
+    else:
+        assert json.loads(h["job.data"]) == data and h["job.data.json"] == "1"

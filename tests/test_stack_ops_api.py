@@ -69,7 +69,10 @@ def test_a_process_listing_filters_by_state(engine, spec):
     assert done in [j["uuid"] for j in resp.json()["jobs"]]
     assert all(j["status"]["current"] == "done" for j in resp.json()["jobs"])
     assert running not in uuids_of(engine, "slow", "done")
-    assert get(engine, "/api/process/nothing_here/job").json()["jobs"] == []
+    # and a process that neither is in the catalog nor has jobs to be unknown, not empty
+    unknown = get(engine, "/api/process/nothing_here/job")
+    schema.check(spec, "GET", "/api/process/{name}/job", unknown)
+    assert unknown.status_code == 404 and unknown.json()["title"] == "Unknown process"
 
 
 def uuids_of(engine, process, state):

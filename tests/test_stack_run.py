@@ -1,6 +1,7 @@
 """`cameron run` (what ./run.sh runs): embedded Redis, actors, foo server and gunicorn, then SIGTERM."""
 
 import ipaddress
+import json
 import os
 import socket
 import stat
@@ -67,11 +68,11 @@ def assert_private(redis_dir):
 def test_cameron_run_serves_foo_end_to_end_on_loopback_only_and_sigterm_leaves_no_process(short_tmp):
     data = short_tmp / "run"
     foo_port = free_port()
-    catalog = short_tmp / "run-processes.toml"
-    catalog.write_text(f'[processes.foo]\nstart = "http://127.0.0.1:{foo_port}/foo/v0.0.1/start"\n')
+    # The shipped catalog, whose sample start URL follows the sample server's port.
     env = {**os.environ, "CAMERON_DATA_DIR": str(data), "CAMERON_PORT": str(free_port()),
-           "CAMERON_ADMIN_PORT": str(free_port()), "CAMERON_PROCESSES": str(catalog)}
-    env.pop("CAMERON_REDIS_URL", None)  # the embedded Redis, as a new user gets it
+           "CAMERON_ADMIN_PORT": str(free_port()), "CAMERON_ENV": "development"}
+    for name in ("CAMERON_REDIS_URL", "CAMERON_PROCESSES", "CAMERON_CONFIG", "CAMERON_FOO_PORT"):
+        env.pop(name, None)  # the embedded Redis and the shipped settings, as a new user gets them
     base = f"http://127.0.0.1:{env['CAMERON_PORT']}"
     run = subprocess.Popen([sys.executable, "-m", "cameron.cli", "run", "--foo-port", str(foo_port)],
                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -91,6 +92,7 @@ def test_cameron_run_serves_foo_end_to_end_on_loopback_only_and_sigterm_leaves_n
         wait_until(lambda: requests.get(resp.headers["Location"], timeout=10).json()["status"]["current"]
                    == "done", 20, "the foo job to be done")
         assert (data / "redis" / "appendonlydir").exists() or (data / "redis" / "appendonly.aof").exists()
+        assert json.loads((data / "run" / "engine.json").read_text())["foo_port"] == foo_port
 
         children = descendants(run.pid)
         actor_pids = actorsys.system_pids(from_env(env))
@@ -106,5 +108,6 @@ def test_cameron_run_serves_foo_end_to_end_on_loopback_only_and_sigterm_leaves_n
             actorsys.kill_and_wait(actorsys.system_pids(from_env(env)), from_env(env))
             pytest.fail("cameron run did not stop on SIGTERM")
     assert code == 0
+    assert not (data / "run" / "engine.json").exists()
     left = [p for p in children | set(actor_pids) if actorsys.alive(p)]
     assert not left, f"processes left after SIGTERM: {left}"

@@ -214,3 +214,32 @@ def test_max_attempts_must_be_a_whole_number_above_zero(tmp_path, value):
     with pytest.raises(ConfigError) as info:
         catalog.load(str(path))
     assert "max_attempts must be" in str(info.value)
+
+
+# --- environment variables in start URLs ---------------------------------------
+
+def test_a_start_url_takes_environment_variables_with_defaults(tmp_path):
+    # Given start URLs that name a port variable, with and without a default, and a literal $
+    path = write(tmp_path, """
+[processes.a]
+start = "http://127.0.0.1:${FOO_PORT:-9292}/foo/v0.0.1/start"
+[processes.b]
+start = "http://${HOST}:80/x?price=$$5"
+[processes.c]
+start = "http://h:${EMPTY:-81}/"
+""")
+    # When it is loaded with the variables set (one of them empty)
+    processes = catalog.load(path, {"FOO_PORT": "9400", "HOST": "acts.local", "EMPTY": ""})
+    # Expect each replaced, an empty one by its default
+    assert processes["a"].start_url == "http://127.0.0.1:9400/foo/v0.0.1/start"
+    assert processes["b"].start_url == "http://acts.local:80/x?price=$5"
+    assert processes["c"].start_url == "http://h:81/"
+    # and the default when the variable is unset
+    assert catalog.load(path, {"HOST": "h"})["a"].start_url == "http://127.0.0.1:9292/foo/v0.0.1/start"
+
+
+def test_an_unset_variable_without_default_is_refused_naming_it(tmp_path):
+    path = write(tmp_path, '[processes.a]\nstart = "http://${NOPE_HOST}/start"\n')
+    with pytest.raises(ConfigError) as info:
+        catalog.load(path, {})
+    assert "[processes.a]" in str(info.value) and "${NOPE_HOST}" in str(info.value)

@@ -217,3 +217,53 @@ def test_log_lines_carry_the_job_id_or_a_dash():
     assert "job=0123456789abcdef0123456789abcdef: cancelled" in formatter.format(about_a_job)
     assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO cameron.api\[\d+\] job=-: hello$",
                      formatter.format(other))
+
+
+def test_development_toml_lists_every_setting_with_its_default():
+    # Given the development settings file, which the README says lists every setting
+    from cameron.config import SETTINGS, _read_file
+    listed = _read_file(ROOT / "config" / "development.toml")
+    # Expect every setting in it, each with the built-in default (paths resolved)
+    assert set(listed) == set(SETTINGS)
+    for name, value in listed.items():
+        if name not in ("data_dir", "processes_file"):
+            assert value == getattr(Config(), name), name
+
+
+def test_an_empty_variable_switches_a_setting_off_over_the_file(tmp_path):
+    # Given a settings file that turns syslog and retention on
+    conf = tmp_path / "s.toml"
+    conf.write_text('log_syslog = "/dev/log"\njob_retention = 60\nredis_url = "redis://db:6379/0"\n')
+    # When their variables are exported empty
+    config = from_env({"CAMERON_CONFIG": str(conf), "CAMERON_LOG_SYSLOG": "",
+                       "CAMERON_JOB_RETENTION": "", "CAMERON_REDIS_URL": ""})
+    # Expect each one off: back to the built-in default
+    assert (config.log_syslog, config.job_retention, config.redis_url) == ("", 0, "")
+
+
+def test_the_cli_finds_the_running_engine_through_its_record_and_variables_still_win(tmp_path):
+    from cameron.config import record_file, remove_record, write_record
+    # Given an engine started with its own ports and Redis, which recorded them in its data folder
+    started = from_env({"CAMERON_DATA_DIR": str(tmp_path), "CAMERON_ADMIN_PORT": "23456",
+                        "CAMERON_PORT": "8111", "CAMERON_REDIS_URL": "redis://db:6379/3",
+                        "CAMERON_ENV": "test"})
+    write_record(started, pid=1)
+    assert record_file(str(tmp_path)).exists()
+    # When a shell with only the data folder reads the settings as the CLI does
+    found = from_env({"CAMERON_DATA_DIR": str(tmp_path)}, recorded=True)
+    # Expect the engine's own settings
+    assert (found.env, found.admin_port, found.port, found.redis_url) == ("test", 23456, 8111, "redis://db:6379/3")
+    # and an explicit variable to win over the record
+    assert from_env({"CAMERON_DATA_DIR": str(tmp_path), "CAMERON_PORT": "9999"}, recorded=True).port == 9999
+    # and nothing of it when not asked for (what starting an engine does), or once it is removed
+    assert from_env({"CAMERON_DATA_DIR": str(tmp_path)}).admin_port == 19500
+    remove_record(started)
+    assert from_env({"CAMERON_DATA_DIR": str(tmp_path)}, recorded=True).admin_port == 19500
+
+
+def test_a_redis_password_is_hidden_wherever_the_url_is_shown():
+    from cameron.config import redact_url
+    assert redact_url("redis://:s3cret@db:6379/0") == "redis://:***@db:6379/0"
+    assert redact_url("rediss://cameron:p@ss@db:6380/0?ssl_ca_certs=/ca") == "rediss://cameron:***@db:6380/0?ssl_ca_certs=/ca"
+    assert redact_url("redis://db:6379/0") == "redis://db:6379/0"
+    assert redact_url("unix:///var/lib/cameron/redis/redis.sock") == "unix:///var/lib/cameron/redis/redis.sock"
