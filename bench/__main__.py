@@ -215,7 +215,7 @@ def main(argv=None) -> int:
 def server_table(servers: dict, check: bool) -> str:
     """One row per figure about calling activities, a column per activity server."""
     names = list(servers)
-    rows = [("figure", *names, "target")]
+    rows = [("figure", *names, "target" if check else "")]
     for key in SERVER_FIGURES:
         cells, misses = [], []
         for name in names:
@@ -227,7 +227,9 @@ def server_table(servers: dict, check: bool) -> str:
             if value is not None and target and check:
                 ok = value <= target[1] if target[0] == "<=" else value >= target[1]
             cells.append("-" if value is None else f"{value:.4g}" + ("" if ok is None else " ok" if ok else " MISS"))
-        if key == "fanout_100x1s_s":
+        if not check:
+            target_text = ""  # tiny sizes are not held against targets
+        elif key == "fanout_100x1s_s":
             target_text = "<= 1.5 s; gunicorn: 1.1 x its workers' share"
         else:
             target = SERVER_TARGETS.get(key)

@@ -107,6 +107,8 @@ def _soak(stack, acts, seconds, clients, say) -> dict:
                 accepted.append((process, resp.json()["uuid"]))
             time.sleep(0.05)
 
+    # `cameron start` leaves the keeper last: count once it is there.
+    wait_for(lambda: keeper.pidfile(stack.config).exists(), 10, "the keeper")
     processes_before = _engine_processes(stack)
     kills = collections.Counter()
     threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]

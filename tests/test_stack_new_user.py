@@ -10,7 +10,7 @@ import sys
 import pytest
 import requests
 
-from cameron import actorsys
+from cameron import actorsys, procfs
 from cameron.config import ROOT
 from conftest import free_port, wait_until
 
@@ -66,7 +66,7 @@ def test_the_readme_path_on_ports_of_ones_own(short_tmp):
         assert f"Cameron {what} stopped" in stopped.stdout
     # Expect nothing left: no listener on any of the ports, no process of the engine, no record
     assert not [name for name, port in ports.items() if _listening(port)]
-    left = [pid for pid in actorsys._all_pids() if pid != os.getpid() and _in(pid, clone)]
+    left = [pid for pid in procfs.all_pids() if pid != os.getpid() and _in(pid, clone)]
     assert not left, f"processes left after `cameron stop`: {left}"
     assert not (clone / ".cameron" / "run" / "engine.json").exists()
     assert cameron("status").returncode == 3
