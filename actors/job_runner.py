@@ -1,5 +1,6 @@
 """JobRunner: drives many jobs at once: which tasks start, with what input, and when a job is done."""
 
+import datetime
 import json
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ class Job:
 #: Cancels remembered for jobs this runner has not been handed yet (a StopJob can overtake
 #: its RunJob); the oldest are forgotten past this many.
 EARLY_CANCELS = 1000
+#: How long after its TaskActor died the runner calls the tasks it had in flight again.
+RECALL_AFTER = datetime.timedelta(seconds=0.2)
 #: Jobs ended here that are remembered, so that one both resumed at boot and then taken off
 #: the inbox is not run a second time.
 ENDED_KEPT = 10000
@@ -59,6 +62,7 @@ class JobRunner(CameronActor):
         self.ended = OrderedDict()  # uuids of the latest jobs ended here, oldest first
         self._to_tasks = Pipe(self, m.CallActivities)
         self._to_data = Pipe(self, self._write_batch)
+        self._recall_generation = 0  # TaskActors replaced: a wake-up of an older one is stale
 
     def setup(self, first):
         if self.task_actor is None:
@@ -273,9 +277,22 @@ class JobRunner(CameronActor):
                          sum(len(j.running) for j in self.jobs.values()))
         self.task_actor = self.createActor(TaskActor)
         self.send(self.task_actor, m.Setup(self.config, self.peers))
-        # Every running task is called again: drop the calls that waited for the old one.
+        # Every task running now is called again, after a moment: outcomes the old one sent
+        # just before it died may still be on their way here, and a task they end must not be
+        # called again once Redis records it done. Calls that waited for the old one go too.
         self._to_tasks = Pipe(self, m.CallActivities)
-        self._calls = [t.call for j in self.jobs.values() for t in j.running.values()]
+        self._recall_generation += 1
+        lost = [(uuid, n) for uuid, job in self.jobs.items() for n in job.running]
+        self.wakeupAfter(RECALL_AFTER, payload=(self._recall_generation, lost))
+
+    def receiveMsg_WakeupMessage(self, msg, sender):
+        generation, lost = msg.payload
+        if generation != self._recall_generation:
+            return  # that TaskActor died too: the later wake-up calls them all
+        for uuid, n in lost:
+            task = self.jobs[uuid].running.get(n) if uuid in self.jobs else None
+            if task is not None:
+                self._calls.append(task.call)
         self._flush()
 
     def status(self):
