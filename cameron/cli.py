@@ -238,7 +238,8 @@ def status_report(config: Config) -> dict:
     report = {"running": False, "env": config.env, "config_file": config.config_file,
               "admin": f"{os.environ.get('THESPIAN_BASE_IPADDR', '127.0.0.1')}:{config.admin_port}",
               "actors": [], "redis": {"url": config.redis_url_shown},
-              "web": {"url": web.base_url(config), "pid": web.running_pid(config)}}
+              "web": {"url": web.base_url(config), "pid": web.running_pid(config)},
+              "keeper": {"pid": keeper.running_pid(config)}}
     processes = []
     try:
         asys = actorsys.join(config)
@@ -293,6 +294,10 @@ def _print_status(report: dict):
         print(f"  settings: {report['config_file']}")
     w = report["web"]
     print(f"  API: {w['url']}/api " + (f"(pid {w['pid']})" if w["pid"] else "(not started by cameron start --web)"))
+    pid = report["keeper"]["pid"]
+    print("  keeper: " + (f"pid {pid} (replaces a dead Supervisor)" if pid else
+                          "none (cameron run keeps its engine itself; after cameron start, none means "
+                          "a dead Supervisor is not replaced)"))
     r = report["redis"]
     print(f"  Redis: {r['url']} " + ("ok" if r.get("ok") else term.paint(f"unreachable: {r.get('error')}", "error")))
     if report["actors"]:

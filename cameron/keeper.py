@@ -66,16 +66,23 @@ def spawn(config: Config, log_file: str, environ=None) -> int:
     return proc.pid
 
 
-def stop(config: Config, timeout: float = 5.0) -> None:
-    """Stop the background keeper first: it would bring back a Supervisor being shut down."""
+def running_pid(config: Config) -> int | None:
+    """The background keeper's pid, if it runs."""
     try:
         pid = int(pidfile(config).read_text())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return pid if b"cameron.keeper" in f.read() else None  # else the pid was reused
     except (OSError, ValueError):
+        return None
+
+
+def stop(config: Config, timeout: float = 5.0) -> None:
+    """Stop the background keeper first: it would bring back a Supervisor being shut down."""
+    pid = running_pid(config)
+    if pid is None:
+        pidfile(config).unlink(missing_ok=True)
         return
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"cameron.keeper" not in f.read():
-                return  # the pid was reused since
         os.kill(pid, signal.SIGTERM)
     except OSError:
         return

@@ -1,6 +1,7 @@
 """Supervision all the way up, through the real stack: a killed Supervisor takes its tree with
 it, and the process that started the engine replaces it without anyone asking."""
 
+import json
 import os
 import signal
 
@@ -28,6 +29,9 @@ def descendants(parents: dict, root: int) -> set:
 def test_a_killed_supervisor_takes_its_tree_along_and_is_replaced_unasked(short_tmp, redis_server, activities):
     engine, web = start_engine(short_tmp / "supervision", redis_server.url, activities)
     try:
+        # `cameron start` left its keeper, and says so
+        status = json.loads(engine.cli("status", "--json").stdout)
+        assert status["keeper"]["pid"] and actorsys.alive(status["keeper"]["pid"])
         before = tree(engine)
         admin = next(p for p, parent in before.items() if parent not in before)
         supervisor = max((p for p, parent in before.items() if parent == admin),
