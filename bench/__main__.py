@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     with Stack(sizes) as stack:
         say(f"stack up: API {stack.api}, activities {stack.acts_url}")
         results = measure(stack, sizes, say, only)
-        results["engine"] = {"web_workers": stack.config.web_workers, "web_threads": stack.config.web_threads,
+        results["engine"] = {"web_workers": stack.config.web_workers, "web_connections": stack.config.web_connections,
                              "runners": stack.config.runners}
         results["pids"] = stack.all_pids()
     results.update(smoke=args.smoke, sizes=sizes, seconds=round(time.monotonic() - began, 1),

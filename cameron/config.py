@@ -1,12 +1,14 @@
 """Settings: every knob Cameron reads, its default, its line in config/<env>.toml and the
 environment variable that overrides it."""
 
+import hashlib
 import math
 import os
 import socket
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 #: The checkout Cameron runs from; config/ and the embedded Redis data live under it.
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,9 +42,10 @@ class Config:
     admin_port: int = 19500
     #: How many JobRunners share the jobs (each with its own TaskActor).
     runners: int = 2
-    #: gunicorn worker processes, threads per worker, and seconds before a silent worker is restarted.
+    #: gunicorn worker processes, connections each serves at once, and seconds before a
+    #: silent worker is restarted.
     web_workers: int = 2
-    web_threads: int = 8
+    web_connections: int = 1000
     web_timeout: int = 60
     #: Default activity call timeouts, in seconds (connect, then waiting for the answer).
     connect_timeout: float = 5.0
@@ -72,6 +75,23 @@ class Config:
     #: Seconds an engine's lease on its jobs lasts unless renewed (it is renewed four times per
     #: period); another engine takes over the jobs of an engine whose lease ran out.
     lease_ttl: float = 10.0
+    # --- the API's front door: what a client may send, how long it may take, who may ask ---
+    #: The API's address as clients reach it (behind a proxy: the proxy's); the base of every
+    #: Location and link. Empty: http://bind:port (127.0.0.1 for 0.0.0.0).
+    public_url: str = ""
+    #: Comma-separated bearer tokens, each optionally `name:token`; empty: no token needed.
+    #: Kept out of repr so that no log line or error message ever shows one.
+    api_tokens: str = field(default="", repr=False)
+    #: Seconds a connection may take to send a request's line and headers (and may stay idle
+    #: between requests), and to send its body.
+    web_header_timeout: int = 10
+    web_body_timeout: int = 30
+    #: Sizes a start request may have, in bytes: the whole body, and its key, data and requestor
+    #: (UTF-8). A key is at most 2048 bytes, so its URL-encoded job path fits a request line.
+    max_body_bytes: int = 1024 * 1024
+    max_key_bytes: int = 1024
+    max_data_bytes: int = 512 * 1024
+    max_requestor_bytes: int = 1024
 
     @property
     def engine(self) -> str:
@@ -84,6 +104,26 @@ class Config:
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or f"unix://{self.redis_socket}"
+
+    @property
+    def api_url(self) -> str:
+        """The base of the API's links: public_url, or where it listens."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.bind in ("0.0.0.0", "") else self.bind
+        return f"http://{host}:{self.port}"
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        """api_tokens as name -> token; a token given without a name is named by the start of
+        its SHA-256, so the name says nothing of the token."""
+        named = {}
+        for entry in filter(None, (e.strip() for e in self.api_tokens.split(","))):
+            name, sep, token = entry.partition(":")
+            if not sep:
+                name, token = hashlib.sha256(entry.encode()).hexdigest()[:12], entry
+            named[name] = token
+        return named
 
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)
@@ -101,7 +141,7 @@ SETTINGS = {
     "admin_port": ("CAMERON_ADMIN_PORT", int, POSITIVE),
     "runners": ("CAMERON_RUNNERS", int, POSITIVE),
     "web_workers": ("CAMERON_WEB_WORKERS", int, POSITIVE),
-    "web_threads": ("CAMERON_WEB_THREADS", int, POSITIVE),
+    "web_connections": ("CAMERON_WEB_CONNECTIONS", int, POSITIVE),
     "web_timeout": ("CAMERON_WEB_TIMEOUT", int, POSITIVE),
     "connect_timeout": ("CAMERON_CONNECT_TIMEOUT", float, POSITIVE),
     "read_timeout": ("CAMERON_READ_TIMEOUT", float, POSITIVE),
@@ -118,7 +158,18 @@ SETTINGS = {
     "idempotency_ttl": ("CAMERON_IDEMPOTENCY_TTL", int, POSITIVE),
     "log_level": ("CAMERON_LOG_LEVEL", str, None),
     "log_syslog": ("CAMERON_LOG_SYSLOG", str, None),
+    "public_url": ("CAMERON_PUBLIC_URL", str, None),
+    "api_tokens": ("CAMERON_API_TOKENS", str, None),
+    "web_header_timeout": ("CAMERON_WEB_HEADER_TIMEOUT", int, POSITIVE),
+    "web_body_timeout": ("CAMERON_WEB_BODY_TIMEOUT", int, POSITIVE),
+    "max_body_bytes": ("CAMERON_MAX_BODY_BYTES", int, POSITIVE),
+    "max_key_bytes": ("CAMERON_MAX_KEY_BYTES", int, POSITIVE),
+    "max_data_bytes": ("CAMERON_MAX_DATA_BYTES", int, POSITIVE),
+    "max_requestor_bytes": ("CAMERON_MAX_REQUESTOR_BYTES", int, POSITIVE),
 }
+#: The most max_key_bytes may be: a key URL-encodes to up to 3 characters a byte, and the job's
+#: path must fit the request line the API server accepts (8190 characters).
+KEY_BYTES_CEILING = 2048
 _KIND_NAMES = {int: "a whole number", float: "a number", str: "a string"}
 _DEFAULTS = {f.name: f.default for f in fields(Config)}
 
@@ -202,3 +253,30 @@ def _check(values: dict, where):
     level = values.get("log_level", _DEFAULTS["log_level"])
     if level not in LOG_LEVELS:
         raise ConfigError(f"{where('log_level')}: expected one of {', '.join(LOG_LEVELS)}")
+    _check_front_door(values, where)
+
+
+def _check_front_door(values: dict, where):
+    url = values.get("public_url")
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigError(f"{where('public_url')}: expected http(s)://host[:port][/path]")
+    if values.get("max_key_bytes", 0) > KEY_BYTES_CEILING:
+        raise ConfigError(f"{where('max_key_bytes')}: at most {KEY_BYTES_CEILING} (a job's URL "
+                          "must fit in a request line)")
+    if "api_tokens" in values:
+        # Never quote the value: it holds secrets.
+        def bad(problem):
+            return ConfigError(f"{SETTINGS['api_tokens'][0]} (or api_tokens): {problem}")
+        names = set()
+        for entry in filter(None, (e.strip() for e in values["api_tokens"].split(","))):
+            name, sep, token = entry.partition(":")
+            if sep and (not name or not token):
+                raise bad("an entry is `name:` or `:token`; expected token or name:token")
+            token = token if sep else entry
+            if not all(33 <= ord(c) < 127 for c in token):
+                raise bad("a token holds a space or a character that is not printable ASCII")
+            if sep and name in names:
+                raise bad(f"the name {name!r} is given twice")
+            names.add(name if sep else None)

@@ -11,6 +11,7 @@ import redis
 from cameron import api, store
 from cameron import messages as m
 from cameron.catalog import Process
+from cameron.config import Config
 from cameron.gateway import EngineUnavailable
 
 UUID = "0123456789abcdef0123456789abcdef"
@@ -40,7 +41,7 @@ class FakeJobs:
         self.answer = answer
         self.asked = []
 
-    def start(self, process, key, data, requestor, *, idempotency_key="", fingerprint=""):
+    def start(self, process, key, data, requestor, *, idempotency_key="", fingerprint="", client=""):
         self.asked.append((process, key, data, requestor, idempotency_key))
         if isinstance(self.answer, Exception):
             raise self.answer
@@ -52,8 +53,12 @@ def accept(process, key):
     return store.Created(process, key, UUID, status="scheduled", replayed=False)
 
 
-def client_for(gateway, jobs=None) -> falcon.testing.TestClient:
-    return falcon.testing.TestClient(api.create_app(gateway, jobs=jobs))
+PUBLIC = "http://cameron.example:8080"
+
+
+def client_for(gateway, jobs=None, **settings) -> falcon.testing.TestClient:
+    config = Config(public_url=PUBLIC, **settings)
+    return falcon.testing.TestClient(api.create_app(gateway, jobs=jobs, config=config))
 
 
 def post_start(client, body, name="foo", raw_name=None, headers=None, **kwargs):
@@ -96,9 +101,9 @@ def test_starting_a_job_answers_201_with_its_location_and_a_json_body():
     # Given an engine that accepts the job
     jobs = FakeJobs(accept)
     client = client_for(FakeGateway(), jobs)
-    # When the original docs' request is posted to a server reached as cameron.example:8080
-    resp = post_start(client, REQUEST, host="cameron.example", port=8080)
-    # Expect 201, Location from the request's own host with the key URL-encoded
+    # When the original docs' request is posted with a Host header of the client's choosing
+    resp = post_start(client, REQUEST, host="evil.example", port=8080)
+    # Expect 201, Location from the public address (not the Host header) with the key URL-encoded
     location = f"http://cameron.example:8080/api/process/foo/key/%28id%2C007%29/job/{UUID}"
     assert resp.status_code == 201
     assert resp.headers["location"] == location
@@ -164,7 +169,7 @@ def test_an_empty_key_is_a_400():
 
 def test_a_body_over_the_size_limit_is_a_413():
     jobs = FakeJobs(accept)
-    resp = post_start(client_for(FakeGateway(), jobs), {**REQUEST, "data": "x" * (api.MAX_BODY + 1)})
+    resp = post_start(client_for(FakeGateway(), jobs), {**REQUEST, "data": "x" * Config().max_body_bytes})
     assert_json_error(resp, 413, "Body too large")
     assert jobs.asked == []
 
@@ -224,7 +229,7 @@ def test_reading_a_job_returns_its_document_with_a_self_link():
     # Expect 200 with the SPEC fields, and the job asked for by its decoded key
     assert resp.status_code == 200
     assert {k: resp.json[k] for k in DOC} == DOC
-    assert resp.json["links"]["self"] == f"http://falconframework.org{raw}"
+    assert resp.json["links"]["self"] == f"http://cameron.example:8080{raw}"
     assert gateway.asked == [("job_data", m.GetJob("foo", "(id,007)", UUID))]
 
 
@@ -278,9 +283,9 @@ def test_the_catalog_is_listable():
     assert resp.status_code == 200
     assert resp.json["processes"] == [
         {"name": "foo", "start": FOO.start_url,
-         "links": {"start": "http://falconframework.org/api/process/foo/start"}},
+         "links": {"start": "http://cameron.example:8080/api/process/foo/start"}},
         {"name": "my.proc", "start": "https://b/s",
-         "links": {"start": "http://falconframework.org/api/process/my.proc/start"}}]
+         "links": {"start": "http://cameron.example:8080/api/process/my.proc/start"}}]
     assert gateway.asked == [("catalog", m.ListProcesses())]
 
 

@@ -1,0 +1,71 @@
+"""The API server's gunicorn worker: gevent's, with a deadline on every request body and
+JSON for the errors gunicorn answers itself (a request line too long, a malformed header)."""
+
+import json
+import time
+
+import gevent
+from gunicorn import util
+from gunicorn.workers.ggevent import GeventWorker
+
+from cameron.config import from_env
+
+
+class Worker(GeventWorker):
+    """A greenlet per connection, so slow clients hold no thread; the request line and
+    headers must come within `keepalive` seconds (gunicorn's gevent worker bounds that read
+    by it) and the body within web_body_timeout."""
+
+    def init_process(self):
+        self.body_timeout = from_env().web_body_timeout
+        super().init_process()
+
+    def handle_request(self, listener_name, req, sock, addr):
+        if req.body is not None:
+            req.body = _Deadline(req.body, time.monotonic() + self.body_timeout, self.body_timeout)
+        return super().handle_request(listener_name, req, sock, addr)
+
+
+class _Deadline:
+    """A request body whose every read must end by `deadline` (time.monotonic()); past it a
+    read raises TimeoutError, which the API answers with a 408."""
+
+    def __init__(self, body, deadline: float, seconds: float):
+        self._body, self._deadline, self._seconds = body, deadline, seconds
+
+    def _bounded(self, read, *args):
+        error = TimeoutError(f"the request body did not arrive within {self._seconds:g} s")
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise error
+        with gevent.Timeout(left, error):
+            return read(*args)
+
+    def read(self, size=None):
+        return self._bounded(self._body.read, size)
+
+    def readline(self, size=None):
+        return self._bounded(self._body.readline, size)
+
+    def readlines(self, size=None):
+        return self._bounded(self._body.readlines, size)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration()
+        return line
+
+
+def _json_error(sock, status_int, reason, mesg):
+    body = json.dumps({"title": reason, "description": mesg or reason}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn writes the answers to requests it cannot parse with util.write_error, in HTML.
+util.write_error = _json_error
