@@ -11,13 +11,10 @@ import redis
 
 from cameron import __version__, keys, openapi, store
 from cameron import messages as m
-from cameron.config import Config
+from cameron.config import MAX_JSON_DEPTH, Config
 from cameron.gateway import EngineUnavailable
 
 BANNER = "Cameron Workflow Engine // Web API"
-#: How deep arrays and objects may nest in a request body: deeper is no job's data, and
-#: would cost recursion to parse and to write back out.
-MAX_JSON_DEPTH = 64
 _UUID = re.compile(r"^[0-9a-f]{32}$")
 #: Jobs per page of a listing: the default and the most a client may ask for.
 PAGE, MAX_PAGE = 50, 500
@@ -167,7 +164,10 @@ def _read_body(req, limit: int) -> bytes:
     try:
         raw = stream.read(limit + 1)
     except TimeoutError as e:
-        raise falcon.HTTPRequestTimeout(title="Body too slow", description=str(e)) from None
+        # Falcon has no class for 408; the connection is closed after it (the body's rest
+        # is unknown).
+        raise falcon.HTTPError(falcon.HTTP_408, title="Body too slow", description=str(e),
+                               headers={"Connection": "close"}) from None
     except Exception as e:  # the server's reader: a malformed chunk, a client gone
         raise falcon.HTTPBadRequest(title="Unreadable body",
                                     description=f"the body could not be read: {e}") from None
@@ -388,8 +388,11 @@ class Health:
 
 
 class OpenApi:
+    def __init__(self, config: Config):
+        self.config = config
+
     def on_get(self, req, resp):
-        resp.media = openapi.document(__version__)
+        resp.media = openapi.document(__version__, self.config)
 
 
 def _unavailable(req, resp, ex, params):
@@ -424,7 +427,7 @@ def create_app(gateway, redis_client=None, jobs=None, config: Config | None = No
     app.req_options.keep_blank_qs_values = True  # `?status=` is a bad status, not no status
     app.add_route("/api", Root())
     app.add_route("/api/health", Health(gateway, redis_client))
-    app.add_route("/api/openapi.json", OpenApi())
+    app.add_route("/api/openapi.json", OpenApi(config))
     app.add_route("/api/process", Processes(gateway))
     app.add_route("/api/process/{name}/start", Start(jobs, config))
     app.add_route("/api/process/{name}/job", Jobs(gateway))

@@ -170,6 +170,9 @@ SETTINGS = {
 #: The most max_key_bytes may be: a key URL-encodes to up to 3 characters a byte, and the job's
 #: path must fit the request line the API server accepts (8190 characters).
 KEY_BYTES_CEILING = 2048
+#: How deep arrays and objects may nest in a request body: deeper is no job's data, and would
+#: cost recursion to parse and to write back out.
+MAX_JSON_DEPTH = 64
 _KIND_NAMES = {int: "a whole number", float: "a number", str: "a string"}
 _DEFAULTS = {f.name: f.default for f in fields(Config)}
 

@@ -188,14 +188,16 @@ def start_engine(tmp: Path, redis_url: str, activities: ActivityServer, **extra_
         raise
 
 
-def start_web(engine: Engine) -> subprocess.Popen:
-    """gunicorn for an engine whose actor system runs; returns once it serves /api."""
+def start_web(engine: Engine, log=None) -> subprocess.Popen:
+    """gunicorn for an engine whose actor system runs, its output to `log` (a file) if given;
+    returns once it serves /api (401 too: with tokens on, /api wants one)."""
     web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.py"),
-                            "cameron.wsgi:app"], env=engine.env, stdin=subprocess.DEVNULL)
+                            "cameron.wsgi:app"], env=engine.env, stdin=subprocess.DEVNULL,
+                           stdout=log, stderr=log)
 
     def serving():
         try:
-            return requests.get(f"{engine.base_url}/api", timeout=1).status_code == 200
+            return requests.get(f"{engine.base_url}/api", timeout=1).status_code in (200, 401)
         except requests.RequestException:
             assert web.poll() is None, "gunicorn exited at start"
             return False
