@@ -217,3 +217,34 @@ def test_log_lines_carry_the_job_id_or_a_dash():
     assert "job=0123456789abcdef0123456789abcdef: cancelled" in formatter.format(about_a_job)
     assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO cameron.api\[\d+\] job=-: hello$",
                      formatter.format(other))
+
+
+def test_the_public_url_defaults_to_where_the_api_listens():
+    assert from_env({}).api_url == "http://127.0.0.1:8080"
+    assert from_env({"CAMERON_BIND": "0.0.0.0", "CAMERON_PORT": "9000"}).api_url == "http://127.0.0.1:9000"
+    assert from_env({"CAMERON_PUBLIC_URL": "https://jobs.example/cameron/"}).api_url == \
+        "https://jobs.example/cameron"
+
+
+@pytest.mark.parametrize("url", ["jobs.example", "ftp://jobs.example", "https://", "http://h/?a=1", "http://h/#x"])
+def test_a_public_url_that_is_not_an_http_address_is_refused(url):
+    assert "CAMERON_PUBLIC_URL" in config_error({"CAMERON_PUBLIC_URL": url})
+
+
+def test_api_tokens_are_named_and_never_shown():
+    config = from_env({"CAMERON_API_TOKENS": " alice:tok-a , tok-b,bob:x:y "})
+    assert config.tokens["alice"] == "tok-a" and config.tokens["bob"] == "x:y"
+    assert "tok-b" in config.tokens.values() and len(config.tokens) == 3
+    assert "tok-a" not in repr(config)
+
+
+@pytest.mark.parametrize("tokens", ["alice:", ":secret", "alice:a,alice:b", "has space", "tök"])
+def test_bad_api_tokens_are_refused_without_quoting_them(tokens):
+    message = config_error({"CAMERON_API_TOKENS": tokens})
+    assert "CAMERON_API_TOKENS" in message
+    assert "secret" not in message and "tök" not in message
+
+
+def test_a_key_limit_past_what_a_request_line_holds_is_refused():
+    assert "at most 2048" in config_error({"CAMERON_MAX_KEY_BYTES": "2049"})
+    assert from_env({"CAMERON_MAX_KEY_BYTES": "2048"}).max_key_bytes == 2048
