@@ -18,12 +18,43 @@ class Worker(GeventWorker):
 
     def init_process(self):
         self.body_timeout = from_env().web_body_timeout
+        self.waiting = {}  # greenlet -> the Timeout of its wait for a request's headers
         super().init_process()
+
+    def timeout_ctx(self):
+        return _Waiting(self.waiting, gevent.Timeout(self.cfg.keepalive, False))
+
+    def handle_exit(self, sig, frame):
+        # gunicorn waits for every connection to end before the worker exits, kept-alive idle
+        # ones too: end those at once, as their header timeout would, so that a stop takes
+        # as long as the requests in progress and not web_header_timeout more.
+        super().handle_exit(sig, frame)
+        gevent.spawn(self._close_waiting)
+
+    def _close_waiting(self):
+        for greenlet, timeout in list(self.waiting.items()):
+            greenlet.kill(timeout, block=False)
 
     def handle_request(self, listener_name, req, sock, addr):
         if req.body is not None:
             req.body = _Deadline(req.body, time.monotonic() + self.body_timeout, self.body_timeout)
         return super().handle_request(listener_name, req, sock, addr)
+
+
+class _Waiting:
+    """A connection's wait for its next request (gunicorn's keepalive Timeout), registered so
+    that a stopping worker can end it as if it had timed out."""
+
+    def __init__(self, waiting: dict, timeout):
+        self.waiting, self.timeout = waiting, timeout
+
+    def __enter__(self):
+        self.waiting[gevent.getcurrent()] = self.timeout
+        return self.timeout.__enter__()
+
+    def __exit__(self, *exc):
+        self.waiting.pop(gevent.getcurrent(), None)
+        return self.timeout.__exit__(*exc)
 
 
 class _Deadline:

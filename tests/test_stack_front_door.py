@@ -1,6 +1,7 @@
 """The API against hostile and careless clients, through gunicorn as ./run.sh starts it:
 malformed bodies, limits, the Host header, slow clients, tokens."""
 
+import contextlib
 import json
 import signal
 import socket
@@ -168,24 +169,49 @@ def test_500_trickling_clients_do_not_starve_the_others(engine):
 
 # --- a gunicorn with tokens, a public address and short deadlines ------------------------
 
+@contextlib.contextmanager
+def another_api_server(engine, log_dir, **env):
+    """A second gunicorn on the engine's actor system, with settings of its own."""
+    port = free_port()
+    server = Engine({**engine.env, "CAMERON_PORT": str(port), **env}, f"http://127.0.0.1:{port}",
+                    engine.config.effective_redis_url)
+    server.log = log_dir / "web.log"
+    with open(server.log, "wb") as log:
+        server.web = start_web(server, log)
+    try:
+        yield server
+    finally:
+        if server.web.poll() is None:
+            server.web.kill()
+            server.web.wait()
+
+
+def stop(server) -> float:
+    """SIGTERM the server's gunicorn; how long it took to exit."""
+    began = time.monotonic()
+    server.web.send_signal(signal.SIGTERM)
+    try:
+        server.web.wait(20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("gunicorn did not stop on SIGTERM")
+    return time.monotonic() - began
+
+
 @pytest.fixture(scope="module")
 def guarded(engine, tmp_path_factory):
-    port = free_port()
-    env = {**engine.env, "CAMERON_PORT": str(port), "CAMERON_PUBLIC_URL": PUBLIC,
-           "CAMERON_API_TOKENS": ",".join([f"{n}:{t}" for n, t in TOKENS.items()] + [UNNAMED]),
-           "CAMERON_WEB_HEADER_TIMEOUT": "1", "CAMERON_WEB_BODY_TIMEOUT": "1"}
-    server = Engine(env, f"http://127.0.0.1:{port}", engine.config.effective_redis_url)
-    server.log = tmp_path_factory.mktemp("guarded") / "web.log"
-    with open(server.log, "wb") as log:
-        web = start_web(server, log)
-    yield server
-    web.send_signal(signal.SIGTERM)
-    try:
-        web.wait(20)
-    except subprocess.TimeoutExpired:
-        web.kill()
-        web.wait()
-        pytest.fail("gunicorn did not stop on SIGTERM")
+    with another_api_server(
+            engine, tmp_path_factory.mktemp("guarded"), CAMERON_PUBLIC_URL=PUBLIC,
+            CAMERON_API_TOKENS=",".join([f"{n}:{t}" for n, t in TOKENS.items()] + [UNNAMED]),
+            CAMERON_WEB_HEADER_TIMEOUT="1", CAMERON_WEB_BODY_TIMEOUT="1") as server:
+        yield server
+        stop(server)
+
+
+def test_a_stop_does_not_wait_for_idle_kept_alive_connections(engine, tmp_path):
+    with another_api_server(engine, tmp_path, CAMERON_WEB_HEADER_TIMEOUT="30") as server:
+        idle = requests.Session()
+        assert idle.get(f"{server.base_url}/api", timeout=10).status_code == 200  # stays open
+        assert stop(server) < 5
 
 
 def bearer(token):
