@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -165,6 +166,20 @@ def test_500_trickling_clients_do_not_starve_the_others(engine):
     finally:
         for s in socks:
             s.close()
+
+
+def test_concurrent_requests_that_ask_the_actors_are_all_answered(engine):
+    # Each is a Thespian ask from a greenlet of the same worker process, at once.
+    location = engine.start_job("foo", key="concurrent-reads").headers["Location"]
+    paths = [location, f"{engine.base_url}/api/process/foo/job?limit=5",
+             f"{engine.base_url}/api/job/{location.rsplit('/', 1)[1]}", f"{engine.base_url}/api/process"]
+
+    def read(i):
+        with requests.Session() as http:
+            return [http.get(paths[(i + n) % len(paths)], timeout=15).status_code for n in range(5)]
+    with ThreadPoolExecutor(40) as pool:
+        codes = [c for answers in pool.map(read, range(40)) for c in answers]
+    assert codes == [200] * 200
 
 
 # --- a gunicorn with tokens, a public address and short deadlines ------------------------
