@@ -18,7 +18,8 @@ BANNER = "Cameron Workflow Engine // Web API"
 _UUID = re.compile(r"^[0-9a-f]{32}$")
 #: Jobs per page of a listing: the default and the most a client may ask for.
 PAGE, MAX_PAGE = 50, 500
-_LIMIT = re.compile(r"^[0-9]{1,6}$")
+#: A listing's limit: ASCII digits only (str.isdigit() takes "²", which int() refuses).
+_LIMIT = re.compile(r"[0-9]{1,6}")
 #: An Idempotency-Key: printable ASCII without spaces, like a uuid or a request id.
 _IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,255}$")
 #: How long /api/health waits for each part.
@@ -347,7 +348,7 @@ def listing_query(params: dict) -> dict:
     if state is not None and state not in keys.JOB_STATES:
         raise bad(f"'status' must be one of {', '.join(keys.JOB_STATES)}")
     limit = params.get("limit", str(PAGE))
-    if not _LIMIT.match(limit) or not 1 <= int(limit) <= MAX_PAGE:
+    if not _LIMIT.fullmatch(limit) or not 1 <= int(limit) <= MAX_PAGE:
         raise bad(f"'limit' must be a whole number from 1 to {MAX_PAGE}")
     cursor = params.get("cursor")
     if cursor is not None:
