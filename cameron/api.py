@@ -156,8 +156,10 @@ class Start:
 def _read_body(req, limit: int) -> bytes:
     """The request body, at most `limit` bytes (413 past it); a chunked body is read to its
     end. 408 when the client does not send it in time, 400 when it cannot be read."""
+    # Closing the connection after a 413 spares the server reading the rest of the body.
     too_large = falcon.HTTPContentTooLarge(
-        title="Body too large", description=f"the body may be at most {limit} bytes (max_body_bytes)")
+        title="Body too large", description=f"the body may be at most {limit} bytes (max_body_bytes)",
+        headers={"Connection": "close"})
     if req.content_length is not None and req.content_length > limit:
         raise too_large
     # Without a Content-Length (chunked) the server's stream ends where the body does.

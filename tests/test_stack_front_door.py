@@ -91,6 +91,14 @@ def test_a_body_over_the_body_limit_is_a_413(engine):
     assert "max_body_bytes" in json_error(post_raw(engine, body.encode()), 413)
 
 
+def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(engine):
+    with socket.create_connection(("127.0.0.1", int(engine.env["CAMERON_PORT"])), timeout=10) as s:
+        s.sendall(b"POST /api/process/foo/start HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 100000000\r\n\r\n")
+        answer = s.makefile("rb").read()  # answered, and closed, without waiting for 100 MB
+    assert answer.startswith(b"HTTP/1.1 413")
+
+
 @pytest.mark.parametrize("field, setting", [("key", "max_key_bytes"), ("data", "max_data_bytes"),
                                             ("requestor", "max_requestor_bytes")])
 def test_a_field_over_its_byte_limit_is_a_400_naming_the_setting(engine, field, setting):
