@@ -1,5 +1,6 @@
 """Fixtures that bring up the real stack: redis-server, activity servers, actor system, gunicorn."""
 
+import contextlib
 import os
 import re
 import signal
@@ -208,6 +209,34 @@ def start_web(engine: Engine, log=None) -> subprocess.Popen:
         web.wait()
         raise
     return web
+
+
+@contextlib.contextmanager
+def another_api_server(engine, log_dir, **env):
+    """A second gunicorn on the engine's actor system, with settings of its own."""
+    port = free_port()
+    server = Engine({**engine.env, "CAMERON_PORT": str(port), **env}, f"http://127.0.0.1:{port}",
+                    engine.config.effective_redis_url)
+    server.log = log_dir / "web.log"
+    with open(server.log, "wb") as log:
+        server.web = start_web(server, log)
+    try:
+        yield server
+    finally:
+        if server.web.poll() is None:
+            server.web.kill()
+            server.web.wait()
+
+
+def stop_web(server) -> float:
+    """SIGTERM the server's gunicorn; how long it took to exit."""
+    began = time.monotonic()
+    server.web.send_signal(signal.SIGTERM)
+    try:
+        server.web.wait(20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("gunicorn did not stop on SIGTERM")
+    return time.monotonic() - began
 
 
 def _force_stop(engine: Engine):

@@ -1,18 +1,15 @@
 """The API against hostile and careless clients, through gunicorn as ./run.sh starts it:
 malformed bodies, limits, the Host header, slow clients, tokens."""
 
-import contextlib
 import json
-import signal
 import socket
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from conftest import Engine, free_port, start_web, wait_until
+from conftest import another_api_server, stop_web
 
 pytestmark = pytest.mark.stack
 
@@ -192,49 +189,22 @@ def test_concurrent_requests_that_ask_the_actors_are_all_answered(engine):
 
 # --- a gunicorn with tokens, a public address and short deadlines ------------------------
 
-@contextlib.contextmanager
-def another_api_server(engine, log_dir, **env):
-    """A second gunicorn on the engine's actor system, with settings of its own."""
-    port = free_port()
-    server = Engine({**engine.env, "CAMERON_PORT": str(port), **env}, f"http://127.0.0.1:{port}",
-                    engine.config.effective_redis_url)
-    server.log = log_dir / "web.log"
-    with open(server.log, "wb") as log:
-        server.web = start_web(server, log)
-    try:
-        yield server
-    finally:
-        if server.web.poll() is None:
-            server.web.kill()
-            server.web.wait()
-
-
-def stop(server) -> float:
-    """SIGTERM the server's gunicorn; how long it took to exit."""
-    began = time.monotonic()
-    server.web.send_signal(signal.SIGTERM)
-    try:
-        server.web.wait(20)
-    except subprocess.TimeoutExpired:
-        pytest.fail("gunicorn did not stop on SIGTERM")
-    return time.monotonic() - began
-
-
 @pytest.fixture(scope="module")
 def guarded(engine, tmp_path_factory):
     with another_api_server(
             engine, tmp_path_factory.mktemp("guarded"), CAMERON_PUBLIC_URL=PUBLIC,
             CAMERON_API_TOKENS=",".join([f"{n}:{t}" for n, t in TOKENS.items()] + [UNNAMED]),
-            CAMERON_WEB_HEADER_TIMEOUT="1", CAMERON_WEB_BODY_TIMEOUT="1") as server:
+            CAMERON_WEB_HEADER_TIMEOUT="1", CAMERON_WEB_BODY_TIMEOUT="1",
+            CAMERON_MAX_KEY_BYTES="2048") as server:
         yield server
-        stop(server)
+        stop_web(server)
 
 
 def test_a_stop_does_not_wait_for_idle_kept_alive_connections(engine, tmp_path):
     with another_api_server(engine, tmp_path, CAMERON_WEB_HEADER_TIMEOUT="30") as server:
         idle = requests.Session()
         assert idle.get(f"{server.base_url}/api", timeout=10).status_code == 200  # stays open
-        assert stop(server) < 5
+        assert stop_web(server) < 5
 
 
 def bearer(token):
@@ -286,6 +256,16 @@ def test_idempotency_keys_belong_to_one_token_and_one_process(guarded):
     assert again.status_code == 200 and again.json()["uuid"] == alice.json()["uuid"]
     elsewhere = start(TOKENS["alice"], process="echo")
     assert elsewhere.status_code == 201 and elsewhere.json()["uuid"] != alice.json()["uuid"]
+
+
+def test_a_key_at_the_highest_limit_allowed_keeps_its_job_readable_and_cancellable(guarded):
+    key = "/" * 2048  # 6,144 characters URL-encoded
+    resp = requests.post(start_url(guarded, "slow"), json={"key": key, "data": "d", "requestor": "r"},
+                         headers=bearer(UNNAMED), timeout=10)
+    assert resp.status_code == 201, resp.text
+    job = guarded.base_url + resp.headers["Location"][len(PUBLIC):]
+    assert requests.get(job, headers=bearer(UNNAMED), timeout=10).json()["key"] == key
+    assert requests.post(job + "/cancel", headers=bearer(UNNAMED), timeout=10).status_code in (202, 409)
 
 
 def test_the_openapi_document_declares_the_bearer_scheme(guarded):
