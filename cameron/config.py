@@ -115,15 +115,8 @@ class Config:
 
     @property
     def tokens(self) -> dict[str, str]:
-        """api_tokens as name -> token; a token given without a name is named by the start of
-        its SHA-256, so the name says nothing of the token."""
-        named = {}
-        for entry in filter(None, (e.strip() for e in self.api_tokens.split(","))):
-            name, sep, token = entry.partition(":")
-            if not sep:
-                name, token = hashlib.sha256(entry.encode()).hexdigest()[:12], entry
-            named[name] = token
-        return named
+        """api_tokens as name -> token (see parse_tokens)."""
+        return parse_tokens(self.api_tokens)
 
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)
@@ -268,18 +261,27 @@ def _check_front_door(values: dict, where):
     if values.get("max_key_bytes", 0) > KEY_BYTES_CEILING:
         raise ConfigError(f"{where('max_key_bytes')}: at most {KEY_BYTES_CEILING} (a job's URL "
                           "must fit in a request line)")
-    if "api_tokens" in values:
+    try:
+        parse_tokens(values.get("api_tokens", ""))
+    except ValueError as e:
         # Never quote the value: it holds secrets.
-        def bad(problem):
-            return ConfigError(f"{SETTINGS['api_tokens'][0]} (or api_tokens): {problem}")
-        names = set()
-        for entry in filter(None, (e.strip() for e in values["api_tokens"].split(","))):
-            name, sep, token = entry.partition(":")
-            if sep and (not name or not token):
-                raise bad("an entry is `name:` or `:token`; expected token or name:token")
-            token = token if sep else entry
-            if not all(33 <= ord(c) < 127 for c in token):
-                raise bad("a token holds a space or a character that is not printable ASCII")
-            if sep and name in names:
-                raise bad(f"the name {name!r} is given twice")
-            names.add(name if sep else None)
+        raise ConfigError(f"{SETTINGS['api_tokens'][0]} (or api_tokens): {e}") from None
+
+
+def parse_tokens(text: str) -> dict[str, str]:
+    """Comma-separated `token` or `name:token` entries as name -> token; a token given without
+    a name is named by the start of its SHA-256, which says nothing of the token. ValueError
+    saying what is wrong, never quoting a token."""
+    named = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        name, sep, token = entry.partition(":")
+        if not sep:
+            name, token = hashlib.sha256(entry.encode()).hexdigest()[:12], entry
+        elif not name or not token:
+            raise ValueError("an entry is `name:` or `:token`; expected token or name:token")
+        elif name in named:
+            raise ValueError(f"the name {name!r} is given twice")
+        if not all(33 <= ord(c) < 127 for c in token):
+            raise ValueError("a token holds a space or a character that is not printable ASCII")
+        named[name] = token
+    return named
