@@ -36,9 +36,13 @@ class Worker(GeventWorker):
             greenlet.kill(timeout, block=False)
 
     def handle_request(self, listener_name, req, sock, addr):
-        if req.body is not None:
-            req.body = _Deadline(req.body, time.monotonic() + self.body_timeout, self.body_timeout)
-        return super().handle_request(listener_name, req, sock, addr)
+        if req.body is None:
+            return super().handle_request(listener_name, req, sock, addr)
+        req.body = body = _Deadline(req.body, time.monotonic() + self.body_timeout, self.body_timeout)
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            body.answered()
 
 
 class _Waiting:
@@ -59,10 +63,24 @@ class _Waiting:
 
 class _Deadline:
     """A request body whose every read must end by `deadline` (time.monotonic()); past it a
-    read raises TimeoutError, which the API answers with a 408."""
+    read raises TimeoutError, which the API answers with a 408. Once the answer is sent,
+    gunicorn reads what the application left of the body before the next request: it gets
+    DRAIN seconds, then the connection closes (a 413 for 100 MB never sent must not hold
+    it), while a client still sending a body it was refused can finish and read the answer."""
+
+    DRAIN = 1.0
 
     def __init__(self, body, deadline: float, seconds: float):
         self._body, self._deadline, self._seconds = body, deadline, seconds
+
+    def answered(self):
+        # A body whose reading timed out is `failed`: gunicorn closes without reading more.
+        self._deadline = time.monotonic() + self.DRAIN
+
+    @property
+    def failed(self) -> bool:
+        """Reading raised (gunicorn's Body says so): the connection cannot serve another request."""
+        return self._body.failed
 
     def _bounded(self, read, *args):
         error = TimeoutError(f"the request body did not arrive within {self._seconds:g} s")
@@ -78,8 +96,8 @@ class _Deadline:
     def readline(self, size=None):
         return self._bounded(self._body.readline, size)
 
-    def readlines(self, size=None):
-        return self._bounded(self._body.readlines, size)
+    def readlines(self, hint=None):
+        return list(iter(self.readline, b""))
 
     def __iter__(self):
         return self

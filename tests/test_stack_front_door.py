@@ -1,6 +1,7 @@
 """The API against hostile and careless clients, through gunicorn as ./run.sh starts it:
 malformed bodies, limits, the Host header, slow clients, tokens."""
 
+import http.client
 import json
 import socket
 import time
@@ -88,11 +89,26 @@ def test_a_body_over_the_body_limit_is_a_413(engine):
     assert "max_body_bytes" in json_error(post_raw(engine, body.encode()), 413)
 
 
+def test_answered_requests_keep_their_connection(engine):
+    conn = http.client.HTTPConnection("127.0.0.1", int(engine.env["CAMERON_PORT"]), timeout=10)
+    body = json.dumps({"key": "kept-alive", "data": "d", "requestor": "r"})
+    conn.request("POST", "/api/process/foo/start", body, {"Content-Type": "application/json"})
+    first = conn.getresponse()
+    assert first.status == 201 and first.read()
+    sock = conn.sock
+    conn.request("GET", "/api/process/foo/job?limit=1")
+    second = conn.getresponse()
+    assert second.status == 200 and second.read() and conn.sock is sock  # the same connection
+    conn.close()
+
+
 def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(engine):
     with socket.create_connection(("127.0.0.1", int(engine.env["CAMERON_PORT"])), timeout=10) as s:
         s.sendall(b"POST /api/process/foo/start HTTP/1.1\r\nHost: x\r\n"
                   b"Content-Length: 100000000\r\n\r\n")
+        began = time.monotonic()
         answer = s.makefile("rb").read()  # answered, and closed, without waiting for 100 MB
+    assert time.monotonic() - began < 5
     assert answer.startswith(b"HTTP/1.1 413")
 
 
