@@ -156,10 +156,9 @@ class Start:
 def _read_body(req, limit: int) -> bytes:
     """The request body, at most `limit` bytes (413 past it); a chunked body is read to its
     end. 408 when the client does not send it in time, 400 when it cannot be read."""
-    # Closing the connection after a 413 spares the server reading the rest of the body.
+    # What is left of a refused body, the server reads for a second at most (web_worker.py).
     too_large = falcon.HTTPContentTooLarge(
-        title="Body too large", description=f"the body may be at most {limit} bytes (max_body_bytes)",
-        headers={"Connection": "close"})
+        title="Body too large", description=f"the body may be at most {limit} bytes (max_body_bytes)")
     if req.content_length is not None and req.content_length > limit:
         raise too_large
     # Without a Content-Length (chunked) the server's stream ends where the body does.
@@ -167,10 +166,8 @@ def _read_body(req, limit: int) -> bytes:
     try:
         raw = stream.read(limit + 1)
     except TimeoutError as e:
-        # Falcon has no class for 408; the connection is closed after it (the body's rest
-        # is unknown).
-        raise falcon.HTTPError(falcon.HTTP_408, title="Body too slow", description=str(e),
-                               headers={"Connection": "close"}) from None
+        # Falcon has no class for 408; the server closes the connection after it.
+        raise falcon.HTTPError(falcon.HTTP_408, title="Body too slow", description=str(e)) from None
     except Exception as e:  # the server's reader: a malformed chunk, a client gone
         raise falcon.HTTPBadRequest(title="Unreadable body",
                                     description=f"the body could not be read: {e}") from None
