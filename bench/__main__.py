@@ -194,7 +194,7 @@ def main(argv=None) -> int:
             say(f"{server} activity server: stack up: API {stack.api}, activities {stack.acts_url}")
             measured = measure(stack, sizes, say, parts)
             pids += stack.all_pids()
-            engine = {"web_workers": stack.config.web_workers, "web_threads": stack.config.web_threads,
+            engine = {"web_workers": stack.config.web_workers, "web_connections": stack.config.web_connections,
                       "runners": stack.config.runners}
         servers[server] = {k: measured[k] for k in SERVER_FIGURES + ["runs"] if k in measured}
         servers[server]["fanout_target_s"] = fanout_target(server, sizes)

@@ -1,5 +1,6 @@
 """The HTTP API (Falcon): validates requests; stores starts in Redis, forwards the rest to the actors."""
 
+import hmac
 import json
 import logging
 import re
@@ -10,13 +11,15 @@ import redis
 
 from cameron import __version__, keys, openapi, store
 from cameron import messages as m
+from cameron.config import MAX_JSON_DEPTH, Config
 from cameron.gateway import EngineUnavailable
 
 BANNER = "Cameron Workflow Engine // Web API"
-MAX_BODY = 1024 * 1024
 _UUID = re.compile(r"^[0-9a-f]{32}$")
 #: Jobs per page of a listing: the default and the most a client may ask for.
 PAGE, MAX_PAGE = 50, 500
+#: A listing's limit: ASCII digits only (str.isdigit() takes "²", which int() refuses).
+_LIMIT = re.compile(r"[0-9]{1,6}")
 #: An Idempotency-Key: printable ASCII without spaces, like a uuid or a request id.
 _IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,255}$")
 #: How long /api/health waits for each part.
@@ -43,6 +46,40 @@ class RawPath:
         req.path = path
 
 
+class FrontDoor:
+    """Gives each request the API's public address for its links and, when tokens are set,
+    lets in only a request with one of them (`Authorization: Bearer <token>`); /api/health
+    stays open for load balancers. The token's name scopes the client's Idempotency-Keys."""
+
+    OPEN = "/api/health"
+
+    def __init__(self, config: Config):
+        self.base = config.api_url
+        self.tokens = [(name, token.encode()) for name, token in config.tokens.items()]
+
+    def process_request(self, req, resp):
+        req.context.base = self.base
+        req.context.client = ""
+        if not self.tokens or req.path == self.OPEN:
+            return
+        scheme, _, given = (req.get_header("Authorization") or "").strip().partition(" ")
+        # WSGI hands headers over as latin-1 text: back to the bytes the client sent.
+        given = given.strip().encode("latin-1", "replace")
+        client = None
+        if scheme.lower() == "bearer" and given:
+            # Every token is compared, in constant time: how long the check takes says
+            # nothing of which token came close.
+            for name, token in self.tokens:
+                if hmac.compare_digest(given, token) and client is None:
+                    client = name
+        if client is None:
+            raise falcon.HTTPUnauthorized(
+                title="Token required",
+                description="send a valid token as `Authorization: Bearer <token>`",
+                challenges=['Bearer realm="cameron"'])
+        req.context.client = client
+
+
 class Root:
     def on_get(self, req, resp):
         links = {"start": "/api/process/{name}/start", "processes": "/api/process",
@@ -65,7 +102,7 @@ class Processes:
         reply = self.gateway.ask("catalog", m.ListProcesses())
         resp.media = {"processes": [
             {"name": p.name, "start": p.start_url,
-             "links": {"start": f"{req.prefix}/api/process/{quote(p.name, safe='')}/start"}}
+             "links": {"start": f"{req.context.base}/api/process/{quote(p.name, safe='')}/start"}}
             for p in reply.processes]}
 
 
@@ -74,8 +111,9 @@ class Start:
     inbox) and answers 201 once it is there; the engine's JobData takes it off the inbox. No
     actor round trip on this path: a start costs the API one Redis call."""
 
-    def __init__(self, jobs: store.JobStore | None):
+    def __init__(self, jobs: store.JobStore | None, config: Config):
         self.jobs = jobs
+        self.config = config
 
     def on_post(self, req, resp, name):
         name = unquote(name)
@@ -84,12 +122,13 @@ class Start:
             raise falcon.HTTPBadRequest(title="Invalid Idempotency-Key",
                                         description="the Idempotency-Key header must be 1-255 "
                                                     "printable ASCII characters without spaces")
-        fields = _job_request(req)
+        fields = _job_request(req, self.config)
         if self.jobs is None:
             raise EngineUnavailable("no job store configured")
         try:
             job = self.jobs.start(name, **fields, idempotency_key=idempotency_key,
-                                  fingerprint=store.fingerprint(name, **fields) if idempotency_key else "")
+                                  fingerprint=store.fingerprint(name, **fields) if idempotency_key else "",
+                                  client=req.context.client)
         except store.UnknownProcess:
             raise falcon.HTTPNotFound(title="Unknown process",
                                       description=f"no process named {name!r} in the catalog") from None
@@ -108,25 +147,84 @@ class Start:
             resp.set_header("Idempotent-Replayed", "true")
         else:
             resp.status = falcon.HTTP_201
-        location = req.prefix + job_path(job.process, job.key, job.uuid)
+        location = req.context.base + job_path(job.process, job.key, job.uuid)
         resp.location = location
         resp.media = {"uuid": job.uuid, "process": job.process, "key": job.key, "status": job.status,
                       "links": {"self": location}}
 
 
-def _job_request(req) -> dict:
-    if req.content_length and req.content_length > MAX_BODY:
-        raise falcon.HTTPContentTooLarge(title="Body too large",
-                                         description=f"the body may be at most {MAX_BODY} bytes")
-    raw = req.bounded_stream.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise falcon.HTTPContentTooLarge(title="Body too large",
-                                         description=f"the body may be at most {MAX_BODY} bytes")
+def _read_body(req, limit: int) -> bytes:
+    """The request body, at most `limit` bytes (413 past it); a chunked body is read to its
+    end. 408 when the client does not send it in time, 400 when it cannot be read."""
+    # What is left of a refused body, the server reads for a second at most (web_worker.py).
+    too_large = falcon.HTTPContentTooLarge(
+        title="Body too large", description=f"the body may be at most {limit} bytes (max_body_bytes)")
+    if req.content_length is not None and req.content_length > limit:
+        raise too_large
+    # Without a Content-Length (chunked) the server's stream ends where the body does.
+    stream = req.stream if req.content_length is None else req.bounded_stream
+    try:
+        raw = stream.read(limit + 1)
+    except TimeoutError as e:
+        # Falcon has no class for 408; the server closes the connection after it.
+        raise falcon.HTTPError(falcon.HTTP_408, title="Body too slow", description=str(e)) from None
+    except Exception as e:  # the server's reader: a malformed chunk, a client gone
+        raise falcon.HTTPBadRequest(title="Unreadable body",
+                                    description=f"the body could not be read: {e}") from None
+    if len(raw) > limit:
+        raise too_large
+    return raw
+
+
+def _depth(value) -> int:
+    """How deep arrays and objects nest in a parsed JSON value (a scalar: 0); counts no
+    further than MAX_JSON_DEPTH + 1."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                todo.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
+def _size(name: str, value) -> int:
+    """The UTF-8 size of a field; 400 for text that is not Unicode (a lone surrogate, which
+    JSON's \\u escapes can spell but no store can hold)."""
+    try:
+        if isinstance(value, str):
+            return len(value.encode())
+        return len(json.dumps(value, ensure_ascii=False).encode())
+    except UnicodeEncodeError:
+        raise falcon.HTTPBadRequest(title="Invalid job request",
+                                    description=f"'{name}' is not valid Unicode (it holds a lone "
+                                                "surrogate such as \\ud800)") from None
+
+
+def _check_sizes(fields: dict, config: Config):
+    limits = {"key": ("max_key_bytes", config.max_key_bytes),
+              "data": ("max_data_bytes", config.max_data_bytes),
+              "requestor": ("max_requestor_bytes", config.max_requestor_bytes)}
+    for name, (setting, limit) in limits.items():
+        if _size(name, fields[name]) > limit:
+            raise falcon.HTTPBadRequest(title="Invalid job request",
+                                        description=f"'{name}' is over {limit} bytes ({setting})")
+
+
+def _job_request(req, config: Config) -> dict:
+    raw = _read_body(req, config.max_body_bytes)
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise falcon.HTTPBadRequest(title="Invalid JSON",
+                                    description=f"the body nests deeper than {MAX_JSON_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise falcon.HTTPBadRequest(title="Invalid JSON",
                                     description=f"the body is not valid JSON: {e}") from None
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise falcon.HTTPBadRequest(title="Invalid JSON",
+                                    description=f"the body nests deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(body, dict):
         raise falcon.HTTPBadRequest(title="Invalid job request",
                                     description='the body must be a JSON object: {"key", "data", "requestor"}')
@@ -141,6 +239,7 @@ def _job_request(req) -> dict:
         fields[field] = body[field]
     if not fields["key"]:
         raise falcon.HTTPBadRequest(title="Invalid job request", description="'key' must not be empty")
+    _check_sizes(fields, config)
     return fields
 
 
@@ -187,7 +286,7 @@ def _job_not_found(name, key, uuid):
 
 
 def _job_links(req, name, key, uuid) -> dict:
-    path = req.prefix + job_path(name, key, uuid)
+    path = req.context.base + job_path(name, key, uuid)
     return {"self": path, "cancel": f"{path}/cancel"}
 
 
@@ -226,7 +325,7 @@ class Jobs:
                                       description=f"no process named {name!r} in the catalog, and no job of it")
         jobs = [{**j, "links": _job_links(req, name, j["key"], j["uuid"])} for j in reply.jobs]
         cursor = store.encode_cursor(reply.next_cursor)
-        here = req.prefix + req.path
+        here = req.context.base + req.path
         links = {"self": here + (f"?{req.query_string}" if req.query_string else "")}
         if cursor:
             params = {k: v for k, v in (("status", query["state"]), ("limit", query["limit"]))
@@ -251,7 +350,7 @@ def listing_query(params: dict) -> dict:
     if state is not None and state not in keys.JOB_STATES:
         raise bad(f"'status' must be one of {', '.join(keys.JOB_STATES)}")
     limit = params.get("limit", str(PAGE))
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE:
+    if not _LIMIT.fullmatch(limit) or not 1 <= int(limit) <= MAX_PAGE:
         raise bad(f"'limit' must be a whole number from 1 to {MAX_PAGE}")
     cursor = params.get("cursor")
     if cursor is not None:
@@ -292,8 +391,11 @@ class Health:
 
 
 class OpenApi:
+    def __init__(self, config: Config):
+        self.config = config
+
     def on_get(self, req, resp):
-        resp.media = openapi.document(__version__)
+        resp.media = openapi.document(__version__, self.config)
 
 
 def _unavailable(req, resp, ex, params):
@@ -319,16 +421,18 @@ def _not_found(req, resp):
     raise falcon.HTTPNotFound(title="Page not found", description=f"nothing at {req.path}")
 
 
-def create_app(gateway, redis_client=None, jobs=None) -> falcon.App:
-    """The API; `redis_client` is the engine's Redis, which /api/health pings, and `jobs` the
-    JobStore on it that starts are stored with."""
-    app = falcon.App(middleware=[RawPath()])
+def create_app(gateway, redis_client=None, jobs=None, config: Config | None = None) -> falcon.App:
+    """The API; `redis_client` is the engine's Redis, which /api/health pings, `jobs` the
+    JobStore on it that starts are stored with, and `config` gives the public address, the
+    tokens and the limits (the defaults when None)."""
+    config = config or Config()
+    app = falcon.App(middleware=[RawPath(), FrontDoor(config)])
     app.req_options.keep_blank_qs_values = True  # `?status=` is a bad status, not no status
     app.add_route("/api", Root())
     app.add_route("/api/health", Health(gateway, redis_client))
-    app.add_route("/api/openapi.json", OpenApi())
+    app.add_route("/api/openapi.json", OpenApi(config))
     app.add_route("/api/process", Processes(gateway))
-    app.add_route("/api/process/{name}/start", Start(jobs))
+    app.add_route("/api/process/{name}/start", Start(jobs, config))
     app.add_route("/api/process/{name}/job", Jobs(gateway))
     app.add_route("/api/process/{name}/key/{key}/job", Jobs(gateway))
     job = Job(gateway)

@@ -161,8 +161,7 @@ def cmd_job(config, args) -> int:
 
 
 def job_url(config, doc) -> str:
-    host = "127.0.0.1" if config.bind in ("0.0.0.0", "") else config.bind
-    return f"http://{host}:{config.port}{api.job_path(doc['process'], doc['key'], doc['uuid'])}"
+    return config.api_url + api.job_path(doc["process"], doc["key"], doc["uuid"])
 
 
 def show_job(doc: dict, config):

@@ -2,12 +2,14 @@
 environment variable that overrides it."""
 
 import json
+import hashlib
 import math
 import os
 import socket
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 #: The checkout Cameron runs from; config/ and the embedded Redis data live under it.
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,9 +43,10 @@ class Config:
     admin_port: int = 19500
     #: How many JobRunners share the jobs (each with its own TaskActor).
     runners: int = 2
-    #: gunicorn worker processes, threads per worker, and seconds before a silent worker is restarted.
+    #: gunicorn worker processes, connections each serves at once, and seconds before a
+    #: silent worker is restarted.
     web_workers: int = 2
-    web_threads: int = 8
+    web_connections: int = 1000
     web_timeout: int = 60
     #: Default activity call timeouts, in seconds (connect, then waiting for the answer).
     connect_timeout: float = 5.0
@@ -85,6 +88,23 @@ class Config:
     #: Where the sample activity server listens (`cameron run`, `cameron start --with-foo`); the
     #: sample catalogs call it through ${CAMERON_FOO_PORT:-9292}.
     foo_port: int = 9292
+    # --- the API's front door: what a client may send, how long it may take, who may ask ---
+    #: The API's address as clients reach it (behind a proxy: the proxy's); the base of every
+    #: Location and link. Empty: http://bind:port (127.0.0.1 for 0.0.0.0).
+    public_url: str = ""
+    #: Comma-separated bearer tokens, each optionally `name:token`; empty: no token needed.
+    #: Kept out of repr so that no log line or error message ever shows one.
+    api_tokens: str = field(default="", repr=False)
+    #: Seconds a connection may take to send a request's line and headers (and may stay idle
+    #: between requests), and to send its body.
+    web_header_timeout: int = 10
+    web_body_timeout: int = 30
+    #: Sizes a start request may have, in bytes: the whole body, and its key, data and requestor
+    #: (UTF-8). A key is at most 2048 bytes, so its URL-encoded job path fits a request line.
+    max_body_bytes: int = 1024 * 1024
+    max_key_bytes: int = 1024
+    max_data_bytes: int = 512 * 1024
+    max_requestor_bytes: int = 1024
 
     @property
     def engine(self) -> str:
@@ -103,6 +123,19 @@ class Config:
         """The Redis URL without its password, for messages and `cameron status`."""
         return redact_url(self.effective_redis_url)
 
+    @property
+    def api_url(self) -> str:
+        """The base of the API's links: public_url, or where it listens."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.bind in ("0.0.0.0", "") else self.bind
+        return f"http://{host}:{self.port}"
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        """api_tokens as name -> token (see parse_tokens)."""
+        return parse_tokens(self.api_tokens)
+
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)
 
@@ -119,7 +152,7 @@ SETTINGS = {
     "admin_port": ("CAMERON_ADMIN_PORT", int, POSITIVE),
     "runners": ("CAMERON_RUNNERS", int, POSITIVE),
     "web_workers": ("CAMERON_WEB_WORKERS", int, POSITIVE),
-    "web_threads": ("CAMERON_WEB_THREADS", int, POSITIVE),
+    "web_connections": ("CAMERON_WEB_CONNECTIONS", int, POSITIVE),
     "web_timeout": ("CAMERON_WEB_TIMEOUT", int, POSITIVE),
     "connect_timeout": ("CAMERON_CONNECT_TIMEOUT", float, POSITIVE),
     "read_timeout": ("CAMERON_READ_TIMEOUT", float, POSITIVE),
@@ -141,7 +174,21 @@ SETTINGS = {
     "log_level": ("CAMERON_LOG_LEVEL", str, None),
     "log_syslog": ("CAMERON_LOG_SYSLOG", str, None),
     "foo_port": ("CAMERON_FOO_PORT", int, POSITIVE),
+    "public_url": ("CAMERON_PUBLIC_URL", str, None),
+    "api_tokens": ("CAMERON_API_TOKENS", str, None),
+    "web_header_timeout": ("CAMERON_WEB_HEADER_TIMEOUT", int, POSITIVE),
+    "web_body_timeout": ("CAMERON_WEB_BODY_TIMEOUT", int, POSITIVE),
+    "max_body_bytes": ("CAMERON_MAX_BODY_BYTES", int, POSITIVE),
+    "max_key_bytes": ("CAMERON_MAX_KEY_BYTES", int, POSITIVE),
+    "max_data_bytes": ("CAMERON_MAX_DATA_BYTES", int, POSITIVE),
+    "max_requestor_bytes": ("CAMERON_MAX_REQUESTOR_BYTES", int, POSITIVE),
 }
+#: The most max_key_bytes may be: a key URL-encodes to up to 3 characters a byte, and the job's
+#: path must fit the request line the API server accepts (8190 characters).
+KEY_BYTES_CEILING = 2048
+#: How deep arrays and objects may nest in a request body: deeper is no job's data, and would
+#: cost recursion to parse and to write back out.
+MAX_JSON_DEPTH = 64
 _KIND_NAMES = {int: "a whole number", float: "a number", str: "a string"}
 _DEFAULTS = {f.name: f.default for f in fields(Config)}
 
@@ -300,3 +347,39 @@ def _check(values: dict, where):
     level = values.get("log_level", _DEFAULTS["log_level"])
     if level not in LOG_LEVELS:
         raise ConfigError(f"{where('log_level')}: expected one of {', '.join(LOG_LEVELS)}")
+    _check_front_door(values, where)
+
+
+def _check_front_door(values: dict, where):
+    url = values.get("public_url")
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigError(f"{where('public_url')}: expected http(s)://host[:port][/path]")
+    if values.get("max_key_bytes", 0) > KEY_BYTES_CEILING:
+        raise ConfigError(f"{where('max_key_bytes')}: at most {KEY_BYTES_CEILING} (a job's URL "
+                          "must fit in a request line)")
+    try:
+        parse_tokens(values.get("api_tokens", ""))
+    except ValueError as e:
+        # Never quote the value: it holds secrets.
+        raise ConfigError(f"{SETTINGS['api_tokens'][0]} (or api_tokens): {e}") from None
+
+
+def parse_tokens(text: str) -> dict[str, str]:
+    """Comma-separated `token` or `name:token` entries as name -> token; a token given without
+    a name is named by the start of its SHA-256, which says nothing of the token. ValueError
+    saying what is wrong, never quoting a token."""
+    named = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        name, sep, token = entry.partition(":")
+        if not sep:
+            name, token = hashlib.sha256(entry.encode()).hexdigest()[:12], entry
+        elif not name or not token:
+            raise ValueError("an entry is `name:` or `:token`; expected token or name:token")
+        elif name in named:
+            raise ValueError(f"the name {name!r} is given twice")
+        if not all(33 <= ord(c) < 127 for c in token):
+            raise ValueError("a token holds a space or a character that is not printable ASCII")
+        named[name] = token
+    return named

@@ -108,9 +108,11 @@ def job_by_uuid(uuid: str) -> str:
     return f"{PREFIX}:job:{uuid}"
 
 
-def idempotency(key: str) -> str:
-    """A start's Idempotency-Key: JSON {"tag", "fingerprint"} of the job it created."""
-    return f"{PREFIX}:idempotency:{key}"
+def idempotency(process: str, client: str, key: str) -> str:
+    """A start's Idempotency-Key: JSON {"tag", "fingerprint"} of the job it created. A key is
+    one client's within one process: `client` is its API token's name ("" without tokens),
+    so two clients choosing the same key never meet."""
+    return f"{PREFIX}:idempotency:{process}:{client}:{key}"
 
 
 #: Sorted set of finished jobs' tags scored by when their hash expires: what the index

@@ -1,6 +1,10 @@
 """The OpenAPI 3.1 document of the HTTP API, served at /api/openapi.json; the stack tests
 check live answers against its schemas, so it says what the server really does."""
 
+import copy
+
+from cameron.config import MAX_JSON_DEPTH, Config
+
 STATES = ["scheduled", "running", "done", "cancelled"]
 
 
@@ -34,11 +38,13 @@ _PROCESS = {"name": "name", "in": "path", "required": True, "schema": _STRING,
 _KEY = {"name": "key", "in": "path", "required": True, "schema": _STRING,
         "description": "business key, URL-encoded (%2F for /)"}
 _UUID = {"name": "uuid", "in": "path", "required": True,
-         "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+         "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+         "description": "32 lowercase hex digits; anything else is an unknown job (404)"}
 _LISTING = [
     {"name": "status", "in": "query", "schema": {"enum": STATES}, "description": "only jobs in this state"},
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
-    {"name": "cursor", "in": "query", "schema": _STRING, "description": "next_cursor of the previous page"},
+    {"name": "cursor", "in": "query", "schema": _STRING,
+     "description": "next_cursor of the previous page, as given; any other value is a 400"},
 ]
 
 SCHEMAS = {
@@ -124,18 +130,23 @@ PATHS = {
                                            "503": _UNAVAILABLE}}},
     "/api/process/{name}/start": {"post": {
         "summary": "Start a job",
-        "parameters": [_PROCESS, {"name": "Idempotency-Key", "in": "header", "schema": _STRING,
+        "parameters": [_PROCESS, {"name": "Idempotency-Key", "in": "header",
                                   "description": "a retry with the same key and body gets the same "
-                                                 "job (200) instead of a new one, for idempotency_ttl"}],
+                                                 "job (200) instead of a new one, for idempotency_ttl; "
+                                                 "the same key with another body is a 422. A key "
+                                                 "belongs to one process and one token name",
+                                  "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"}}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("StartRequest")}}},
         "responses": {
             "201": _json(_ref("StartedJob"), "Job accepted and stored in Redis", _LOCATION),
             "200": _json(_ref("StartedJob"), "Replay: the job this Idempotency-Key started",
                          {**_LOCATION, "Idempotent-Replayed": {"schema": _STRING}}),
-            "400": _error("Bad JSON, a missing field, an empty or non-string key or requestor, "
+            "400": _error(f"Bad JSON (or nested over {MAX_JSON_DEPTH} deep), a missing field, an empty or "
+                          "non-string key or requestor, a field over its size limit or not valid Unicode, "
                           "or a bad Idempotency-Key"),
             "404": _error("No such process"),
-            "413": _error("Body over 1 MiB"),
+            "408": _error("The body did not arrive within web_body_timeout"),
+            "413": _error("Body over max_body_bytes"),
             "422": _error("The Idempotency-Key started a job with a different body"),
             "503": _UNAVAILABLE}}},
     "/api/process/{name}/job": {"get": {"summary": "The process's jobs",
@@ -155,7 +166,36 @@ PATHS = {
 }
 
 
-def document(version: str) -> dict:
+_UNAUTHORIZED = {**_error("No valid token in `Authorization: Bearer <token>` (only when the "
+                          "server has tokens: CAMERON_API_TOKENS)"),
+                 "headers": {"WWW-Authenticate": {"schema": _STRING}}}
+#: Open to all: load balancers check it without a token.
+OPEN = {"/api/health"}
+
+
+def document(version: str, config: Config | None = None) -> dict:
+    """The document, with the limits `config` sets (the defaults when None)."""
+    config = config or Config()
+    paths = copy.deepcopy(PATHS)
+    for path, operations in paths.items():
+        for operation in operations.values():
+            if path in OPEN:
+                operation["security"] = []
+            else:
+                operation["responses"]["401"] = _UNAUTHORIZED
+    schemas = copy.deepcopy(SCHEMAS)
+    sizes = {"key": config.max_key_bytes, "data": config.max_data_bytes,
+             "requestor": config.max_requestor_bytes}
+    for name, limit in sizes.items():
+        schemas["StartRequest"]["properties"][name]["description"] = (
+            f"at most {limit} bytes in UTF-8; valid Unicode (no lone surrogate)")
     return {"openapi": "3.1.0",
-            "info": {"title": "Cameron Workflow Engine", "version": version},
-            "paths": PATHS, "components": {"schemas": SCHEMAS}}
+            "info": {"title": "Cameron Workflow Engine", "version": version,
+                     "description": f"Request bodies: at most {config.max_body_bytes} bytes, JSON "
+                                    f"nested at most {MAX_JSON_DEPTH} deep. With tokens set, every operation but "
+                                    "/api/health needs one."},
+            "paths": paths,
+            # Either a token or none: the server needs one only when it has tokens.
+            "security": [{"bearer": []}, {}],
+            "components": {"schemas": schemas,
+                           "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}}

@@ -4,6 +4,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import time
 import uuid as uuid_module
 from dataclasses import dataclass
@@ -172,27 +173,29 @@ class JobStore:
         self.idempotency_ttl = idempotency_ttl
 
     def start(self, process: str, key: str, data, requestor: str, *, idempotency_key: str = "",
-              fingerprint: str = "") -> "Created":
+              fingerprint: str = "", client: str = "") -> "Created":
         """Accept a job for a process of the engine's catalog (as the ProcessCatalog published
-        it): stored, indexed and queued for the engine, atomically."""
+        it): stored, indexed and queued for the engine, atomically. An Idempotency-Key names
+        a job within its process and `client` (the API token's name; "" without tokens)."""
         job_id = uuid_module.uuid4().hex
         return self._create(process, key, data, requestor, job_id, now(), "",
-                            idempotency_key, fingerprint, check_catalog=True)
+                            idempotency_key, fingerprint, client, check_catalog=True)
 
     def create(self, job: m.JobSpec, idempotency_key: str = "", fingerprint: str = "") -> "Created":
         """Store a job already specified (its process's start URL included), without the catalog."""
         return self._create(job.process.name, job.key, job.data, job.requestor, job.uuid,
                             job.scheduled_time, job.process.start_url, idempotency_key, fingerprint,
-                            check_catalog=False)
+                            "", check_catalog=False)
 
     def _create(self, process, key, data, requestor, job_id, scheduled_time, start_url,
-                idempotency_key, fingerprint, *, check_catalog) -> "Created":
+                idempotency_key, fingerprint, client, *, check_catalog) -> "Created":
         tag = keys.job_tag(process, key, job_id)
         data, data_json = encode_data(data)
         reply = self._create_script(keys=[
             tag, keys.job_marker(tag, keys.SCHEDULED), self.owned, keys.process_jobs(process),
             keys.process_jobs(process, keys.SCHEDULED), keys.key_jobs(process, key),
-            keys.job_by_uuid(job_id), keys.idempotency(idempotency_key) if idempotency_key else "",
+            keys.job_by_uuid(job_id),
+            keys.idempotency(process, client, idempotency_key) if idempotency_key else "",
             keys.engine_inbox(self.engine), keys.ENGINES,
             keys.engine_catalog(self.engine) if check_catalog else ""],
             args=[self.engine, process, key, data, requestor, scheduled_time, ms(), start_url,
@@ -567,9 +570,12 @@ def decode_cursor(text: str) -> tuple:
     try:
         score, tag = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         keys.parse_tag(tag)
-    except (binascii.Error, UnicodeDecodeError, TypeError, ValueError):
+        # NaN or an infinity (Python's JSON reads them) would make Redis refuse the range.
+        if not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise ValueError
+    except (binascii.Error, UnicodeDecodeError, TypeError, ValueError, OverflowError):
         raise ValueError("not a cursor this server handed out") from None
-    if not isinstance(score, (int, float)) or not isinstance(tag, str) or not tag.startswith(keys.PREFIX):
+    if not isinstance(tag, str) or not tag.startswith(keys.PREFIX):
         raise ValueError("not a cursor this server handed out")
     return float(score), tag
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -109,8 +110,11 @@ def start(config: Config, environ=None, timeout: float = 30.0) -> int:
             pidfile(config).unlink(missing_ok=True)
             raise WebError(f"gunicorn exited at start (code {proc.returncode}); see {log}")
         try:
-            with urllib.request.urlopen(f"{base_url(config)}/api", timeout=1):
+            # /api/health needs no token; any HTTP answer (a 503 too) means it serves.
+            with urllib.request.urlopen(f"{base_url(config)}/api/health", timeout=3):
                 return proc.pid
+        except urllib.error.HTTPError:
+            return proc.pid
         except OSError:
             time.sleep(0.05)
     stop(config)

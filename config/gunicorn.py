@@ -7,11 +7,17 @@ from cameron.logs import log_config
 _config = from_env()
 
 bind = f"{_config.bind}:{_config.port}"
-# Threads, not more processes: a request spends its time waiting on the actors, and each
-# worker process joins the actor system once.
-worker_class = "gthread"
+# gevent: a connection is a greenlet, not a thread, so clients that send slowly (or never
+# finish) cost a little memory instead of a worker's thread; cameron/web_worker.py adds the
+# body deadline and JSON answers to malformed requests.
+worker_class = "cameron.web_worker.Worker"
 workers = _config.web_workers
-threads = _config.web_threads
+worker_connections = _config.web_connections
+# With gevent, keepalive also bounds the reading of a request's line and headers.
+keepalive = _config.web_header_timeout
+# The longest request line gunicorn takes: a job path with the longest key (3 × 2048
+# URL-encoded bytes) fits.
+limit_request_line = 8190
 backlog = 2048
 timeout = _config.web_timeout
 graceful_timeout = 10

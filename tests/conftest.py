@@ -1,5 +1,6 @@
 """Fixtures that bring up the real stack: redis-server, activity servers, actor system, gunicorn."""
 
+import contextlib
 import os
 import re
 import signal
@@ -191,14 +192,16 @@ def start_engine(tmp: Path, redis_url: str, activities: ActivityServer, *, catal
         raise
 
 
-def start_web(engine: Engine) -> subprocess.Popen:
-    """gunicorn for an engine whose actor system runs; returns once it serves /api."""
+def start_web(engine: Engine, log=None) -> subprocess.Popen:
+    """gunicorn for an engine whose actor system runs, its output to `log` (a file) if given;
+    returns once it serves /api (401 too: with tokens on, /api wants one)."""
     web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.py"),
-                            "cameron.wsgi:app"], env=engine.env, stdin=subprocess.DEVNULL)
+                            "cameron.wsgi:app"], env=engine.env, stdin=subprocess.DEVNULL,
+                           stdout=log, stderr=log)
 
     def serving():
         try:
-            return requests.get(f"{engine.base_url}/api", timeout=1).status_code == 200
+            return requests.get(f"{engine.base_url}/api", timeout=1).status_code in (200, 401)
         except requests.RequestException:
             assert web.poll() is None, "gunicorn exited at start"
             return False
@@ -209,6 +212,34 @@ def start_web(engine: Engine) -> subprocess.Popen:
         web.wait()
         raise
     return web
+
+
+@contextlib.contextmanager
+def another_api_server(engine, log_dir, **env):
+    """A second gunicorn on the engine's actor system, with settings of its own."""
+    port = free_port()
+    server = Engine({**engine.env, "CAMERON_PORT": str(port), **env}, f"http://127.0.0.1:{port}",
+                    engine.config.effective_redis_url)
+    server.log = log_dir / "web.log"
+    with open(server.log, "wb") as log:
+        server.web = start_web(server, log)
+    try:
+        yield server
+    finally:
+        if server.web.poll() is None:
+            server.web.kill()
+            server.web.wait()
+
+
+def stop_web(server) -> float:
+    """SIGTERM the server's gunicorn; how long it took to exit."""
+    began = time.monotonic()
+    server.web.send_signal(signal.SIGTERM)
+    try:
+        server.web.wait(20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("gunicorn did not stop on SIGTERM")
+    return time.monotonic() - began
 
 
 def _force_stop(engine: Engine):

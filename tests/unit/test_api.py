@@ -1,5 +1,6 @@
 """The HTTP API as a client sees it, with a fake engine behind the gateway (no actors)."""
 
+import hashlib
 import json
 
 import falcon
@@ -11,6 +12,7 @@ import redis
 from cameron import api, store
 from cameron import messages as m
 from cameron.catalog import Process
+from cameron.config import Config
 from cameron.gateway import EngineUnavailable
 
 UUID = "0123456789abcdef0123456789abcdef"
@@ -40,7 +42,7 @@ class FakeJobs:
         self.answer = answer
         self.asked = []
 
-    def start(self, process, key, data, requestor, *, idempotency_key="", fingerprint=""):
+    def start(self, process, key, data, requestor, *, idempotency_key="", fingerprint="", client=""):
         self.asked.append((process, key, data, requestor, idempotency_key))
         if isinstance(self.answer, Exception):
             raise self.answer
@@ -52,8 +54,12 @@ def accept(process, key):
     return store.Created(process, key, UUID, status="scheduled", replayed=False)
 
 
-def client_for(gateway, jobs=None) -> falcon.testing.TestClient:
-    return falcon.testing.TestClient(api.create_app(gateway, jobs=jobs))
+PUBLIC = "http://cameron.example:8080"
+
+
+def client_for(gateway, jobs=None, **settings) -> falcon.testing.TestClient:
+    config = Config(public_url=PUBLIC, **settings)
+    return falcon.testing.TestClient(api.create_app(gateway, jobs=jobs, config=config))
 
 
 def post_start(client, body, name="foo", raw_name=None, headers=None, **kwargs):
@@ -96,9 +102,9 @@ def test_starting_a_job_answers_201_with_its_location_and_a_json_body():
     # Given an engine that accepts the job
     jobs = FakeJobs(accept)
     client = client_for(FakeGateway(), jobs)
-    # When the original docs' request is posted to a server reached as cameron.example:8080
-    resp = post_start(client, REQUEST, host="cameron.example", port=8080)
-    # Expect 201, Location from the request's own host with the key URL-encoded
+    # When the original docs' request is posted with a Host header of the client's choosing
+    resp = post_start(client, REQUEST, host="evil.example", port=8080)
+    # Expect 201, Location from the public address (not the Host header) with the key URL-encoded
     location = f"http://cameron.example:8080/api/process/foo/key/%28id%2C007%29/job/{UUID}"
     assert resp.status_code == 201
     assert resp.headers["location"] == location
@@ -164,7 +170,7 @@ def test_an_empty_key_is_a_400():
 
 def test_a_body_over_the_size_limit_is_a_413():
     jobs = FakeJobs(accept)
-    resp = post_start(client_for(FakeGateway(), jobs), {**REQUEST, "data": "x" * (api.MAX_BODY + 1)})
+    resp = post_start(client_for(FakeGateway(), jobs), {**REQUEST, "data": "x" * Config().max_body_bytes})
     assert_json_error(resp, 413, "Body too large")
     assert jobs.asked == []
 
@@ -224,7 +230,7 @@ def test_reading_a_job_returns_its_document_with_a_self_link():
     # Expect 200 with the SPEC fields, and the job asked for by its decoded key
     assert resp.status_code == 200
     assert {k: resp.json[k] for k in DOC} == DOC
-    assert resp.json["links"]["self"] == f"http://falconframework.org{raw}"
+    assert resp.json["links"]["self"] == f"http://cameron.example:8080{raw}"
     assert gateway.asked == [("job_data", m.GetJob("foo", "(id,007)", UUID))]
 
 
@@ -278,9 +284,9 @@ def test_the_catalog_is_listable():
     assert resp.status_code == 200
     assert resp.json["processes"] == [
         {"name": "foo", "start": FOO.start_url,
-         "links": {"start": "http://falconframework.org/api/process/foo/start"}},
+         "links": {"start": "http://cameron.example:8080/api/process/foo/start"}},
         {"name": "my.proc", "start": "https://b/s",
-         "links": {"start": "http://falconframework.org/api/process/my.proc/start"}}]
+         "links": {"start": "http://cameron.example:8080/api/process/my.proc/start"}}]
     assert gateway.asked == [("catalog", m.ListProcesses())]
 
 
@@ -337,3 +343,65 @@ def test_every_route_of_the_app_is_in_the_openapi_document():
             walk(node.children)
     walk(app._router._roots)
     assert routes == set(openapi.PATHS)
+
+
+# --- the front door: tokens, limits, malformed input ----------------------------------------
+
+TOKENS = "alice:tok-a,tok-b"
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "tok-a"},
+                                     {"Authorization": "Bearer tok-ab"}, {"Authorization": "Bearer tök"}])
+def test_with_tokens_a_request_without_a_valid_one_is_a_401_with_a_challenge(headers):
+    jobs = FakeJobs(accept)
+    client = client_for(FakeGateway(), jobs, api_tokens=TOKENS)
+    resp = post_start(client, REQUEST, headers=headers)
+    assert_json_error(resp, 401, "Token required")
+    assert resp.headers["www-authenticate"] == 'Bearer realm="cameron"'
+    assert jobs.asked == []
+
+
+def test_with_tokens_health_is_open_and_a_token_scopes_the_idempotency_key():
+    started = []
+
+    class ScopedJobs(FakeJobs):
+        def start(self, *args, client="", **kwargs):
+            started.append(client)
+            return super().start(*args, **kwargs)
+    client = client_for(FakeGateway(scheduler=m.Pong("s", 1, 1, {}), job_data=m.Pong("j", 2, 1, {})),
+                        ScopedJobs(accept), api_tokens=TOKENS)
+    assert client.simulate_get("/api/health").status_code != 401
+    assert post_start(client, REQUEST, headers={"Authorization": "Bearer tok-a"}).status_code == 201
+    assert post_start(client, REQUEST, headers={"Authorization": "bearer  tok-b "}).status_code == 201
+    # An unnamed token is named by the start of its SHA-256, which says nothing of the token.
+    assert started == ["alice", hashlib.sha256(b"tok-b").hexdigest()[:12]]
+
+
+@pytest.mark.parametrize("body, words", [
+    ('{"key": "k", "data": "d", "requestor": "r", "x": ' + "[" * 65 + "]" * 65 + "}", "nests deeper than 64"),
+    ("[" * 5000 + "]" * 5000, "nests deeper than 64"),
+    ('{"key": "\\udc00", "data": "d", "requestor": "r"}', "'key' is not valid Unicode"),
+    ('{"key": "k", "data": "x\\ud800", "requestor": "r"}', "'data' is not valid Unicode"),
+    ('{"key": "kkk", "data": "d", "requestor": "r"}', "'key' is over 2 bytes (max_key_bytes)"),
+    ('{"key": "k", "data": "ddd", "requestor": "r"}', "'data' is over 2 bytes (max_data_bytes)"),
+    ('{"key": "k", "data": "d", "requestor": "ééé"}', "'requestor' is over 4 bytes (max_requestor_bytes)"),
+])
+def test_malformed_or_oversized_fields_are_400s_naming_the_problem(body, words):
+    client = client_for(FakeGateway(), FakeJobs(accept), max_key_bytes=2, max_data_bytes=2,
+                        max_requestor_bytes=4)
+    assert words in assert_json_error(post_start(client, body), 400, "Invalid JSON"
+                                      if "nests" in words else "Invalid job request")
+
+
+@pytest.mark.parametrize("limit", ["²", "٣", "+5", " 5", "1_0"])
+def test_a_limit_in_anything_but_ascii_digits_is_a_400(limit):
+    resp = client_for(FakeGateway()).simulate_get("/api/process/foo/job", params={"limit": limit})
+    assert "'limit'" in assert_json_error(resp, 400, "Invalid query")
+
+
+@pytest.mark.parametrize("score", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_cursor_whose_score_is_not_a_finite_number_is_refused(score):
+    import base64
+    text = base64.urlsafe_b64encode(f'[{score}, "cameron:process:foo:key:k:job:{UUID}"]'.encode()).decode()
+    with pytest.raises(ValueError):
+        store.decode_cursor(text)

@@ -24,7 +24,7 @@ def test_an_empty_environment_gives_the_documented_defaults():
     assert config.data_dir == str(ROOT / ".cameron")
     assert (config.bind, config.port, config.admin_port) == ("127.0.0.1", 8080, 19500)
     assert (config.connect_timeout, config.read_timeout) == (5.0, 30.0)
-    assert config.runners > 0 and config.web_workers > 0 and config.web_threads > 0
+    assert config.runners > 0 and config.web_workers > 0 and config.web_connections > 0
     assert config.max_fanout > 0 and config.max_depth > 0 and config.max_response_bytes > 0
 
 
@@ -67,13 +67,13 @@ def test_numbers_are_parsed_into_their_types():
     # Given every numeric knob set
     config = from_env({
         "CAMERON_PORT": "9000", "CAMERON_ADMIN_PORT": "19600", "CAMERON_RUNNERS": "4",
-        "CAMERON_WEB_WORKERS": "3", "CAMERON_WEB_THREADS": "16", "CAMERON_MAX_FANOUT": "50",
+        "CAMERON_WEB_WORKERS": "3", "CAMERON_WEB_CONNECTIONS": "16", "CAMERON_MAX_FANOUT": "50",
         "CAMERON_MAX_DEPTH": "7", "CAMERON_MAX_RESPONSE_BYTES": "2048",
         "CAMERON_CONNECT_TIMEOUT": "0.25", "CAMERON_READ_TIMEOUT": "2", "CAMERON_ASK_TIMEOUT": "1.5",
     })
     # Expect each one, ints as ints and timeouts as floats
     assert (config.port, config.admin_port, config.runners) == (9000, 19600, 4)
-    assert (config.web_workers, config.web_threads) == (3, 16)
+    assert (config.web_workers, config.web_connections) == (3, 16)
     assert (config.max_fanout, config.max_depth, config.max_response_bytes) == (50, 7, 2048)
     assert (config.connect_timeout, config.read_timeout, config.ask_timeout) == (0.25, 2.0, 1.5)
     assert type(config.port) is int and type(config.read_timeout) is float
@@ -113,7 +113,7 @@ def test_a_non_number_timeout_is_refused_naming_the_variable(var, value):
 
 
 @pytest.mark.parametrize("var, value", [
-    ("CAMERON_PORT", "0"), ("CAMERON_RUNNERS", "-1"), ("CAMERON_WEB_THREADS", "0"),
+    ("CAMERON_PORT", "0"), ("CAMERON_RUNNERS", "-1"), ("CAMERON_WEB_CONNECTIONS", "0"),
     ("CAMERON_MAX_FANOUT", "0"), ("CAMERON_READ_TIMEOUT", "0"), ("CAMERON_CONNECT_TIMEOUT", "-0.5"),
     ("CAMERON_ASK_TIMEOUT", "0.0"),
 ])
@@ -267,3 +267,34 @@ def test_a_redis_password_is_hidden_wherever_the_url_is_shown():
     assert redact_url("rediss://cameron:p@ss@db:6380/0?ssl_ca_certs=/ca") == "rediss://cameron:***@db:6380/0?ssl_ca_certs=/ca"
     assert redact_url("redis://db:6379/0") == "redis://db:6379/0"
     assert redact_url("unix:///var/lib/cameron/redis/redis.sock") == "unix:///var/lib/cameron/redis/redis.sock"
+
+
+def test_the_public_url_defaults_to_where_the_api_listens():
+    assert from_env({}).api_url == "http://127.0.0.1:8080"
+    assert from_env({"CAMERON_BIND": "0.0.0.0", "CAMERON_PORT": "9000"}).api_url == "http://127.0.0.1:9000"
+    assert from_env({"CAMERON_PUBLIC_URL": "https://jobs.example/cameron/"}).api_url == \
+        "https://jobs.example/cameron"
+
+
+@pytest.mark.parametrize("url", ["jobs.example", "ftp://jobs.example", "https://", "http://h/?a=1", "http://h/#x"])
+def test_a_public_url_that_is_not_an_http_address_is_refused(url):
+    assert "CAMERON_PUBLIC_URL" in config_error({"CAMERON_PUBLIC_URL": url})
+
+
+def test_api_tokens_are_named_and_never_shown():
+    config = from_env({"CAMERON_API_TOKENS": " alice:tok-a , tok-b,bob:x:y "})
+    assert config.tokens["alice"] == "tok-a" and config.tokens["bob"] == "x:y"
+    assert "tok-b" in config.tokens.values() and len(config.tokens) == 3
+    assert "tok-a" not in repr(config)
+
+
+@pytest.mark.parametrize("tokens", ["alice:", ":secret", "alice:a,alice:b", "has space", "tök"])
+def test_bad_api_tokens_are_refused_without_quoting_them(tokens):
+    message = config_error({"CAMERON_API_TOKENS": tokens})
+    assert "CAMERON_API_TOKENS" in message
+    assert "secret" not in message and "tök" not in message
+
+
+def test_a_key_limit_past_what_a_request_line_holds_is_refused():
+    assert "at most 2048" in config_error({"CAMERON_MAX_KEY_BYTES": "2049"})
+    assert from_env({"CAMERON_MAX_KEY_BYTES": "2048"}).max_key_bytes == 2048

@@ -87,7 +87,7 @@ def test_the_same_idempotency_key_and_request_give_back_the_first_job(client, jo
     assert not jobs.create(first, "req-1", "fp").replayed
     assert jobs.create(second, "req-1", "fp") == store.Created("foo", first.key, first.uuid, "scheduled", True)
     assert not client.exists(second.tag)
-    assert 0 < client.ttl(keys.idempotency("req-1")) <= 86400
+    assert 0 < client.ttl(keys.idempotency("foo", "", "req-1")) <= 86400
 
 
 def test_the_same_idempotency_key_with_another_request_is_a_conflict(client, jobs):
