@@ -2,6 +2,8 @@
 takes newly accepted jobs off the engine's inbox for the scheduler."""
 
 import datetime
+import time
+import uuid
 
 import redis
 from thespian.actors import ThespianWatch
@@ -51,10 +53,17 @@ class JobData(CameronActor):
         self.writers = {}  # str(runner address) -> [next seq due, {seq: WriteBatch come early}]
         self.inbox = None  # the pub/sub subscription that says the inbox has new jobs
         self.taken = 0
+        self.handed = []  # tags taken off the inbox and handed out, to acknowledge at the next take
+        self.incarnation = uuid.uuid4().hex[:12]
+        self.flushes = 0
+        self.unsure = None  # (token, batches) of a write whose reply was lost
+        self.renewed = None  # (began, ended) of the last renewal of the lease Redis answered
+        self.seen = {}  # other engine -> [its lease value, seconds watched without a change]
 
     def setup(self, first):
         if first:
-            self.store = store.JobStore(store.connect(self.config.effective_redis_url),
+            self.store = store.JobStore(store.connect(self.config.effective_redis_url,
+                                                      self.config.redis_timeout),
                                         self.config.engine, retention=self.config.job_retention,
                                         idempotency_ttl=self.config.idempotency_ttl)
             self._renew_lease()
@@ -89,13 +98,17 @@ class JobData(CameronActor):
             self.inbox.subscribe(keys.engine_inbox(self.config.engine))
 
     def _take_new(self):
-        """Hand every job on the inbox to the scheduler, in batches."""
+        """Hand every job on the inbox to the scheduler, in batches. A take moves jobs to the
+        engine's taking list, where they stay until the next take acknowledges them: one whose
+        reply is lost (Redis stalled past the timeout) loses nothing, the next take returns
+        them again."""
         try:
             self._subscribe()
             while self.inbox.get_message(timeout=0) is not None:
                 pass  # the wake-ups themselves say nothing: the inbox is the truth
             while True:
-                jobs = self.store.take_new(INBOX_BATCH)
+                jobs = self.store.take_new(INBOX_BATCH, self.handed)
+                self.handed = [tag for tag, _ in jobs]
                 if jobs:
                     self.taken += len(jobs)
                     self.send(self.peers.scheduler, m.NewJobs(jobs))
@@ -203,21 +216,40 @@ class JobData(CameronActor):
         self.wakeupAfter(PRUNE_EVERY, payload=PRUNE)
 
     def _flush(self):
-        """Everything in the backlog to Redis, in order, many batches per MULTI/EXEC."""
-        while self.backlog:
-            taken = self.backlog[:MAX_COALESCED]
+        """Everything in the backlog to Redis, in order, many batches per MULTI/EXEC. Each
+        transaction also records a token: after one whose reply was lost, reading the token
+        back says whether it was applied, so it is neither lost nor checked again as if new
+        (a job it ended is no longer in the engine's set, which is not a job taken away)."""
+        if self.unsure is not None:
+            token, count = self.unsure
             try:
-                ops = [op for batch, seq, writer in taken
-                       for op in (self._still_ours(batch, writer) if self.fenced else batch)]
-                self.store.apply(ops)
+                landed = self.store.written_token() == token
             except redis.RedisError as e:
                 self._retry_later(e)
                 return
-            del self.backlog[:len(taken)]
-            self.written += len(ops)
-            for _, seq, writer in taken:
-                self._ack_later(writer, seq)
+            self.unsure = None
+            if landed:
+                self._written(self.backlog[:count], 0)
+        while self.backlog:
+            taken = self.backlog[:MAX_COALESCED]
+            self.flushes += 1
+            token = f"{self.incarnation}:{self.flushes}"
+            try:
+                ops = [op for batch, seq, writer in taken
+                       for op in (self._still_ours(batch, writer) if self.fenced else batch)]
+                self.store.apply(ops, token)
+            except redis.RedisError as e:
+                self.unsure = (token, len(taken))
+                self._retry_later(e)
+                return
+            self._written(taken, len(ops))
         self._serve_loads()
+
+    def _written(self, taken, ops):
+        del self.backlog[:len(taken)]
+        self.written += ops
+        for _, seq, writer in taken:
+            self._ack_later(writer, seq)
 
     def _ack_later(self, writer, seq):
         for ack in self.acks:
@@ -231,23 +263,53 @@ class JobData(CameronActor):
     # --- the lease: one engine per job --------------------------------------
 
     def _renew_lease(self):
-        """Renew this engine's lease, then take over the jobs of engines whose lease expired."""
-        self.wakeupAfter(datetime.timedelta(seconds=self.config.lease_ttl / 4), payload=LEASE)
+        """Renew this engine's lease, then take over the jobs of engines that stopped renewing
+        theirs. An engine is dead when its lease's value stays the same while this one watches
+        it, with Redis answering, for a whole lease_ttl: a Redis stall makes every lease expire
+        at once, and must not make the engines take each other's jobs."""
+        ttl = self.config.lease_ttl
+        self.wakeupAfter(datetime.timedelta(seconds=ttl / 4), payload=LEASE)
+        began = time.monotonic()
         try:
-            held = self.store.renew_lease(self.config.lease_ttl)
-            if self.lease and not held:
-                self.log.error("this engine's lease expired (Redis out of reach, or the engine "
-                               "stalled); from now on every write checks that its job is still ours")
-                self.fenced = True
-            self.lease = True
-            claimed = self.store.claim_orphans()
-            found = self.store.hashes(claimed) if claimed else []
+            held, others = self.store.renew_lease(ttl)
         except redis.RedisError as e:
             self.log.warning("lease not renewed: %s", e)
+            return
+        ended = time.monotonic()
+        watched = 0.0
+        if self.renewed is not None:
+            if not held or ended - self.renewed[0] > ttl:
+                if not self.fenced:
+                    self.log.error("this engine's lease may have lapsed (Redis out of reach or "
+                                   "stalled, or the engine stalled); from now on every write "
+                                   "checks that its job is still ours")
+                self.fenced = True
+            # Time counts as watched only between answers close together: across a longer gap
+            # Redis (or this engine) may have stood still, and nobody could renew.
+            if ended - self.renewed[0] <= ttl / 2:
+                watched = max(0.0, began - self.renewed[1])
+        self.renewed = (began, ended)
+        self.lease = True
+        seen = {}
+        for engine, value in others.items():
+            old = self.seen.get(engine)
+            seen[engine] = [value, old[1] + watched] if old and old[0] == value else [value, 0.0]
+        self.seen = seen
+        dead = {engine: value for engine, (value, quiet) in seen.items() if quiet >= ttl}
+        try:
+            adopting = self.store.claim_orphans(dead)
+            found = self.store.hashes(adopting) if adopting else []
+        except redis.RedisError as e:
+            self.log.warning("jobs of dead engines not taken over yet: %s", e)
             return
         if found:
             self.log.warning("took over %d unfinished jobs of engines whose lease expired", len(found))
             self.send(self.peers.scheduler, m.UnfinishedJobs(found, self.peers.runners))
+        if adopting:
+            try:
+                self.store.adopted(adopting)  # if this is lost, the next renewal hands them again
+            except redis.RedisError as e:
+                self.log.warning("jobs taken over not acknowledged yet: %s", e)
 
     def _still_ours(self, ops, writer):
         """Drop the writes of jobs another engine took over, and tell their runner to let go."""
@@ -269,6 +331,6 @@ class JobData(CameronActor):
             self.wakeupAfter(RETRY_AFTER, payload=RETRY)
 
     def status(self):
-        return {"writes": self.written, "jobs_taken": self.taken, "backlog": len(self.backlog), "lease": self.lease,
+        return {"writes": self.written, "jobs_taken": self.taken, "fenced": self.fenced, "backlog": len(self.backlog), "lease": self.lease,
                 "disowned": len(self.disowned),
                 "out_of_order": sum(len(early) for _, early in self.writers.values())}

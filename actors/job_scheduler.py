@@ -87,6 +87,8 @@ class JobScheduler(CameronActor):
 
     def receiveMsg_UnfinishedJobs(self, msg: m.UnfinishedJobs, sender):
         for tag, h in msg.jobs:
+            if h.get(keys.JOB_STATUS) in keys.FINAL_STATES:
+                continue  # ended, and handed out again only because that was not yet known
             job = self._spec(tag, h)
             self.send(self._runner_of(job.uuid, msg.runners),
                       m.ResumeJob(job, h.get(keys.JOB_STATUS, ""), store.tasks_of(h),

@@ -276,7 +276,8 @@ def main(argv=None) -> int:
     start_job.add_argument("--key", required=True)
     start_job.add_argument("--data", default="")
     start_job.add_argument("--requestor", help="default: your user name")
-    start_job.add_argument("--idempotency-key", help="a retry with the same key gets the same job")
+    start_job.add_argument("--idempotency-key", help="a retry with the same key gets the same job (default: a new key, "
+                                "named in the error if Redis does not answer in time)")
     start_job.add_argument("--wait", action="store_true", help="show its progress until it ends")
     start_job.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

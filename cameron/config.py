@@ -72,6 +72,11 @@ class Config:
     #: Seconds an engine's lease on its jobs lasts unless renewed (it is renewed four times per
     #: period); another engine takes over the jobs of an engine whose lease ran out.
     lease_ttl: float = 10.0
+    #: Redis stalls: seconds one Redis command of the engine or of a start may take before
+    #: it counts as failed (a start then answers 503 saying its outcome is unknown), and
+    #: seconds /api/health waits for all its checks together.
+    redis_timeout: float = 2.0
+    health_timeout: float = 1.0
 
     @property
     def engine(self) -> str:
@@ -114,6 +119,8 @@ SETTINGS = {
     "retry_backoff_max": ("CAMERON_RETRY_BACKOFF_MAX", float, POSITIVE),
     "engine_id": ("CAMERON_ENGINE_ID", str, None),
     "lease_ttl": ("CAMERON_LEASE_TTL", float, POSITIVE),
+    "redis_timeout": ("CAMERON_REDIS_TIMEOUT", float, POSITIVE),
+    "health_timeout": ("CAMERON_HEALTH_TIMEOUT", float, POSITIVE),
     "job_retention": ("CAMERON_JOB_RETENTION", int, NOT_NEGATIVE),
     "idempotency_ttl": ("CAMERON_IDEMPOTENCY_TTL", int, POSITIVE),
     "log_level": ("CAMERON_LOG_LEVEL", str, None),
