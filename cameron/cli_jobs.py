@@ -223,9 +223,9 @@ def cmd_start_job(config, args) -> int:
     except redis.RedisError as e:
         if store.never_sent(e):
             raise EngineUnavailable(f"job not created: {e}") from None
-        raise EngineUnavailable(f"Redis did not answer in time ({e}): the job may or may not have "
-                                f"been created; run the same command with --idempotency-key {ikey} "
-                                "to get it, or to start it once") from None
+        raise Refused(f"Redis did not answer in time ({e}): the job may or may not have been "
+                      f"created; run the same command with --idempotency-key {ikey} to get it, "
+                      "or to start it once", 1) from None
     except store.EngineStarting as e:
         raise EngineUnavailable(str(e)) from None
     doc = {"process": job.process, "key": job.key, "uuid": job.uuid, "status": job.status}
