@@ -31,8 +31,9 @@ INBOX_EVERY = datetime.timedelta(seconds=1)
 #: Jobs taken off the inbox per round trip (and per message to the scheduler).
 INBOX_BATCH = 500
 #: Wake-up payloads: the write retry, the lease's renewal, the acknowledgements, the pruning,
-#: the inbox.
-RETRY, LEASE, ACK, PRUNE, INBOX, FLUSH = "retry", "lease", "ack", "prune", "inbox", "flush"
+#: the inbox, the check that the runners drive every job the engine owns.
+RETRY, LEASE, ACK, PRUNE, INBOX, FLUSH, RECONCILE = ("retry", "lease", "ack", "prune", "inbox", "flush",
+                                                     "reconcile")
 
 
 class JobData(CameronActor):
@@ -69,6 +70,7 @@ class JobData(CameronActor):
             self._renew_lease()
             self._take_new()
             self.wakeupAfter(INBOX_EVERY, payload=INBOX)
+            self.wakeupAfter(datetime.timedelta(seconds=self.config.reconcile_every), payload=RECONCILE)
             if self.config.job_retention:
                 self.wakeupAfter(datetime.timedelta(seconds=1), payload=PRUNE)
 
@@ -201,11 +203,45 @@ class JobData(CameronActor):
             self._take_new()
             self.wakeupAfter(INBOX_EVERY, payload=INBOX)
             return
+        if msg.payload == RECONCILE:
+            self._reconcile()
+            self.wakeupAfter(datetime.timedelta(seconds=self.config.reconcile_every), payload=RECONCILE)
+            return
         if msg.payload == FLUSH:
             self.flush_due = False
         else:
             self.retrying = False
         self._flush()
+
+    # --- reconciliation: every job the engine owns is driven -----------------------------
+
+    def _reconcile(self):
+        """Ask the runners, through the scheduler, which of the jobs this engine owns and has
+        handed out they do not drive: whatever lost a job on its way (a reply or a message
+        that never came), it is handed out again within reconcile_every."""
+        try:
+            tags = self.store.handed_out()
+        except redis.RedisError as e:
+            self.log.warning("jobs not reconciled: %s", e)
+            return
+        # Jobs whose end waits in the backlog are no longer driven, and must not be.
+        tags -= {op.tag for ops, _, _ in self.backlog for op in ops if type(op) is m.JobEnded}
+        if tags and self.peers.scheduler is not None:
+            self.send(self.peers.scheduler, m.Reconcile(sorted(tags)))
+
+    def receiveMsg_NotRunning(self, msg: m.NotRunning, sender):
+        if not msg.tags:
+            return
+        try:
+            found = self.store.hashes(msg.tags)
+        except redis.RedisError as e:
+            self.log.warning("jobs not reconciled: %s", e)
+            return  # the next round finds them again
+        found = [(tag, h) for tag, h in found if h.get(keys.JOB_STATUS) not in keys.FINAL_STATES]
+        if found:
+            self.log.warning("%d jobs of this engine were driven by no runner; handing them out again",
+                             len(found))
+            self.send(self.peers.scheduler, m.UnfinishedJobs(found, self.peers.runners))
 
     def _prune(self):
         try:

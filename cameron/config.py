@@ -77,6 +77,9 @@ class Config:
     #: seconds /api/health waits for all its checks together.
     redis_timeout: float = 2.0
     health_timeout: float = 1.0
+    #: Seconds between two checks that every unfinished job this engine owns in Redis is
+    #: driven by one of its runners (one that is not is handed out again).
+    reconcile_every: float = 10.0
 
     @property
     def engine(self) -> str:
@@ -121,6 +124,7 @@ SETTINGS = {
     "lease_ttl": ("CAMERON_LEASE_TTL", float, POSITIVE),
     "redis_timeout": ("CAMERON_REDIS_TIMEOUT", float, POSITIVE),
     "health_timeout": ("CAMERON_HEALTH_TIMEOUT", float, POSITIVE),
+    "reconcile_every": ("CAMERON_RECONCILE_EVERY", float, POSITIVE),
     "job_retention": ("CAMERON_JOB_RETENTION", int, NOT_NEGATIVE),
     "idempotency_ttl": ("CAMERON_IDEMPOTENCY_TTL", int, POSITIVE),
     "log_level": ("CAMERON_LOG_LEVEL", str, None),

@@ -405,6 +405,17 @@ class JobStore:
         """The jobs taken over that are now handed to the runners."""
         self.redis.srem(keys.engine_adopting(self.engine), *tags)
 
+    def handed_out(self) -> set[str]:
+        """The engine's unfinished jobs that are neither waiting on its inbox, nor being taken
+        off it, nor taken over and not yet handed out: those its runners should be driving."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.smembers(self.owned)
+        pipe.lrange(keys.engine_inbox(self.engine), 0, -1)
+        pipe.lrange(keys.engine_taking(self.engine), 0, -1)
+        pipe.smembers(keys.engine_adopting(self.engine))
+        owned, inbox, taking, adopting = pipe.execute()
+        return owned.difference(inbox, taking, adopting)
+
     def owned_tags(self) -> set[str]:
         return self.redis.smembers(self.owned)
 

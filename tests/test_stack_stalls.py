@@ -19,8 +19,9 @@ from conftest import start_engine, stop_engine, wait_until
 
 pytestmark = pytest.mark.stack
 
-#: Short Redis timeouts, so that a freeze of a second or two is "longer than the timeouts".
-FAST = {"CAMERON_REDIS_TIMEOUT": "0.5", "CAMERON_HEALTH_TIMEOUT": "0.5"}
+#: Short Redis timeouts, so that a freeze of a second or two is "longer than the timeouts", and
+#: a reconciliation every second.
+FAST = {"CAMERON_REDIS_TIMEOUT": "0.5", "CAMERON_HEALTH_TIMEOUT": "0.5", "CAMERON_RECONCILE_EVERY": "1"}
 
 
 @contextmanager
@@ -185,6 +186,25 @@ def test_a_freeze_while_the_inbox_is_taken_and_starts_are_in_flight_loses_nothin
                                (keys.engine_inbox, keys.engine_taking, keys.engine_jobs)), 10,
                "the engine's inbox, taking list and job set to empty (the take acknowledged)")
     assert job_data_figures(engine)["disowned"] == 0
+
+
+def test_a_job_the_engine_owns_but_no_runner_drives_is_found_and_run(stalling, activities):
+    from cameron import messages as m
+    from cameron.catalog import Process
+    engine, _ = stalling
+    # Given a job in the engine's job set that never reached a runner (as a hand-out whose
+    # reply or message was lost would leave it): stored for a name no engine has, then moved
+    uuid = store.new_uuid()
+    spec = m.JobSpec(process=Process("foo", f"{activities.url}/foo/v0.0.1/start"), key="orphan",
+                     data="d", requestor="r", uuid=uuid, tag=keys.job_tag("foo", "orphan", uuid),
+                     scheduled_time=store.now())
+    store.JobStore(engine.redis, "nobody:0").create(spec)
+    engine.redis.smove(keys.engine_jobs("nobody:0"), keys.engine_jobs(engine.config.engine), spec.tag)
+    engine.redis.delete(keys.engine_inbox("nobody:0"))
+    engine.redis.srem(keys.ENGINES, "nobody:0")
+    # Then a reconciliation finds it and the engine runs it, once, without a restart
+    assert_done_once(engine, activities, [f"{engine.base_url}/api/job/{uuid}"], 7)
+    assert any("driven by no runner" in line for line in log_lines(engine))
 
 
 def test_two_engines_keep_their_own_jobs_through_a_freeze_longer_than_the_lease(short_tmp, activities):
