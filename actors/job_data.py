@@ -60,6 +60,7 @@ class JobData(CameronActor):
         self.unsure = None  # (token, batches) of a write whose reply was lost
         self.renewed = None  # (began, ended) of the last renewal of the lease Redis answered
         self.seen = {}  # other engine -> [its lease value, seconds watched without a change]
+        self.stalled = None  # why Redis did not answer the last call, until one is answered
 
     def setup(self, first):
         if first:
@@ -77,12 +78,8 @@ class JobData(CameronActor):
     # --- client API -------------------------------------------------------
 
     def receiveMsg_GetJob(self, msg: m.GetJob, sender):
-        try:
-            doc = self.store.get(msg.process, msg.key, msg.uuid)
-        except redis.RedisError as e:
-            self.send(sender, m.Unavailable(f"job store unavailable: {e}"))
-            return
-        self.send(sender, m.JobDocument(doc) if doc is not None else m.JobNotFound())
+        self._read(sender, lambda: self.store.get(msg.process, msg.key, msg.uuid),
+                   lambda doc: m.JobDocument(doc) if doc is not None else m.JobNotFound())
 
     # --- new jobs: the API stores them and pushes them on the inbox -----------
 
@@ -99,17 +96,20 @@ class JobData(CameronActor):
             self.inbox = self.store.redis.pubsub(ignore_subscribe_messages=True)
             self.inbox.subscribe(keys.engine_inbox(self.config.engine))
 
-    def _take_new(self):
+    def _take_new(self, probe=False):
         """Hand every job on the inbox to the scheduler, in batches. A take moves jobs to the
         engine's taking list, where they stay until the next take acknowledges them: one whose
         reply is lost (Redis stalled past the timeout) loses nothing, the next take returns
-        them again."""
+        them again. While Redis does not answer, only the look that probes it takes."""
+        if self.stalled and not probe:
+            return
         try:
             self._subscribe()
             while self.inbox.get_message(timeout=0) is not None:
                 pass  # the wake-ups themselves say nothing: the inbox is the truth
             while True:
                 jobs = self.store.take_new(INBOX_BATCH, self.handed)
+                self.stalled = None
                 self.handed = [tag for tag, _ in jobs]
                 if jobs:
                     self.taken += len(jobs)
@@ -119,6 +119,7 @@ class JobData(CameronActor):
         except (redis.RedisError, OSError) as e:
             # Subscribe again on the next look: the connection may be gone for good.
             self.log.warning("inbox not read: %s", e)
+            self._stalled(e)
             if self.inbox is not None:
                 self.inbox.close()
                 self.inbox = None
@@ -133,9 +134,13 @@ class JobData(CameronActor):
                    lambda found: m.JobList(*found))
 
     def receiveMsg_RecordCancel(self, msg: m.RecordCancel, sender):
+        if self.stalled:
+            self.send(msg.reply_to, m.Unavailable(f"job store unavailable: {self.stalled}"))
+            return
         try:
             found = self.store.request_cancel(msg.process, msg.key, msg.uuid)
         except redis.RedisError as e:
+            self._stalled(e)
             self.send(msg.reply_to, m.Unavailable(f"job store unavailable: {e}"))
             return
         if found is None:
@@ -147,12 +152,31 @@ class JobData(CameronActor):
                                                found[0], found[1], msg.reply_to))
 
     def _read(self, sender, read, answer):
+        if self.stalled:
+            # Answered at once: reads queued behind a stalled Redis would each wait the whole
+            # redis_timeout. The inbox's look every second finds out when Redis is back.
+            self.send(sender, m.Unavailable(f"job store unavailable: {self.stalled}"))
+            return
         try:
             found = read()
         except redis.RedisError as e:
+            self._stalled(e)
             self.send(sender, m.Unavailable(f"job store unavailable: {e}"))
             return
         self.send(sender, answer(found))
+
+    def _stalled(self, error):
+        """Redis did not answer: until a probe (a look at the inbox, every redis_timeout or
+        half a second) gets an answer, nothing else asks it. Every call into a stalled Redis
+        blocks this actor for redis_timeout; one after the other, they would leave it no time
+        to answer reads, pings or runners, nor to send its own messages."""
+        if not isinstance(error, (redis.ConnectionError, redis.TimeoutError, OSError)):
+            return
+        self.stalled = str(error) or type(error).__name__
+        if not self.retrying:
+            self.retrying = True
+            self.wakeupAfter(max(RETRY_AFTER, datetime.timedelta(seconds=self.config.redis_timeout)),
+                             payload=RETRY)
 
     def receiveMsg_LoadUnfinished(self, msg: m.LoadUnfinished, sender):
         self.loads.append((msg, sender))
@@ -211,6 +235,11 @@ class JobData(CameronActor):
             self.flush_due = False
         else:
             self.retrying = False
+            if self.stalled:
+                self._take_new(probe=True)  # the inbox must be looked at anyway: the probe
+                if self.stalled:
+                    return
+                self.log.warning("Redis answers again")
         self._flush()
 
     # --- reconciliation: every job the engine owns is driven -----------------------------
@@ -219,6 +248,8 @@ class JobData(CameronActor):
         """Ask the runners, through the scheduler, which of the jobs this engine owns and has
         handed out they do not drive: whatever lost a job on its way (a reply or a message
         that never came), it is handed out again within reconcile_every."""
+        if self.stalled:
+            return
         try:
             tags = self.store.handed_out()
         except redis.RedisError as e:
@@ -230,8 +261,8 @@ class JobData(CameronActor):
             self.send(self.peers.scheduler, m.Reconcile(sorted(tags)))
 
     def receiveMsg_NotRunning(self, msg: m.NotRunning, sender):
-        if not msg.tags:
-            return
+        if not msg.tags or self.stalled:
+            return  # the next round finds them again
         try:
             found = self.store.hashes(msg.tags)
         except redis.RedisError as e:
@@ -244,6 +275,9 @@ class JobData(CameronActor):
             self.send(self.peers.scheduler, m.UnfinishedJobs(found, self.peers.runners))
 
     def _prune(self):
+        if self.stalled:
+            self.wakeupAfter(PRUNE_EVERY, payload=PRUNE)
+            return
         try:
             while self.store.prune_expired() == store.PRUNE_BATCH:
                 pass
@@ -256,6 +290,8 @@ class JobData(CameronActor):
         transaction also records a token: after one whose reply was lost, reading the token
         back says whether it was applied, so it is neither lost nor checked again as if new
         (a job it ended is no longer in the engine's set, which is not a job taken away)."""
+        if self.stalled:
+            return  # the probe flushes once Redis answers
         if self.unsure is not None:
             token, count = self.unsure
             try:
@@ -278,6 +314,7 @@ class JobData(CameronActor):
                 self.unsure = (token, len(taken))
                 self._retry_later(e)
                 return
+            self.stalled = None
             self._written(taken, len(ops))
         self._serve_loads()
 
@@ -305,12 +342,16 @@ class JobData(CameronActor):
         at once, and must not make the engines take each other's jobs."""
         ttl = self.config.lease_ttl
         self.wakeupAfter(datetime.timedelta(seconds=ttl / 4), payload=LEASE)
+        if self.stalled:
+            return  # nothing can be renewed; the lapse, if any, is seen at the next renewal
         began = time.monotonic()
         try:
             held, others = self.store.renew_lease(ttl)
         except redis.RedisError as e:
             self.log.warning("lease not renewed: %s", e)
+            self._stalled(e)
             return
+        self.stalled = None
         ended = time.monotonic()
         watched = 0.0
         if self.renewed is not None:
@@ -363,10 +404,14 @@ class JobData(CameronActor):
     def _retry_later(self, error):
         if not self.retrying:
             self.log.warning("%d write batches wait for Redis: %s", len(self.backlog), error)
+        self._stalled(error)
+        if not self.retrying:
             self.retrying = True
             self.wakeupAfter(RETRY_AFTER, payload=RETRY)
 
     def status(self):
-        return {"writes": self.written, "jobs_taken": self.taken, "fenced": self.fenced, "backlog": len(self.backlog), "lease": self.lease,
+        return {"writes": self.written, "jobs_taken": self.taken, "backlog": len(self.backlog),
+                "lease": self.lease, "fenced": self.fenced, "redis_stalled": self.stalled,
+                "retrying": self.retrying,
                 "disowned": len(self.disowned),
                 "out_of_order": sum(len(early) for _, early in self.writers.values())}

@@ -56,7 +56,8 @@ for i = 3, #ARGV, 2 do
   if other ~= me and (redis.call('GET', base .. ':lease') or '') == seen then
     take(base .. ':jobs')
     -- its inbox's jobs are in its job set
-    redis.call('DEL', base .. ':inbox', base .. ':taking', base .. ':adopting', base .. ':lease')
+    redis.call('DEL', base .. ':inbox', base .. ':taking', base .. ':adopting', base .. ':lease',
+               base .. ':written')
     redis.call('SREM', engines, other)
   end
 end
