@@ -240,6 +240,7 @@ class JobData(CameronActor):
                 if self.stalled:
                     return
                 self.log.warning("Redis answers again")
+                self._renew()
         self._flush()
 
     # --- reconciliation: every job the engine owns is driven -----------------------------
@@ -340,10 +341,12 @@ class JobData(CameronActor):
         theirs. An engine is dead when its lease's value stays the same while this one watches
         it, with Redis answering, for a whole lease_ttl: a Redis stall makes every lease expire
         at once, and must not make the engines take each other's jobs."""
+        self.wakeupAfter(datetime.timedelta(seconds=self.config.lease_ttl / 4), payload=LEASE)
+        if not self.stalled:  # else nothing can be renewed: the probe renews once Redis answers
+            self._renew()
+
+    def _renew(self):
         ttl = self.config.lease_ttl
-        self.wakeupAfter(datetime.timedelta(seconds=ttl / 4), payload=LEASE)
-        if self.stalled:
-            return  # nothing can be renewed; the lapse, if any, is seen at the next renewal
         began = time.monotonic()
         try:
             held, others = self.store.renew_lease(ttl)
@@ -353,7 +356,7 @@ class JobData(CameronActor):
             return
         self.stalled = None
         ended = time.monotonic()
-        watched = 0.0
+        watched, gap = 0.0, self.renewed is None
         if self.renewed is not None:
             if not held or ended - self.renewed[0] > ttl:
                 if not self.fenced:
@@ -362,15 +365,19 @@ class JobData(CameronActor):
                                    "checks that its job is still ours")
                 self.fenced = True
             # Time counts as watched only between answers close together: across a longer gap
-            # Redis (or this engine) may have stood still, and nobody could renew.
+            # Redis (or this engine) may have stood still, and nobody could renew; after one,
+            # every engine gets a whole lease, from the first answer, to show it lives.
             if ended - self.renewed[0] <= ttl / 2:
                 watched = max(0.0, began - self.renewed[1])
+            else:
+                gap = True
         self.renewed = (began, ended)
         self.lease = True
         seen = {}
         for engine, value in others.items():
             old = self.seen.get(engine)
-            seen[engine] = [value, old[1] + watched] if old and old[0] == value else [value, 0.0]
+            same = old is not None and old[0] == value and not gap
+            seen[engine] = [value, old[1] + watched] if same else [value, 0.0]
         self.seen = seen
         dead = {engine: value for engine, (value, quiet) in seen.items() if quiet >= ttl}
         try:
@@ -378,6 +385,7 @@ class JobData(CameronActor):
             found = self.store.hashes(adopting) if adopting else []
         except redis.RedisError as e:
             self.log.warning("jobs of dead engines not taken over yet: %s", e)
+            self._stalled(e)
             return
         if found:
             self.log.warning("took over %d unfinished jobs of engines whose lease expired", len(found))

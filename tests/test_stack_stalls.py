@@ -65,6 +65,48 @@ def answered(url) -> requests.Response:
     return wait_until(answer, 10, f"an answer other than 503 from {url}", interval=0.1)[0]
 
 
+class KeyedLoad:
+    """Starts foo jobs on one engine from a thread, one every 20 ms, each with an
+    Idempotency-Key of its own, until stopped; keeps every answer."""
+
+    def __init__(self, engine, name):
+        self.engine, self.name, self.answers = engine, name, []  # (key, response or None)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopped.wait(0.02):
+            key = f"{self.name}-{len(self.answers)}"
+            try:
+                self.answers.append((key, start(self.engine, key, key)))
+            except requests.RequestException:
+                self.answers.append((key, None))
+
+    def count(self, status):
+        return sum(1 for _, resp in self.answers if resp is not None and resp.status_code == status)
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join(20)
+
+    def accepted(self) -> list[str]:
+        """Every job the load made: each 201's, and each 503'd start's, found by retrying it
+        with its key (the same job the 503 named, or a new one if that start never ran)."""
+        locations = []
+        for key, resp in self.answers:
+            assert resp is not None and resp.status_code in (201, 503), resp and resp.text
+            if resp.status_code == 503:
+                again = start(self.engine, key, key)
+                assert again.status_code in (200, 201), again.text
+                if again.status_code == 200:
+                    assert again.json()["uuid"] == resp.json()["uuid"]
+                resp = again
+            locations.append(resp.headers["Location"])
+        assert len(set(locations)) == len(locations)
+        return locations
+
+
 def assert_done_once(engine, activities, locations, tasks):
     """Each job ends done with every task done, and each task was called exactly once."""
     for location in locations:
@@ -269,12 +311,25 @@ def test_two_engines_keep_their_own_jobs_through_a_freeze_longer_than_the_lease(
         uuids = {loc.rsplit("/", 1)[1] for locs in locations.values() for loc in locs}
         wait_until(lambda: sum(1 for c in activities.log() if c["job"] in uuids) >= 8, 15,
                    "the jobs to be under way")
-        # When Redis freezes for more than twice the lease: every lease expires meanwhile
-        with frozen(redis_server):
-            time.sleep(2.5)  # the length of the stall under test, not a wait for an outcome
-        # Then no engine took the other's jobs: each job is done, each task called once
+        # ... and a stream of foo jobs started on each (writes, ends and takes in flight)
+        loads = {a: KeyedLoad(a, "la"), b: KeyedLoad(b, "lb")}
+        try:
+            wait_until(lambda: all(load.count(201) >= 10 for load in loads.values()), 20,
+                       "the loads to get going")
+            # When Redis freezes for more than twice the lease: every lease expires meanwhile
+            with frozen(redis_server):
+                time.sleep(2.5)  # the length of the stall under test, not a wait for an outcome
+            counts = {engine: load.count(201) for engine, load in loads.items()}
+            wait_until(lambda: all(load.count(201) >= counts[e] + 10 for e, load in loads.items()), 20,
+                       "starts to be accepted again")
+        finally:
+            for load in loads.values():
+                load.stop()
+        # Then no engine took the other's jobs: each job is done, each task called once, and
+        # every start is one job (a 503'd one found again by its key)
         for engine in (a, b):
             assert_done_once(engine, activities, locations[engine], 6)
+            assert_done_once(engine, activities, loads[engine].accepted(), 7)
         # ... no engine reports a job disowned (nobody took one), though each checked every
         # write after the stall (its lease had lapsed meanwhile), and both are still engines
         for engine in (a, b):
