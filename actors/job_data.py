@@ -166,17 +166,18 @@ class JobData(CameronActor):
         self.send(sender, answer(found))
 
     def _stalled(self, error):
-        """Redis did not answer: until a probe (a look at the inbox, every redis_timeout or
-        half a second) gets an answer, nothing else asks it. Every call into a stalled Redis
-        blocks this actor for redis_timeout; one after the other, they would leave it no time
-        to answer reads, pings or runners, nor to send its own messages."""
+        """Redis did not answer: until a probe (a look at the inbox, every redis_timeout, or a
+        quarter lease if that is less) gets an answer, nothing else asks it. Every call into a
+        stalled Redis blocks this actor for redis_timeout; one after the other, they would
+        leave it no time to answer reads, pings or runners, nor to send its own messages. The
+        probe renews the lease as soon as Redis answers, well within the lease others give."""
         if not isinstance(error, (redis.ConnectionError, redis.TimeoutError, OSError)):
             return
         self.stalled = str(error) or type(error).__name__
         if not self.retrying:
             self.retrying = True
-            self.wakeupAfter(max(RETRY_AFTER, datetime.timedelta(seconds=self.config.redis_timeout)),
-                             payload=RETRY)
+            every = min(self.config.redis_timeout, self.config.lease_ttl / 4)
+            self.wakeupAfter(datetime.timedelta(seconds=max(0.1, every)), payload=RETRY)
 
     def receiveMsg_LoadUnfinished(self, msg: m.LoadUnfinished, sender):
         self.loads.append((msg, sender))
