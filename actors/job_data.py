@@ -2,6 +2,8 @@
 takes newly accepted jobs off the engine's inbox for the scheduler."""
 
 import datetime
+import time
+import uuid
 
 import redis
 from thespian.actors import ThespianWatch
@@ -29,8 +31,9 @@ INBOX_EVERY = datetime.timedelta(seconds=1)
 #: Jobs taken off the inbox per round trip (and per message to the scheduler).
 INBOX_BATCH = 500
 #: Wake-up payloads: the write retry, the lease's renewal, the acknowledgements, the pruning,
-#: the inbox.
-RETRY, LEASE, ACK, PRUNE, INBOX, FLUSH = "retry", "lease", "ack", "prune", "inbox", "flush"
+#: the inbox, the check that the runners drive every job the engine owns.
+RETRY, LEASE, ACK, PRUNE, INBOX, FLUSH, RECONCILE = ("retry", "lease", "ack", "prune", "inbox", "flush",
+                                                     "reconcile")
 
 
 class JobData(CameronActor):
@@ -51,27 +54,32 @@ class JobData(CameronActor):
         self.writers = {}  # str(runner address) -> [next seq due, {seq: WriteBatch come early}]
         self.inbox = None  # the pub/sub subscription that says the inbox has new jobs
         self.taken = 0
+        self.handed = []  # tags taken off the inbox and handed out, to acknowledge at the next take
+        self.incarnation = uuid.uuid4().hex[:12]
+        self.flushes = 0
+        self.unsure = None  # (token, batches) of a write whose reply was lost
+        self.renewed = None  # (began, ended) of the last renewal of the lease Redis answered
+        self.seen = {}  # other engine -> [its lease value, seconds watched without a change]
+        self.stalled = None  # why Redis did not answer the last call, until one is answered
 
     def setup(self, first):
         if first:
-            self.store = store.JobStore(store.connect(self.config.effective_redis_url),
+            self.store = store.JobStore(store.connect(self.config.effective_redis_url,
+                                                      self.config.redis_timeout),
                                         self.config.engine, retention=self.config.job_retention,
                                         idempotency_ttl=self.config.idempotency_ttl)
             self._renew_lease()
             self._take_new()
             self.wakeupAfter(INBOX_EVERY, payload=INBOX)
+            self.wakeupAfter(datetime.timedelta(seconds=self.config.reconcile_every), payload=RECONCILE)
             if self.config.job_retention:
                 self.wakeupAfter(datetime.timedelta(seconds=1), payload=PRUNE)
 
     # --- client API -------------------------------------------------------
 
     def receiveMsg_GetJob(self, msg: m.GetJob, sender):
-        try:
-            doc = self.store.get(msg.process, msg.key, msg.uuid)
-        except redis.RedisError as e:
-            self.send(sender, m.Unavailable(f"job store unavailable: {e}"))
-            return
-        self.send(sender, m.JobDocument(doc) if doc is not None else m.JobNotFound())
+        self._read(sender, lambda: self.store.get(msg.process, msg.key, msg.uuid),
+                   lambda doc: m.JobDocument(doc) if doc is not None else m.JobNotFound())
 
     # --- new jobs: the API stores them and pushes them on the inbox -----------
 
@@ -88,14 +96,21 @@ class JobData(CameronActor):
             self.inbox = self.store.redis.pubsub(ignore_subscribe_messages=True)
             self.inbox.subscribe(keys.engine_inbox(self.config.engine))
 
-    def _take_new(self):
-        """Hand every job on the inbox to the scheduler, in batches."""
+    def _take_new(self, probe=False):
+        """Hand every job on the inbox to the scheduler, in batches. A take moves jobs to the
+        engine's taking list, where they stay until the next take acknowledges them: one whose
+        reply is lost (Redis stalled past the timeout) loses nothing, the next take returns
+        them again. While Redis does not answer, only the look that probes it takes."""
+        if self.stalled and not probe:
+            return
         try:
             self._subscribe()
             while self.inbox.get_message(timeout=0) is not None:
                 pass  # the wake-ups themselves say nothing: the inbox is the truth
             while True:
-                jobs = self.store.take_new(INBOX_BATCH)
+                jobs = self.store.take_new(INBOX_BATCH, self.handed)
+                self.stalled = None
+                self.handed = [tag for tag, _ in jobs]
                 if jobs:
                     self.taken += len(jobs)
                     self.send(self.peers.scheduler, m.NewJobs(jobs))
@@ -104,6 +119,7 @@ class JobData(CameronActor):
         except (redis.RedisError, OSError) as e:
             # Subscribe again on the next look: the connection may be gone for good.
             self.log.warning("inbox not read: %s", e)
+            self._stalled(e)
             if self.inbox is not None:
                 self.inbox.close()
                 self.inbox = None
@@ -118,9 +134,13 @@ class JobData(CameronActor):
                    lambda found: m.JobList(*found) if found is not None else m.JobNotFound())
 
     def receiveMsg_RecordCancel(self, msg: m.RecordCancel, sender):
+        if self.stalled:
+            self.send(msg.reply_to, m.Unavailable(f"job store unavailable: {self.stalled}"))
+            return
         try:
             found = self.store.request_cancel(msg.process, msg.key, msg.uuid)
         except redis.RedisError as e:
+            self._stalled(e)
             self.send(msg.reply_to, m.Unavailable(f"job store unavailable: {e}"))
             return
         if found is None:
@@ -132,12 +152,32 @@ class JobData(CameronActor):
                                                found[0], found[1], msg.reply_to))
 
     def _read(self, sender, read, answer):
+        if self.stalled:
+            # Answered at once: reads queued behind a stalled Redis would each wait the whole
+            # redis_timeout. The inbox's look every second finds out when Redis is back.
+            self.send(sender, m.Unavailable(f"job store unavailable: {self.stalled}"))
+            return
         try:
             found = read()
         except redis.RedisError as e:
+            self._stalled(e)
             self.send(sender, m.Unavailable(f"job store unavailable: {e}"))
             return
         self.send(sender, answer(found))
+
+    def _stalled(self, error):
+        """Redis did not answer: until a probe (a look at the inbox, every redis_timeout, or a
+        quarter lease if that is less) gets an answer, nothing else asks it. Every call into a
+        stalled Redis blocks this actor for redis_timeout; one after the other, they would
+        leave it no time to answer reads, pings or runners, nor to send its own messages. The
+        probe renews the lease as soon as Redis answers, well within the lease others give."""
+        if not isinstance(error, (redis.ConnectionError, redis.TimeoutError, OSError)):
+            return
+        self.stalled = str(error) or type(error).__name__
+        if not self.retrying:
+            self.retrying = True
+            every = min(self.config.redis_timeout, self.config.lease_ttl / 4)
+            self.wakeupAfter(datetime.timedelta(seconds=max(0.1, every)), payload=RETRY)
 
     def receiveMsg_LoadUnfinished(self, msg: m.LoadUnfinished, sender):
         self.loads.append((msg, sender))
@@ -188,13 +228,58 @@ class JobData(CameronActor):
             self._take_new()
             self.wakeupAfter(INBOX_EVERY, payload=INBOX)
             return
+        if msg.payload == RECONCILE:
+            self._reconcile()
+            self.wakeupAfter(datetime.timedelta(seconds=self.config.reconcile_every), payload=RECONCILE)
+            return
         if msg.payload == FLUSH:
             self.flush_due = False
         else:
             self.retrying = False
+            if self.stalled:
+                self._take_new(probe=True)  # the inbox must be looked at anyway: the probe
+                if self.stalled:
+                    return
+                self.log.warning("Redis answers again")
+                self._renew()
         self._flush()
 
+    # --- reconciliation: every job the engine owns is driven -----------------------------
+
+    def _reconcile(self):
+        """Ask the runners, through the scheduler, which of the jobs this engine owns and has
+        handed out they do not drive: whatever lost a job on its way (a reply or a message
+        that never came), it is handed out again within reconcile_every."""
+        if self.stalled:
+            return
+        try:
+            tags = self.store.handed_out()
+        except redis.RedisError as e:
+            self.log.warning("jobs not reconciled: %s", e)
+            return
+        # Jobs whose end waits in the backlog are no longer driven, and must not be.
+        tags -= {op.tag for ops, _, _ in self.backlog for op in ops if type(op) is m.JobEnded}
+        if tags and self.peers.scheduler is not None:
+            self.send(self.peers.scheduler, m.Reconcile(sorted(tags)))
+
+    def receiveMsg_NotRunning(self, msg: m.NotRunning, sender):
+        if not msg.tags or self.stalled:
+            return  # the next round finds them again
+        try:
+            found = self.store.hashes(msg.tags)
+        except redis.RedisError as e:
+            self.log.warning("jobs not reconciled: %s", e)
+            return  # the next round finds them again
+        found = [(tag, h) for tag, h in found if h.get(keys.JOB_STATUS) not in keys.FINAL_STATES]
+        if found:
+            self.log.warning("%d jobs of this engine were driven by no runner; handing them out again",
+                             len(found))
+            self.send(self.peers.scheduler, m.UnfinishedJobs(found, self.peers.runners))
+
     def _prune(self):
+        if self.stalled:
+            self.wakeupAfter(PRUNE_EVERY, payload=PRUNE)
+            return
         try:
             while self.store.prune_expired() == store.PRUNE_BATCH:
                 pass
@@ -203,21 +288,43 @@ class JobData(CameronActor):
         self.wakeupAfter(PRUNE_EVERY, payload=PRUNE)
 
     def _flush(self):
-        """Everything in the backlog to Redis, in order, many batches per MULTI/EXEC."""
-        while self.backlog:
-            taken = self.backlog[:MAX_COALESCED]
+        """Everything in the backlog to Redis, in order, many batches per MULTI/EXEC. Each
+        transaction also records a token: after one whose reply was lost, reading the token
+        back says whether it was applied, so it is neither lost nor checked again as if new
+        (a job it ended is no longer in the engine's set, which is not a job taken away)."""
+        if self.stalled:
+            return  # the probe flushes once Redis answers
+        if self.unsure is not None:
+            token, count = self.unsure
             try:
-                ops = [op for batch, seq, writer in taken
-                       for op in (self._still_ours(batch, writer) if self.fenced else batch)]
-                self.store.apply(ops)
+                landed = self.store.written_token() == token
             except redis.RedisError as e:
                 self._retry_later(e)
                 return
-            del self.backlog[:len(taken)]
-            self.written += len(ops)
-            for _, seq, writer in taken:
-                self._ack_later(writer, seq)
+            self.unsure = None
+            if landed:
+                self._written(self.backlog[:count], 0)
+        while self.backlog:
+            taken = self.backlog[:MAX_COALESCED]
+            self.flushes += 1
+            token = f"{self.incarnation}:{self.flushes}"
+            try:
+                ops = [op for batch, seq, writer in taken
+                       for op in (self._still_ours(batch, writer) if self.fenced else batch)]
+                self.store.apply(ops, token)
+            except redis.RedisError as e:
+                self.unsure = (token, len(taken))
+                self._retry_later(e)
+                return
+            self.stalled = None
+            self._written(taken, len(ops))
         self._serve_loads()
+
+    def _written(self, taken, ops):
+        del self.backlog[:len(taken)]
+        self.written += ops
+        for _, seq, writer in taken:
+            self._ack_later(writer, seq)
 
     def _ack_later(self, writer, seq):
         for ack in self.acks:
@@ -231,23 +338,64 @@ class JobData(CameronActor):
     # --- the lease: one engine per job --------------------------------------
 
     def _renew_lease(self):
-        """Renew this engine's lease, then take over the jobs of engines whose lease expired."""
+        """Renew this engine's lease, then take over the jobs of engines that stopped renewing
+        theirs. An engine is dead when its lease's value stays the same while this one watches
+        it, with Redis answering, for a whole lease_ttl: a Redis stall makes every lease expire
+        at once, and must not make the engines take each other's jobs."""
         self.wakeupAfter(datetime.timedelta(seconds=self.config.lease_ttl / 4), payload=LEASE)
+        if not self.stalled:  # else nothing can be renewed: the probe renews once Redis answers
+            self._renew()
+
+    def _renew(self):
+        ttl = self.config.lease_ttl
+        began = time.monotonic()
         try:
-            held = self.store.renew_lease(self.config.lease_ttl)
-            if self.lease and not held:
-                self.log.error("this engine's lease expired (Redis out of reach, or the engine "
-                               "stalled); from now on every write checks that its job is still ours")
-                self.fenced = True
-            self.lease = True
-            claimed = self.store.claim_orphans()
-            found = self.store.hashes(claimed) if claimed else []
+            held, others = self.store.renew_lease(ttl)
         except redis.RedisError as e:
             self.log.warning("lease not renewed: %s", e)
+            self._stalled(e)
+            return
+        self.stalled = None
+        ended = time.monotonic()
+        watched, gap = 0.0, self.renewed is None
+        if self.renewed is not None:
+            if not held or ended - self.renewed[0] > ttl:
+                if not self.fenced:
+                    self.log.error("this engine's lease may have lapsed (Redis out of reach or "
+                                   "stalled, or the engine stalled); from now on every write "
+                                   "checks that its job is still ours")
+                self.fenced = True
+            # Time counts as watched only between answers close together: across a longer gap
+            # Redis (or this engine) may have stood still, and nobody could renew; after one,
+            # every engine gets a whole lease, from the first answer, to show it lives.
+            if ended - self.renewed[0] <= ttl / 2:
+                watched = max(0.0, began - self.renewed[1])
+            else:
+                gap = True
+        self.renewed = (began, ended)
+        self.lease = True
+        seen = {}
+        for engine, value in others.items():
+            old = self.seen.get(engine)
+            same = old is not None and old[0] == value and not gap
+            seen[engine] = [value, old[1] + watched] if same else [value, 0.0]
+        self.seen = seen
+        dead = {engine: value for engine, (value, quiet) in seen.items() if quiet >= ttl}
+        try:
+            adopting = self.store.claim_orphans(dead)
+            found = self.store.hashes(adopting) if adopting else []
+        except redis.RedisError as e:
+            self.log.warning("jobs of dead engines not taken over yet: %s", e)
+            self._stalled(e)
             return
         if found:
             self.log.warning("took over %d unfinished jobs of engines whose lease expired", len(found))
             self.send(self.peers.scheduler, m.UnfinishedJobs(found, self.peers.runners))
+        if adopting:
+            try:
+                self.store.adopted(adopting)  # if this is lost, the next renewal hands them again
+            except redis.RedisError as e:
+                self.log.warning("jobs taken over not acknowledged yet: %s", e)
 
     def _still_ours(self, ops, writer):
         """Drop the writes of jobs another engine took over, and tell their runner to let go."""
@@ -265,10 +413,14 @@ class JobData(CameronActor):
     def _retry_later(self, error):
         if not self.retrying:
             self.log.warning("%d write batches wait for Redis: %s", len(self.backlog), error)
+        self._stalled(error)
+        if not self.retrying:
             self.retrying = True
             self.wakeupAfter(RETRY_AFTER, payload=RETRY)
 
     def status(self):
-        return {"writes": self.written, "jobs_taken": self.taken, "backlog": len(self.backlog), "lease": self.lease,
+        return {"writes": self.written, "jobs_taken": self.taken, "backlog": len(self.backlog),
+                "lease": self.lease, "fenced": self.fenced, "redis_stalled": self.stalled,
+                "retrying": self.retrying,
                 "disowned": len(self.disowned),
                 "out_of_order": sum(len(early) for _, early in self.writers.values())}

@@ -135,6 +135,12 @@ class JobRunner(CameronActor):
             self._end_job(job)
         self._flush()
 
+    def receiveMsg_Reconcile(self, msg: m.Reconcile, sender):
+        """Which of these jobs of the engine's does this runner neither drive nor know ended?"""
+        missing = [tag for tag in msg.tags
+                   if tag.rsplit(":", 1)[1] not in self.jobs and tag.rsplit(":", 1)[1] not in self.ended]
+        self.send(msg.reply_to, m.NotRunning(missing))
+
     def receiveMsg_Disowned(self, msg: m.Disowned, sender):
         for tag in msg.tags:
             job = self.jobs.pop(tag.rsplit(":", 1)[1], None)

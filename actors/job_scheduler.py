@@ -81,12 +81,24 @@ class JobScheduler(CameronActor):
 
     # --- recovery ---------------------------------------------------------
 
+    def receiveMsg_Reconcile(self, msg: m.Reconcile, sender):
+        """Each runner checks the jobs of its slot, and answers JobData."""
+        runners = self.peers.runners
+        slots = [[] for _ in runners]
+        for tag in msg.tags:
+            slots[m.runner_slot(tag.rsplit(":", 1)[1], len(runners))].append(tag)
+        for runner, tags in zip(runners, slots):
+            if tags:
+                self.send(runner, m.Reconcile(tags, sender))
+
     def receiveMsg_Recover(self, msg: m.Recover, sender):
         self.adopt(msg.peers)
         self.send(msg.peers.job_data, m.LoadUnfinished(msg.runner, msg.peers.runners))
 
     def receiveMsg_UnfinishedJobs(self, msg: m.UnfinishedJobs, sender):
         for tag, h in msg.jobs:
+            if h.get(keys.JOB_STATUS) in keys.FINAL_STATES:
+                continue  # ended, and handed out again only because that was not yet known
             job = self._spec(tag, h)
             self.send(self._runner_of(job.uuid, msg.runners),
                       m.ResumeJob(job, h.get(keys.JOB_STATUS, ""), store.tasks_of(h),

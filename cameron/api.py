@@ -4,6 +4,7 @@ import hmac
 import json
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor, wait
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import falcon
@@ -22,8 +23,8 @@ PAGE, MAX_PAGE = 50, 500
 _LIMIT = re.compile(r"[0-9]{1,6}")
 #: An Idempotency-Key: printable ASCII without spaces, like a uuid or a request id.
 _IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,255}$")
-#: How long /api/health waits for each part.
-HEALTH_TIMEOUT = 2.0
+#: How long /api/health waits for its checks together, unless create_app() is told otherwise.
+HEALTH_TIMEOUT = 1.0
 
 log = logging.getLogger("cameron.api")
 
@@ -125,8 +126,9 @@ class Start:
         fields = _job_request(req, self.config)
         if self.jobs is None:
             raise EngineUnavailable("no job store configured")
+        job_id = store.new_uuid()
         try:
-            job = self.jobs.start(name, **fields, idempotency_key=idempotency_key,
+            job = self.jobs.start(name, **fields, idempotency_key=idempotency_key, job_id=job_id,
                                   fingerprint=store.fingerprint(name, **fields) if idempotency_key else "",
                                   client=req.context.client)
         except store.UnknownProcess:
@@ -140,7 +142,10 @@ class Start:
         except store.EngineStarting as e:
             raise EngineUnavailable(str(e)) from None
         except redis.RedisError as e:
-            raise EngineUnavailable(f"job store unavailable: {e}") from None
+            if store.never_sent(e):
+                raise EngineUnavailable(f"job store unavailable, job not created: {e}") from None
+            _outcome_unknown(req.context.base, resp, name, fields["key"], job_id, idempotency_key, e)
+            return
         if job.replayed:
             # A retry of a start that already succeeded: the same job, not a second one.
             resp.status = falcon.HTTP_200
@@ -210,6 +215,24 @@ def _check_sizes(fields: dict, config: Config):
         if _size(name, fields[name]) > limit:
             raise falcon.HTTPBadRequest(title="Invalid job request",
                                         description=f"'{name}' is over {limit} bytes ({setting})")
+
+
+def _outcome_unknown(base, resp, name, key, job_id, idempotency_key, error):
+    """A 503 for a start whose script went to Redis but whose answer did not come back in
+    time: Redis may have run it (when it wakes up) or not. It says so, and how to find out."""
+    location = base + job_path(name, key, job_id)
+    if idempotency_key:
+        how = (f"retry with the same Idempotency-Key ({idempotency_key}): it answers the job "
+               "if it was created, or creates it once")
+    else:
+        how = f"GET {location} tells (404: it was not created)"
+    log.warning("start of a %s job: outcome unknown (%s)", name, error, extra={"job": job_id})
+    resp.status = falcon.HTTP_503
+    resp.set_header("Retry-After", "1")
+    resp.media = {"title": "Outcome unknown",
+                  "description": f"job store did not answer in time ({error}): job {job_id} may or "
+                                 f"may not have been created; {how}",
+                  "outcome": "unknown", "uuid": job_id, "links": {"self": location}}
 
 
 def _job_request(req, config: Config) -> dict:
@@ -362,14 +385,24 @@ def listing_query(params: dict) -> dict:
 
 
 class Health:
-    """200 when Redis and the actor system answer, else 503 saying which part is down."""
+    """200 when Redis and the actor system answer, else 503 saying which part is down; the
+    answer comes within `timeout` seconds, whatever hangs (both checks run at once)."""
 
-    def __init__(self, gateway, redis_client):
+    #: Threads the checks run on, shared by every request: a check still hanging when its
+    #: answer was due keeps its thread, and a burst of them cannot make more than this.
+    pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")
+
+    def __init__(self, gateway, redis_client, timeout: float = HEALTH_TIMEOUT):
         self.gateway = gateway
         self.redis = redis_client
+        self.timeout = timeout
 
     def on_get(self, req, resp):
-        checks = {"redis": self._redis(), "actors": self._actors()}
+        futures = {"redis": self.pool.submit(self._redis), "actors": self.pool.submit(self._actors)}
+        wait(futures.values(), timeout=self.timeout)
+        checks = {part: f.result() if f.done() else
+                  {"ok": False, "error": f"no answer within {self.timeout:g} s"}
+                  for part, f in futures.items()}
         healthy = all(c["ok"] for c in checks.values())
         resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
         resp.media = {"status": "ok" if healthy else "unavailable", **checks}
@@ -384,7 +417,7 @@ class Health:
     def _actors(self) -> dict:
         try:
             for role in ("scheduler", "job_data"):
-                self.gateway.ask(role, m.Ping(), timeout=HEALTH_TIMEOUT)
+                self.gateway.ask(role, m.Ping(), timeout=self.timeout)
             return {"ok": True}
         except EngineUnavailable as e:
             return {"ok": False, "error": str(e)}
@@ -422,14 +455,14 @@ def _not_found(req, resp):
 
 
 def create_app(gateway, redis_client=None, jobs=None, config: Config | None = None) -> falcon.App:
-    """The API; `redis_client` is the engine's Redis, which /api/health pings, `jobs` the
-    JobStore on it that starts are stored with, and `config` gives the public address, the
-    tokens and the limits (the defaults when None)."""
+    """The API; `redis_client` is the engine's Redis, which /api/health pings (within the
+    health_timeout setting), `jobs` the JobStore on it that starts are stored with, and `config`
+    gives the public address, the tokens and the limits (the defaults when None)."""
     config = config or Config()
     app = falcon.App(middleware=[RawPath(), FrontDoor(config)])
     app.req_options.keep_blank_qs_values = True  # `?status=` is a bad status, not no status
     app.add_route("/api", Root())
-    app.add_route("/api/health", Health(gateway, redis_client))
+    app.add_route("/api/health", Health(gateway, redis_client, config.health_timeout))
     app.add_route("/api/openapi.json", OpenApi(config))
     app.add_route("/api/process", Processes(gateway))
     app.add_route("/api/process/{name}/start", Start(jobs, config))

@@ -366,7 +366,8 @@ def main(argv=None) -> int:
     data.add_argument("--data", default="", help="the job's data, a string")
     data.add_argument("--data-json", metavar="JSON", help="the job's data, any JSON value")
     start_job.add_argument("--requestor", help="default: your user name")
-    start_job.add_argument("--idempotency-key", help="a retry with the same key gets the same job")
+    start_job.add_argument("--idempotency-key", help="a retry with the same key gets the same job (default: a new key, "
+                                "named in the error if Redis does not answer in time)")
     start_job.add_argument("--wait", action="store_true", help="show its progress until it ends")
     start_job.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

@@ -233,7 +233,7 @@ def cmd_start_job(config, args) -> int:
     if not args.key:
         raise Refused("--key must not be empty", 2)
     # Stored the way the API stores a start (straight into Redis, then the engine's inbox).
-    jobs = store.JobStore(store.connect(config.effective_redis_url), config.engine,
+    jobs = store.JobStore(store.connect(config.effective_redis_url, config.redis_timeout), config.engine,
                           idempotency_ttl=config.idempotency_ttl)
     data = args.data
     if args.data_json is not None:
@@ -242,17 +242,25 @@ def cmd_start_job(config, args) -> int:
         except ValueError as e:
             raise Refused(f"--data-json is not JSON: {e}", 2) from None
     fields = {"key": args.key, "data": data, "requestor": requestor}
-    ikey = args.idempotency_key or ""
+    # A key of our own when none is given: if Redis stalls and the answer is lost, running the
+    # command again with it finds the one job instead of starting a second.
+    ikey = args.idempotency_key or f"cli-{store.new_uuid()}"
     try:
         job = jobs.start(args.process, **fields, idempotency_key=ikey,
-                         fingerprint=store.fingerprint(args.process, **fields) if ikey else "")
+                         fingerprint=store.fingerprint(args.process, **fields))
     except store.UnknownProcess:
         raise Refused(f"no process named {args.process!r} in the catalog (see `cameron processes`)",
                       EXIT_NOT_FOUND) from None
     except store.IdempotencyConflict:
         raise Refused(f"idempotency key {ikey!r} already started a job with a different request",
                       EXIT_CONFLICT) from None
-    except (store.EngineStarting, redis.RedisError) as e:
+    except redis.RedisError as e:
+        if store.never_sent(e):
+            raise EngineUnavailable(f"job not created: {e}") from None
+        raise Refused(f"Redis did not answer in time ({e}): the job may or may not have been "
+                      f"created; run the same command with --idempotency-key {ikey} to get it, "
+                      "or to start it once", 1) from None
+    except store.EngineStarting as e:
         raise EngineUnavailable(str(e)) from None
     doc = {"process": job.process, "key": job.key, "uuid": job.uuid, "status": job.status}
     if job.replayed:

@@ -105,6 +105,14 @@ class Config:
     max_key_bytes: int = 1024
     max_data_bytes: int = 512 * 1024
     max_requestor_bytes: int = 1024
+    #: Redis stalls: seconds one Redis command of the engine or of a start may take before
+    #: it counts as failed (a start then answers 503 saying its outcome is unknown), and
+    #: seconds /api/health waits for all its checks together.
+    redis_timeout: float = 2.0
+    health_timeout: float = 1.0
+    #: Seconds between two checks that every unfinished job this engine owns in Redis is
+    #: driven by one of its runners (one that is not is handed out again).
+    reconcile_every: float = 10.0
 
     @property
     def engine(self) -> str:
@@ -169,6 +177,9 @@ SETTINGS = {
     "retry_backoff_max": ("CAMERON_RETRY_BACKOFF_MAX", float, POSITIVE),
     "engine_id": ("CAMERON_ENGINE_ID", str, None),
     "lease_ttl": ("CAMERON_LEASE_TTL", float, POSITIVE),
+    "redis_timeout": ("CAMERON_REDIS_TIMEOUT", float, POSITIVE),
+    "health_timeout": ("CAMERON_HEALTH_TIMEOUT", float, POSITIVE),
+    "reconcile_every": ("CAMERON_RECONCILE_EVERY", float, POSITIVE),
     "job_retention": ("CAMERON_JOB_RETENTION", int, NOT_NEGATIVE),
     "idempotency_ttl": ("CAMERON_IDEMPOTENCY_TTL", int, POSITIVE),
     "log_level": ("CAMERON_LOG_LEVEL", str, None),

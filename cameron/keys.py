@@ -65,6 +65,24 @@ def engine_inbox(engine: str) -> str:
     return f"{PREFIX}:engine:{engine}:inbox"
 
 
+def engine_taking(engine: str) -> str:
+    """The list of the tags JobData moved off the inbox and has not yet acknowledged handing
+    to the scheduler: what a take whose reply was lost leaves for the next take."""
+    return f"{PREFIX}:engine:{engine}:taking"
+
+
+def engine_adopting(engine: str) -> str:
+    """The set of the tags the engine took over from dead engines and has not yet
+    acknowledged handing to its runners: what a claim whose reply was lost leaves behind."""
+    return f"{PREFIX}:engine:{engine}:adopting"
+
+
+def engine_written(engine: str) -> str:
+    """The token of the engine's last write batch that reached Redis: after a write whose
+    reply was lost, JobData reads it to learn whether that write was applied."""
+    return f"{PREFIX}:engine:{engine}:written"
+
+
 def engine_catalog(engine: str) -> str:
     """Hash process name -> start URL: the catalog the engine runs, which the API checks a
     start against (written by the ProcessCatalog at boot and on every reload)."""

@@ -157,6 +157,22 @@ class Disowned:
 
 
 @dataclass(frozen=True)
+class Reconcile:
+    """JobData -> scheduler -> each JobRunner: tags of jobs this engine owns in Redis and has
+    handed out; the runners answer JobData which of them they neither run nor ended."""
+
+    tags: list
+    reply_to: object = None
+
+
+@dataclass(frozen=True)
+class NotRunning:
+    """JobRunner -> JobData: jobs of a Reconcile this runner does not run: to hand out again."""
+
+    tags: list
+
+
+@dataclass(frozen=True)
 class ResumeJob:
     """Scheduler -> JobRunner: go on with a job a dead runner or engine left unfinished."""
 

@@ -50,6 +50,10 @@ _LISTING = [
 SCHEMAS = {
     "Error": {"type": "object", "required": ["title"],
               "properties": {"title": _STRING, "description": _STRING}},
+    "StartUnavailable": {"type": "object", "required": ["title"],
+                         "properties": {"title": _STRING, "description": _STRING,
+                                        "outcome": {"enum": ["unknown"]}, "uuid": _STRING,
+                                        "links": {"type": "object", "properties": {"self": _STRING}}}},
     "Process": {"type": "object", "required": ["name", "start", "links"],
                 "properties": {"name": _STRING, "start": _STRING,
                                "links": {"type": "object", "required": ["start"],
@@ -148,7 +152,11 @@ PATHS = {
             "408": _error("The body did not arrive within web_body_timeout"),
             "413": _error("Body over max_body_bytes"),
             "422": _error("The Idempotency-Key started a job with a different body"),
-            "503": _UNAVAILABLE}}},
+            "503": _json(_ref("StartUnavailable"),
+                         "Redis or the engine's catalog is unavailable (the job was not created), or "
+                         "Redis took the start but did not answer in time: `outcome` is `unknown`, "
+                         "`uuid` and `links.self` name the job if Redis ran it (retry with the same "
+                         "Idempotency-Key, or GET links.self)", {"Retry-After": {"schema": _INT}})}}},
     "/api/process/{name}/job": {"get": {"summary": "The process's jobs",
                                         "parameters": [_PROCESS, *_LISTING], "responses": _LIST}},
     "/api/process/{name}/key/{key}/job": {"get": {"summary": "The jobs of one key",

@@ -17,29 +17,53 @@ from cameron import messages as m
 #: Where engines before leases kept every unfinished job; whoever boots next adopts them.
 LEGACY_UNFINISHED = f"{keys.PREFIX}:jobs:unfinished"
 
-#: Takes over the jobs of every other engine whose lease has expired, atomically, so two
-#: engines that both see one dead can never both get its jobs. Returns the tags moved.
+#: Renews this engine's lease with a fresh value and reads every other engine's: a lease
+#: whose value does not change while this engine watches it for lease_ttl is dead. Returns
+#: this lease's previous value ('' when it had lapsed), then engine, value pairs.
+_RENEW = """
+local engines, lease = KEYS[1], KEYS[2]
+local me, prefix, value, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local out = {redis.call('GET', lease) or ''}
+redis.call('SET', lease, value, 'PX', ttl)
+redis.call('SADD', engines, me)
+for _, other in ipairs(redis.call('SMEMBERS', engines)) do
+  if other ~= me then
+    table.insert(out, other)
+    table.insert(out, redis.call('GET', prefix .. ':engine:' .. other .. ':lease') or '')
+  end
+end
+return out
+"""
+#: Takes over the jobs of the engines named in ARGV (engine, lease value pairs) whose lease
+#: still holds the value this engine saw unchanged for lease_ttl, atomically, so two engines
+#: that both see one dead can never both get its jobs; they go into this engine's job set and
+#: its adopting set. Returns the adopting set: what was taken over and not yet acknowledged
+#: as handed to the runners (a claim whose reply was lost is handed out by the next one).
 #: (It names keys it builds itself: fine on one Redis server, not on Redis Cluster.)
 _CLAIM = """
+local engines, legacy, adopting = KEYS[1], KEYS[2], KEYS[3]
 local me, prefix = ARGV[1], ARGV[2]
 local mine = prefix .. ':engine:' .. me .. ':jobs'
-local moved = {}
 local function take(set)
   for _, tag in ipairs(redis.call('SMEMBERS', set)) do
     redis.call('SADD', mine, tag)
-    table.insert(moved, tag)
+    redis.call('SADD', adopting, tag)
   end
   redis.call('DEL', set)
 end
-for _, other in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if other ~= me and redis.call('EXISTS', prefix .. ':engine:' .. other .. ':lease') == 0 then
-    take(prefix .. ':engine:' .. other .. ':jobs')
-    redis.call('DEL', prefix .. ':engine:' .. other .. ':inbox')  -- its jobs are in its set
-    redis.call('SREM', KEYS[1], other)
+for i = 3, #ARGV, 2 do
+  local other, seen = ARGV[i], ARGV[i + 1]
+  local base = prefix .. ':engine:' .. other
+  if other ~= me and (redis.call('GET', base .. ':lease') or '') == seen then
+    take(base .. ':jobs')
+    -- its inbox's jobs are in its job set
+    redis.call('DEL', base .. ':inbox', base .. ':taking', base .. ':adopting', base .. ':lease',
+               base .. ':written')
+    redis.call('SREM', engines, other)
   end
 end
-take(KEYS[2])
-return moved
+take(legacy)
+return redis.call('SMEMBERS', adopting)
 """
 #: Creates a job, with its markers and indexes, queues it in the engine's inbox and wakes the
 #: engine, all at once: a 201 means all of it is in Redis. With an idempotency key already
@@ -81,13 +105,24 @@ redis.call('PUBLISH', inbox, '')
 return {'created', tag}
 """
 
-#: Takes up to ARGV[1] jobs off the inbox: tag, key, data, requestor, process, start URL,
-#: status and cancel request of each, in one round trip.
+#: Takes jobs off the inbox the reliable way: first forgets the tags JobData acknowledges
+#: (ARGV[2..]: handed to the scheduler), then moves jobs from the inbox to the taking list
+#: until it holds ARGV[1], and returns the whole taking list: tag, key, data, requestor,
+#: process, start URL, status, scheduled time and cancel request of each. A take whose reply
+#: is lost leaves its jobs in the taking list, and the next take returns them again.
 _TAKE = """
-local tags = redis.call('LPOP', KEYS[1], ARGV[1])
-if not tags then return {} end
+local inbox, taking = KEYS[1], KEYS[2]
+for i = 2, #ARGV do redis.call('LREM', taking, 1, ARGV[i]) end
+local room = tonumber(ARGV[1]) - redis.call('LLEN', taking)
+if room > 0 then
+  local moved = redis.call('LRANGE', inbox, 0, room - 1)
+  if #moved > 0 then
+    redis.call('LTRIM', inbox, #moved, -1)
+    redis.call('RPUSH', taking, unpack(moved))
+  end
+end
 local out = {}
-for _, tag in ipairs(tags) do
+for _, tag in ipairs(redis.call('LRANGE', taking, 0, -1)) do
   table.insert(out, tag)
   table.insert(out, redis.call('HMGET', tag, 'job.key', 'job.data', 'job.requestor', 'job.process',
                                'job.start_url', 'job.status.current', 'job.status.scheduled.time',
@@ -105,10 +140,21 @@ def now() -> str:
     return time.strftime("%m-%d-%Y %H:%M:%S", time.gmtime())
 
 
-def connect(url: str) -> redis.Redis:
-    # Short timeouts: a Redis that is down must turn into a quick 503, not a hung worker.
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5,
-                                socket_connect_timeout=2, health_check_interval=30)
+def connect(url: str, timeout: float = 5.0) -> redis.Redis:
+    """A client whose every command gives up after `timeout` seconds: a Redis that is down or
+    stalled must turn into a quick 503, not a hung worker. It never sends a command again by
+    itself (redis-py can retry): after a timeout, whether the command ran is unknown, and
+    the caller decides what to do about it."""
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
+                                socket_connect_timeout=min(timeout, 2), health_check_interval=30,
+                                retry=None)
+
+
+def never_sent(error: redis.RedisError) -> bool:
+    """Whether a command that failed with `error` certainly did not reach Redis: the
+    connection could not be made. Any other failure (a timeout waiting for the reply, a
+    connection lost after the command went) leaves it unknown whether Redis ran it."""
+    return isinstance(error, redis.ConnectionError) and "connecting" in str(error)
 
 
 class IdempotencyConflict(Exception):
@@ -150,6 +196,10 @@ def fingerprint(process: str, key: str, data, requestor: str) -> str:
     return hashlib.sha256(json.dumps([process, key, data, requestor]).encode()).hexdigest()
 
 
+def new_uuid() -> str:
+    return uuid_module.uuid4().hex
+
+
 def ms() -> int:
     """Index scores: milliseconds since the epoch."""
     return int(time.time() * 1000)
@@ -167,17 +217,20 @@ class JobStore:
         self.engine = engine
         self.owned = keys.engine_jobs(engine)
         self._claim = client.register_script(_CLAIM)
+        self._renew = client.register_script(_RENEW)
         self._create_script = client.register_script(_CREATE)
         self._take_script = client.register_script(_TAKE)
         self.retention = retention
         self.idempotency_ttl = idempotency_ttl
 
     def start(self, process: str, key: str, data, requestor: str, *, idempotency_key: str = "",
-              fingerprint: str = "", client: str = "") -> "Created":
+              fingerprint: str = "", client: str = "", job_id: str = "") -> "Created":
         """Accept a job for a process of the engine's catalog (as the ProcessCatalog published
         it): stored, indexed and queued for the engine, atomically. An Idempotency-Key names
-        a job within its process and `client` (the API token's name; "" without tokens)."""
-        job_id = uuid_module.uuid4().hex
+        a job within its process and `client` (the API token's name; "" without tokens).
+        `job_id` (a new uuid by default) lets the caller name the job before it knows whether
+        Redis answered."""
+        job_id = job_id or new_uuid()
         return self._create(process, key, data, requestor, job_id, now(), "",
                             idempotency_key, fingerprint, client, check_catalog=True)
 
@@ -211,9 +264,12 @@ class JobStore:
             return Created(*keys.parse_tag(reply[1]), status=reply[2], replayed=True)
         return Created(process, key, job_id, status=keys.SCHEDULED, replayed=False)
 
-    def take_new(self, count: int = 500) -> list[tuple[str, dict]]:
-        """Up to `count` jobs off the engine's inbox, oldest first: (tag, fields) of each."""
-        flat = self._take_script(keys=[keys.engine_inbox(self.engine)], args=[count])
+    def take_new(self, count: int = 500, handed=()) -> list[tuple[str, dict]]:
+        """Up to `count` jobs off the engine's inbox, oldest first: (tag, fields) of each.
+        They stay in the engine's taking list, and come back from every take, until a take
+        names them in `handed`: call again with what was handed to the scheduler."""
+        flat = self._take_script(keys=[keys.engine_inbox(self.engine), keys.engine_taking(self.engine)],
+                                 args=[count, *handed])
         names = [keys.JOB_KEY, keys.JOB_DATA, keys.JOB_REQUESTOR, keys.JOB_PROCESS, keys.JOB_START_URL,
                  keys.JOB_STATUS, keys.job_time(keys.SCHEDULED), keys.JOB_CANCEL_REQUESTED,
                  keys.JOB_DATA_JSON]
@@ -230,9 +286,10 @@ class JobStore:
                   mapping={" ": "", **{p.name: p.start_url for p in processes}})
         pipe.execute()
 
-    def apply(self, ops: list) -> None:
+    def apply(self, ops: list, token: str = "") -> None:
         """Write a batch of job moments (messages.JobStarted, TaskStarted, ...) atomically, as
-        if one after the other: what they leave behind, in a few commands (_NetWrites)."""
+        if one after the other: what they leave behind, in a few commands (_NetWrites). With a
+        `token`, the same transaction records it (written_token() reads it back)."""
         net = _NetWrites()
         for op in ops:
             _WRITERS[type(op)](net, op)
@@ -242,7 +299,13 @@ class JobStore:
                 self._expire(net, op)
         pipe = self.redis.pipeline(transaction=True)
         net.write(pipe)
+        if token:
+            pipe.set(keys.engine_written(self.engine), token)
         pipe.execute()
+
+    def written_token(self) -> str | None:
+        """The token of the last apply() that reached Redis."""
+        return self.redis.get(keys.engine_written(self.engine))
 
     def _expire(self, pipe, op: m.JobEnded):
         """A finished job's hash and markers go after the retention period; EXPIRING tells the
@@ -350,18 +413,36 @@ class JobStore:
             pipe.hgetall(tag)
         return [(tag, h) for tag, h in zip(tags, pipe.execute()) if h]
 
-    def renew_lease(self, ttl: float) -> bool:
-        """Renew this engine's lease; False when it had expired (others may have taken jobs)."""
-        lease = keys.engine_lease(self.engine)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.exists(lease)
-        pipe.set(lease, str(time.time()), px=int(ttl * 1000))
-        pipe.sadd(keys.ENGINES, self.engine)
-        return bool(pipe.execute()[0])
+    def renew_lease(self, ttl: float) -> tuple[bool, dict]:
+        """Renew this engine's lease with a fresh value; whether it still held (False: it had
+        expired, or another engine took this one's jobs), and every other engine's lease
+        value ('' for none), to watch for engines that stopped renewing."""
+        reply = self._renew(keys=[keys.ENGINES, keys.engine_lease(self.engine)],
+                            args=[self.engine, keys.PREFIX, f"{time.time():.6f}", int(ttl * 1000)])
+        return reply[0] != "", dict(zip(reply[1::2], reply[2::2]))
 
-    def claim_orphans(self) -> list[str]:
-        """Take over the unfinished jobs of engines whose lease expired; their tags."""
-        return self._claim(keys=[keys.ENGINES, LEGACY_UNFINISHED], args=[self.engine, keys.PREFIX])
+    def claim_orphans(self, dead: dict | None = None) -> list[str]:
+        """Take over the unfinished jobs of the engines in `dead` (engine -> the lease value
+        seen unchanged for a whole lease) whose lease still holds that value; returns every
+        tag taken over and not yet acknowledged with adopted()."""
+        pairs = [x for engine, value in (dead or {}).items() for x in (engine, value)]
+        return self._claim(keys=[keys.ENGINES, LEGACY_UNFINISHED, keys.engine_adopting(self.engine)],
+                           args=[self.engine, keys.PREFIX, *pairs])
+
+    def adopted(self, tags) -> None:
+        """The jobs taken over that are now handed to the runners."""
+        self.redis.srem(keys.engine_adopting(self.engine), *tags)
+
+    def handed_out(self) -> set[str]:
+        """The engine's unfinished jobs that are neither waiting on its inbox, nor being taken
+        off it, nor taken over and not yet handed out: those its runners should be driving."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.smembers(self.owned)
+        pipe.lrange(keys.engine_inbox(self.engine), 0, -1)
+        pipe.lrange(keys.engine_taking(self.engine), 0, -1)
+        pipe.smembers(keys.engine_adopting(self.engine))
+        owned, inbox, taking, adopting = pipe.execute()
+        return owned.difference(inbox, taking, adopting)
 
     def owned_tags(self) -> set[str]:
         return self.redis.smembers(self.owned)

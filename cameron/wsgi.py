@@ -6,9 +6,12 @@ from cameron.gateway import ActorGateway
 
 def get_app():
     settings = config.from_env()
-    client = store.connect(settings.effective_redis_url)
-    jobs = store.JobStore(client, settings.engine, idempotency_ttl=settings.idempotency_ttl)
-    return api.create_app(ActorGateway(settings), client, jobs, settings)
+    url = settings.effective_redis_url
+    # Starts wait for Redis at most redis_timeout; /api/health's ping at most health_timeout.
+    jobs = store.JobStore(store.connect(url, settings.redis_timeout), settings.engine,
+                          idempotency_ttl=settings.idempotency_ttl)
+    return api.create_app(ActorGateway(settings), store.connect(url, settings.health_timeout), jobs,
+                          settings)
 
 
 app = get_app()

@@ -89,7 +89,10 @@ class Engine:
 
     def wait_done(self, location: str, timeout: float = 20) -> dict:
         def done():
-            doc = self.http.get(location, timeout=15).json()
+            resp = self.http.get(location, timeout=15)
+            if resp.status_code == 503:
+                return None  # Redis was away a moment ago: the engine answers again shortly
+            doc = resp.json()
             return doc if doc["status"]["current"] == "done" else None
         return wait_until(done, timeout, f"job {location} to be done")
 

@@ -42,8 +42,9 @@ class FakeJobs:
         self.answer = answer
         self.asked = []
 
-    def start(self, process, key, data, requestor, *, idempotency_key="", fingerprint="", client=""):
+    def start(self, process, key, data, requestor, *, idempotency_key="", fingerprint="", client="", job_id=""):
         self.asked.append((process, key, data, requestor, idempotency_key))
+        self.job_id = job_id
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer(process, key)
@@ -185,13 +186,34 @@ def test_an_unknown_process_is_a_json_404():
 
 def test_an_unavailable_engine_is_a_json_503_with_retry_after():
     # Given a Redis that is down, or an engine that has not published its catalog yet
-    for failure, reason in [(redis.ConnectionError("Error 111 connecting"), "job store unavailable: Error 111 connecting"),
+    for failure, reason in [(redis.ConnectionError("Error 111 connecting"),
+                             "job store unavailable, job not created: Error 111 connecting"),
                             (store.EngineStarting("the engine has not published its catalog yet"),
                              "the engine has not published its catalog yet")]:
         resp = post_start(client_for(FakeGateway(), FakeJobs(failure)), REQUEST)
         # Expect 503 with Retry-After and the reason
         assert assert_json_error(resp, 503, "Engine unavailable") == reason
         assert resp.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize("idempotency_key", ["", "order-17"])
+def test_a_start_whose_redis_answer_is_lost_is_a_503_saying_the_outcome_is_unknown_and_how_to_find_out(
+        idempotency_key):
+    # Given a Redis that took the start's script but did not answer in time
+    jobs = FakeJobs(redis.TimeoutError("Timeout reading from socket"))
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    resp = client_for(FakeGateway(), jobs).simulate_post("/api/process/foo/start", json=REQUEST,
+                                                         headers=headers)
+    # Expect a 503 that names the job the script would have made, and says how to find it
+    assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
+    body = resp.json
+    assert body["outcome"] == "unknown" and body["uuid"] == jobs.job_id
+    assert body["links"]["self"].endswith(f"/api/process/foo/key/%28id%2C007%29/job/{jobs.job_id}")
+    assert "may or may not have been created" in body["description"]
+    if idempotency_key:
+        assert "retry with the same Idempotency-Key (order-17)" in body["description"]
+    else:
+        assert f"GET {body['links']['self']} tells (404: it was not created)" in body["description"]
 
 
 def test_a_bug_behind_the_gateway_is_a_json_500_that_keeps_its_details_in_the_log():
@@ -329,6 +351,28 @@ def test_health_says_which_part_is_down():
     resp = falcon.testing.TestClient(api.create_app(up, DownRedis())).simulate_get("/api/health")
     assert resp.status_code == 503 and resp.json["actors"] == {"ok": True}
     assert "Connection refused" in resp.json["redis"]["error"]
+
+
+def test_health_answers_within_its_timeout_when_a_part_hangs():
+    import threading
+    import time
+    release = threading.Event()
+
+    class HangingRedis:
+        def ping(self):
+            release.wait(5)  # a frozen Redis, as long as the test lets it
+            return True
+    up = FakeGateway(scheduler=m.Pong("scheduler", 1, 1, {}), job_data=m.Pong("job_data", 2, 1, {}))
+    client = falcon.testing.TestClient(api.create_app(up, HangingRedis(), config=Config(health_timeout=0.3)))
+    try:
+        began = time.monotonic()
+        resp = client.simulate_get("/api/health")
+        took = time.monotonic() - began
+    finally:
+        release.set()
+    assert resp.status_code == 503 and took < 2, took
+    assert resp.json["redis"] == {"ok": False, "error": "no answer within 0.3 s"}
+    assert resp.json["actors"] == {"ok": True}
 
 
 def test_every_route_of_the_app_is_in_the_openapi_document():

@@ -354,16 +354,21 @@ def test_keys_differing_only_in_case_are_different_jobs(jobs):
 
 # --- leases: one engine per job ----------------------------------------------------
 
-def test_a_lease_is_renewed_and_reports_whether_it_had_lapsed(client, jobs):
-    assert jobs.renew_lease(5) is False  # the first renewal finds none
-    assert jobs.renew_lease(5) is True
+def test_a_lease_is_renewed_and_reports_whether_it_had_lapsed_and_the_other_leases(client, jobs):
+    assert jobs.renew_lease(5) == (False, {})  # the first renewal finds none
+    first = client.get(keys.engine_lease("me:1"))
+    other = store.JobStore(client, "other:2")
+    assert other.renew_lease(5)[0] is False
+    held, others = jobs.renew_lease(5)
+    assert held is True and others == {"other:2": client.get(keys.engine_lease("other:2"))}
+    assert client.get(keys.engine_lease("me:1")) != first  # a fresh value at each renewal
     assert 4000 < client.pttl(keys.engine_lease("me:1")) <= 5000
-    assert client.smembers(keys.ENGINES) == {"me:1"}
+    assert client.smembers(keys.ENGINES) == {"me:1", "other:2"}
     client.delete(keys.engine_lease("me:1"))  # as if it had expired
-    assert jobs.renew_lease(5) is False
+    assert jobs.renew_lease(5)[0] is False
 
 
-def test_the_jobs_of_an_engine_whose_lease_expired_are_taken_over_once(client, jobs):
+def test_the_jobs_of_a_dead_engine_are_taken_over_once_and_only_if_its_lease_did_not_change(client, jobs):
     # Given two engines with a job each, both leases held
     other = store.JobStore(client, "other:2")
     mine, theirs = new_job(), new_job()
@@ -371,16 +376,25 @@ def test_the_jobs_of_an_engine_whose_lease_expired_are_taken_over_once(client, j
     other.create(theirs)
     jobs.renew_lease(5)
     other.renew_lease(5)
-    # Expect nothing taken while the other's lease holds
-    assert jobs.claim_orphans() == []
-    # When its lease expires
-    client.delete(keys.engine_lease("other:2"))
+    seen = jobs.renew_lease(5)[1]["other:2"]
+    # Expect nothing taken when the other renewed since it was seen
+    other.renew_lease(5)
+    assert jobs.claim_orphans({"other:2": seen}) == []
+    # When its lease keeps the value seen (or is gone, as one that expired)
+    seen = jobs.renew_lease(5)[1]["other:2"]
     # Then its job is ours, exactly once, and the dead engine is forgotten
-    assert jobs.claim_orphans() == [theirs.tag]
-    assert jobs.claim_orphans() == []
-    assert other.claim_orphans() == []  # a second engine cannot take it from us: our lease holds
+    assert jobs.claim_orphans({"other:2": seen}) == [theirs.tag]
+    assert client.smembers(keys.engine_adopting("me:1")) == {theirs.tag}
+    # ... handed out again by every claim until acknowledged (a claim's reply may be lost)
+    assert jobs.claim_orphans({}) == [theirs.tag]
+    jobs.adopted([theirs.tag])
+    assert jobs.claim_orphans({"other:2": seen}) == []
+    seen_by_other = client.get(keys.engine_lease("me:1"))
+    jobs.renew_lease(5)
+    assert other.claim_orphans({"me:1": seen_by_other}) == []  # we renewed since: ours holds
     assert jobs.owned_tags() == {mine.tag, theirs.tag}
     assert client.smembers(keys.ENGINES) == {"me:1"}
+    assert not client.exists(keys.engine_lease("other:2"))
     assert [t for t, _ in jobs.unfinished(None, 2)] != []
 
 
@@ -411,7 +425,30 @@ def test_a_start_is_checked_against_the_published_catalog_and_queued_on_the_inbo
     assert taken == tag
     assert (h["job.key"], h["job.data"], h["job.requestor"], h["job.process"], h["job.status.current"]) == \
         ("k", "d", "r", "foo", "scheduled")
-    assert jobs.take_new() == []
+    assert jobs.take_new(handed=[taken]) == []
+
+
+def test_a_take_whose_reply_is_lost_leaves_its_jobs_for_the_next_take(client, jobs):
+    # Given three jobs on the inbox, and a take of two whose reply never arrived
+    jobs.publish_catalog([FOO])
+    tags = [keys.job_tag("foo", "k", jobs.start("foo", "k", "d", "r").uuid) for _ in range(3)]
+    jobs.take_new(2)
+    assert client.llen(keys.engine_inbox("me:1")) == 1
+    # When JobData takes again, acknowledging nothing (it never saw them)
+    again = [t for t, _ in jobs.take_new(2)]
+    # Then it gets the same two, oldest first; once acknowledged, the third; then nothing
+    assert again == tags[:2]
+    assert [t for t, _ in jobs.take_new(2, handed=again)] == tags[2:]
+    assert jobs.take_new(2, handed=tags[2:]) == []
+    assert not client.exists(keys.engine_taking("me:1"))
+
+
+def test_a_write_records_its_token_in_the_same_transaction(client, jobs):
+    job = new_job()
+    jobs.create(job)
+    jobs.apply([m.JobStarted(job.tag, T1)], "a:1")
+    assert jobs.written_token() == "a:1"
+    assert client.hget(job.tag, "job.status.current") == "running"
 
 
 def test_an_empty_catalog_refuses_every_process_instead_of_saying_starting(client, jobs):
@@ -424,5 +461,5 @@ def test_a_dead_engines_inbox_goes_with_its_jobs_to_the_engine_that_takes_them_o
     other = store.JobStore(client, "other:2")
     job = new_job()
     other.create(job)
-    assert jobs.claim_orphans() == [job.tag]
+    assert jobs.claim_orphans({"other:2": ""}) == [job.tag]
     assert not client.exists(keys.engine_inbox("other:2"))

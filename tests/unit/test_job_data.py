@@ -1,0 +1,132 @@
+"""JobData against a real Redis, outside an actor system: what it does when Redis runs a
+command but its reply never comes back."""
+
+import shutil
+import tempfile
+import uuid as uuidlib
+
+import pytest
+import redis
+from thespian.actors import WakeupMessage
+
+from actors.job_data import JobData, RETRY
+from cameron import keys, store
+from cameron import messages as m
+from cameron.catalog import Process
+from cameron.config import Config
+from cameron.redis_server import EmbeddedRedis
+
+FOO = Process(name="foo", start_url="http://127.0.0.1:9292/foo/v0.0.1/start")
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    folder = tempfile.mkdtemp(prefix="cj", dir="/tmp")  # short: unix socket paths max ~100 chars
+    server = EmbeddedRedis(folder).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class ReplyLost(store.JobStore):
+    """A job store whose next write is applied by Redis but answered by a timeout."""
+
+    lose = False
+
+    def apply(self, ops, token=""):
+        super().apply(ops, token)
+        if self.lose:
+            self.lose = False
+            raise redis.TimeoutError("Timeout reading from socket")
+
+
+def job_data(client) -> JobData:
+    actor = JobData()
+    actor.sent, actor.wakeups = [], []
+    actor.send = lambda addr, msg: actor.sent.append((addr, msg))
+    actor.wakeupAfter = lambda delay, payload=None: actor.wakeups.append(payload)
+    actor.config = Config(redis_timeout=0.5)
+    actor.store = ReplyLost(client, "me:1")
+    return actor
+
+
+def test_a_write_whose_reply_was_lost_is_known_applied_and_disowns_nothing(redis_url):
+    client = store.connect(redis_url)
+    client.flushdb()  # our own throwaway server
+    actor = job_data(client)
+    uuid = uuidlib.uuid4().hex
+    job = m.JobSpec(process=FOO, key="k", data="d", requestor="r", uuid=uuid,
+                    tag=keys.job_tag("foo", "k", uuid), scheduled_time=store.now())
+    actor.store.create(job)
+    # Given an engine whose lease lapsed once (every write checks its jobs are still its own)
+    actor.fenced = True
+    # When a runner's batch that ends a job is written, Redis applies it, and the reply is lost
+    actor.store.lose = True
+    actor.receiveMsg_WriteBatch(m.WriteBatch([m.JobStarted(job.tag, store.now()),
+                                              m.JobEnded(job.tag, store.now(), 0, tasks=0, status="done")],
+                                             1, 0), "runner-1")
+    actor._flush()
+    assert actor.backlog and actor.stalled  # not acknowledged: Redis did not answer
+    assert client.hget(job.tag, "job.status.current") == "done"  # ... yet it ran it
+    # Then once Redis answers again, the write is known applied: acknowledged, not written
+    # again, and the job (no longer in the engine's set: it ended) is not counted as taken away
+    actor.receiveMsg_WakeupMessage(WakeupMessage(None, RETRY), None)
+    assert actor.stalled is None and actor.backlog == []
+    assert actor.disowned == set()
+    assert not [msg for _, msg in actor.sent if isinstance(msg, m.Disowned)]
+    assert actor.acks == [["runner-1", 1]]
+    client.close()
+
+
+def test_an_engine_is_dead_only_when_its_lease_stood_still_for_a_whole_lease_while_redis_answered(
+        redis_url, monkeypatch):
+    client = store.connect(redis_url)
+    client.flushdb()
+    clock = [0.0]
+    monkeypatch.setattr("actors.job_data.time.monotonic", lambda: clock[0])
+    actor = job_data(client)
+    actor.config = Config(redis_timeout=0.5, lease_ttl=1.0)
+    other = store.JobStore(client, "other:2")
+    uuid = uuidlib.uuid4().hex
+    theirs = m.JobSpec(process=FOO, key="k", data="d", requestor="r", uuid=uuid,
+                       tag=keys.job_tag("foo", "k", uuid), scheduled_time=store.now())
+    other.create(theirs)
+    other.renew_lease(60)  # its value stays: the other engine renews no more
+
+    def renew_at(t):
+        clock[0] = t
+        actor._renew_lease()
+        return [msg for _, msg in actor.sent if isinstance(msg, m.UnfinishedJobs)]
+
+    # Given renewals every quarter lease, then a gap of 2 s (Redis, or this engine, stood
+    # still: the other could not renew either), then renewals again
+    for t in (0.0, 0.25, 0.5):
+        assert renew_at(t) == []
+    # When the other's lease is watched for less than a lease across the gap
+    for t in (2.5, 2.75, 3.0, 3.25):
+        assert renew_at(t) == []
+    # ... nothing is taken; once it has stood still for a whole lease of answers, its job is
+    assert renew_at(3.5) and client.sismember(keys.engine_jobs("me:1"), theirs.tag)
+    assert not client.exists(keys.engine_jobs("other:2"))
+    # ... and the lapse of our own lease across the gap made every write check its job
+    assert actor.fenced is True
+    client.close()
+
+
+def test_a_lease_that_changes_is_never_taken(redis_url, monkeypatch):
+    client = store.connect(redis_url)
+    client.flushdb()
+    clock = [0.0]
+    monkeypatch.setattr("actors.job_data.time.monotonic", lambda: clock[0])
+    actor = job_data(client)
+    actor.config = Config(redis_timeout=0.5, lease_ttl=1.0)
+    other = store.JobStore(client, "other:2")
+    for i in range(12):
+        other.renew_lease(60)
+        clock[0] = i * 0.25
+        actor._renew_lease()
+    assert not [msg for _, msg in actor.sent if isinstance(msg, m.UnfinishedJobs)]
+    assert client.sismember(keys.ENGINES, "other:2") and actor.fenced is False
+    client.close()
