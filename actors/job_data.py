@@ -47,6 +47,7 @@ class JobData(CameronActor):
         self.retrying = False
         self.flush_due = False
         self.written = 0
+        self.progress = time.time()  # when a write last reached Redis: jobs moved then
         self.lease = None  # None before the first renewal, then whether it was renewed in time
         self.fenced = False  # the lease lapsed once: check every write's job is still ours
         self.disowned = set()  # tags of jobs other engines took over while we were away
@@ -178,6 +179,16 @@ class JobData(CameronActor):
             self.retrying = True
             every = min(self.config.redis_timeout, self.config.lease_ttl / 4)
             self.wakeupAfter(datetime.timedelta(seconds=max(0.1, every)), payload=RETRY)
+
+    def receiveMsg_TreeReport(self, msg: m.TreeReport, sender):
+        """Refresh the engine's health record; while Redis stalls it ages and expires, which
+        is what it should then say."""
+        if self.stalled:
+            return
+        try:
+            self.store.report_health(msg, self.progress)
+        except redis.RedisError as e:
+            self._stalled(e)
 
     def receiveMsg_LoadUnfinished(self, msg: m.LoadUnfinished, sender):
         self.loads.append((msg, sender))
@@ -323,6 +334,8 @@ class JobData(CameronActor):
     def _written(self, taken, ops):
         del self.backlog[:len(taken)]
         self.written += ops
+        if ops:
+            self.progress = time.time()
         for _, seq, writer in taken:
             self._ack_later(writer, seq)
 

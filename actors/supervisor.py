@@ -73,6 +73,7 @@ class Supervisor(ActorTypeDispatcher):
         for i in range(config.runners):
             self._spawn(f"runner:{i}")
         self._announce()
+        self._report()  # at once: `cameron start` waits for the engine's first health record
         # Jobs a previous engine accepted but did not finish go on now.
         self.send(self.peers.scheduler, m.Recover(None, self.peers))
         self.wakeupAfter(SWEEP)
@@ -111,7 +112,16 @@ class Supervisor(ActorTypeDispatcher):
         for addr, role, pid in list(self.roles):
             if pid is not None and not _alive(pid):
                 self._child_exited(addr)
+        self._report()
         self.wakeupAfter(SWEEP)
+
+    def _report(self):
+        """The tree as it is, for the engine's health record (what /api/health and `cameron
+        status` read, rather than asking an actor)."""
+        if self.peers.job_data is not None:
+            given_up = tuple(sorted(r for r, times in self.restarts.items() if times is None))
+            self.send(self.peers.job_data, m.TreeReport(os.getpid(), len(self.roles),
+                                                        3 + self.config.runners, given_up))
 
     def receiveMsg_ChildActorExited(self, msg, sender):
         self._child_exited(msg.childAddress)

@@ -174,6 +174,12 @@ def _pidfile(config: Config):
     return Path(config.data_dir) / "run" / f"actors-{config.admin_port}.pid"
 
 
+def admin_pid(config: Config) -> int | None:
+    """The pid of the admin `start` recorded, if any."""
+    recorded = _read_pidfile(config)
+    return recorded[1] if recorded else None
+
+
 def _read_pidfile(config: Config) -> tuple[int, int] | None:
     try:
         sid, admin = map(int, _pidfile(config).read_text().split())

@@ -13,7 +13,7 @@ import urllib.request
 
 import redis
 
-from cameron import __version__, actorsys, api, catalog, cli_jobs, keeper, keys, logs, store, term, web
+from cameron import __version__, actorsys, api, catalog, cli_jobs, health, keeper, keys, logs, store, term, web
 from cameron import messages as m
 from cameron.config import (ROOT, SETTINGS, Config, ConfigError, from_env, redact_url, remove_record,
                             write_record)
@@ -75,6 +75,18 @@ def _start_actors(config: Config, log_file=None):
         actorsys.start(config, log_file=log_file)
     except RuntimeError as e:
         raise Fail(str(e)) from None
+    # Return once the engine's health record is there, so that /api/health and `cameron
+    # status` (which read it rather than asking the actors) see the engine whole at once.
+    client = store.connect(config.effective_redis_url, config.health_timeout)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if client.exists(keys.engine_health(config.engine)):
+                return
+        except redis.RedisError:
+            pass  # Redis stalled: health says so, start goes on
+        time.sleep(0.02)
+    _say("warning: the engine has not reported its health yet (see `cameron status`)")
 
 
 def _spawn(args, **kw):
@@ -231,7 +243,8 @@ def cmd_status(config: Config, args) -> int:
         _print_status(report)
     if not report["running"]:
         return 3
-    return 0 if all(a["alive"] for a in report["actors"]) and report["redis"]["ok"] else 1
+    return 0 if (report["health"]["ok"] and all(a["alive"] for a in report["actors"])
+                 and report["redis"]["ok"]) else 1
 
 
 def status_report(config: Config) -> dict:
@@ -241,11 +254,19 @@ def status_report(config: Config) -> dict:
               "web": {"url": web.base_url(config), "pid": web.running_pid(config)},
               "keeper": {"pid": keeper.running_pid(config)}}
     processes = []
+    client = store.connect(config.effective_redis_url, config.health_timeout)
+    try:
+        report["health"] = health.engine_health(client, config.engine, config.stall_after)
+    except redis.RedisError as e:
+        report["health"] = {"ok": False, "error": f"the engine's health record cannot be read: {e}"}
+    # The actors are asked only when the health record says the Supervisor lives (or cannot
+    # say): asking for it by name would create a new one, and so repair what we look at.
+    tree_reported = "supervisor_pid" in report["health"] or "cannot be read" in report["health"].get("error", "")
     try:
         asys = actorsys.join(config)
     except actorsys.EngineDown:
         asys = None
-    if asys is not None:
+    if asys is not None and tree_reported:
         with asys.private() as ctx:
             sup = actorsys.supervisor(asys)
             peers = ctx.ask(sup, m.WhereIs(config), 5)
@@ -254,8 +275,10 @@ def status_report(config: Config) -> dict:
                 report["actors"] = _actor_tree(asys, ctx, peers)
                 listed = ctx.ask(peers.catalog, m.ListProcesses(), 5)
                 processes = [p.name for p in listed.processes] if isinstance(listed, m.ProcessList) else []
+    elif asys is not None:
+        report["running"] = True  # an admin answers, but no supervision tree reports
     try:
-        jobs = store.JobStore(store.connect(config.effective_redis_url), config.engine)
+        jobs = store.JobStore(client, config.engine)
         report["redis"]["ok"] = bool(jobs.redis.ping())
         report["unfinished_jobs"] = jobs.redis.scard(keys.engine_jobs(config.engine))
         report["jobs"] = {name: jobs.count_by_state(name) for name in processes}
@@ -298,6 +321,10 @@ def _print_status(report: dict):
     print("  keeper: " + (f"pid {pid} (replaces a dead Supervisor)" if pid else
                           "none (cameron run keeps its engine itself; after cameron start, none means "
                           "a dead Supervisor is not replaced)"))
+    h = report["health"]
+    print("  health: " + (f"whole ({h['children']} of {h['expected']} children), {h['unfinished_jobs']} "
+                          f"unfinished jobs, last moved {h['idle_s']:g} s ago" if h["ok"]
+                          else term.paint(h["error"], "error")))
     r = report["redis"]
     print(f"  Redis: {r['url']} " + ("ok" if r.get("ok") else term.paint(f"unreachable: {r.get('error')}", "error")))
     if report["actors"]:

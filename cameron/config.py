@@ -113,6 +113,10 @@ class Config:
     #: Seconds between two checks that every unfinished job this engine owns in Redis is
     #: driven by one of its runners (one that is not is handed out again).
     reconcile_every: float = 10.0
+    #: Seconds unfinished jobs may go without any of them moving (a task started or ended)
+    #: before /api/health and `cameron status` say they are stuck: above the slowest
+    #: activity's read_timeout times its attempts.
+    stall_after: float = 120.0
 
     @property
     def engine(self) -> str:
@@ -180,6 +184,7 @@ SETTINGS = {
     "redis_timeout": ("CAMERON_REDIS_TIMEOUT", float, POSITIVE),
     "health_timeout": ("CAMERON_HEALTH_TIMEOUT", float, POSITIVE),
     "reconcile_every": ("CAMERON_RECONCILE_EVERY", float, POSITIVE),
+    "stall_after": ("CAMERON_STALL_AFTER", float, POSITIVE),
     "job_retention": ("CAMERON_JOB_RETENTION", int, NOT_NEGATIVE),
     "idempotency_ttl": ("CAMERON_IDEMPOTENCY_TTL", int, POSITIVE),
     "log_level": ("CAMERON_LOG_LEVEL", str, None),

@@ -32,10 +32,17 @@ class Keeper:
         self.config = config
         self.asys = None
         self.pid = None  # the Supervisor's
+        self.admin = None  # the admin's, as `start` recorded it
         self.replaced = 0
 
     def check(self) -> None:
         """Replace the Supervisor if its process is gone (EngineDown if the admin is)."""
+        if self.admin is None:
+            self.admin = actorsys.admin_pid(self.config)
+        if self.admin is not None and not actorsys.alive(self.admin):
+            # The whole system is gone (stopped, or killed): nothing to keep. Asking a system
+            # that is not there would wait, and the keeper would outlive its engine.
+            raise actorsys.EngineDown(f"the actor system's admin (pid {self.admin}) is gone")
         if self.pid is not None and actorsys.alive(self.pid):
             return
         if self.asys is None:

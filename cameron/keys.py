@@ -83,6 +83,13 @@ def engine_written(engine: str) -> str:
     return f"{PREFIX}:engine:{engine}:written"
 
 
+def engine_health(engine: str) -> str:
+    """Hash the engine's JobData refreshes every second, expiring soon after: its supervision
+    tree (Supervisor pid, children alive and expected, children given up) and when a job last
+    moved. /api/health and `cameron status` read it instead of asking the actors."""
+    return f"{PREFIX}:engine:{engine}:health"
+
+
 def engine_catalog(engine: str) -> str:
     """Hash process name -> start URL: the catalog the engine runs, which the API checks a
     start against (written by the ProcessCatalog at boot and on every reload)."""

@@ -385,3 +385,14 @@ def _short(self) -> str:
 for _cls in list(globals().values()):
     if isinstance(_cls, type) and hasattr(_cls, "__dataclass_fields__") and _cls.__module__ == __name__:
         _cls.__str__ = _short
+
+
+@dataclass(frozen=True)
+class TreeReport:
+    """Supervisor -> JobData, every second: the supervision tree as it is, for the engine's
+    health record in Redis."""
+
+    pid: int
+    children: int  # alive
+    expected: int
+    given_up: tuple = ()

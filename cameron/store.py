@@ -205,6 +205,11 @@ def ms() -> int:
     return int(time.time() * 1000)
 
 
+#: Seconds the engine's health record outlives its last report (one a second): gone, it says
+#: the supervision tree (or its JobData, or Redis for it) has stopped reporting.
+HEALTH_TTL = 3
+
+
 class JobStore:
     """Writes and reads jobs; every write of one call goes in a single MULTI/EXEC round trip.
     `engine` is the engine this store works for: the jobs it creates are that engine's.
@@ -301,6 +306,17 @@ class JobStore:
         net.write(pipe)
         if token:
             pipe.set(keys.engine_written(self.engine), token)
+        pipe.execute()
+
+    def report_health(self, tree, progress: float) -> None:
+        """The engine's health record (keys.engine_health): its tree as the Supervisor reports
+        it, when a job last moved; it expires HEALTH_TTL seconds after the last report."""
+        record = keys.engine_health(self.engine)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(record, mapping={"supervisor_pid": tree.pid, "children": tree.children,
+                                   "expected": tree.expected, "given_up": ",".join(tree.given_up),
+                                   "progress": f"{progress:.3f}", "at": f"{time.time():.3f}"})
+        pipe.expire(record, HEALTH_TTL)
         pipe.execute()
 
     def written_token(self) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cameron import actorsys, keys
+from cameron import actorsys, keeper, keys
 from cameron.redis_server import EmbeddedRedis
 from conftest import start_engine, start_web, stop_engine, wait_until
 
@@ -85,8 +85,12 @@ def test_unfinished_jobs_resume_after_the_admin_is_killed_and_the_engine_restart
     locations = start_slow_jobs(own_engine, activities, 10)
     config = own_engine.config
     sid, admin = map(int, actorsys._pidfile(config).read_text().split())
-    # kill -9 of the admin orphans every actor; they keep its port until cleared.
+    keeper_pid = keeper.running_pid(config)
+    assert keeper_pid
+    # kill -9 of the admin: its actors die with it (linked), its logger is left holding the
+    # port until cleared, and the keeper, with no system left to keep, ends by itself.
     os.kill(admin, signal.SIGKILL)
+    wait_until(lambda: not actorsys.alive(keeper_pid), 10, "the keeper to end with its engine")
     restarted = own_engine.cli("start")
     assert restarted.returncode == 0, restarted.stderr
     assert "left by an engine that died" in restarted.stderr
@@ -94,10 +98,10 @@ def test_unfinished_jobs_resume_after_the_admin_is_killed_and_the_engine_restart
 
 
 def kill_engine(engine, web):
-    """kill -9 of every process of one engine: its actors, its admin and its gunicorn."""
+    """kill -9 of every process of one engine: its actors, its admin, its keeper and gunicorn."""
     pids = actorsys.system_pids(engine.config)
     assert pids
-    for pid in [web.pid] + actorsys.children(web.pid) + pids:
+    for pid in [web.pid] + actorsys.children(web.pid) + pids + [keeper.running_pid(engine.config)]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from cameron import actorsys, keys
+from cameron import actorsys, keeper, keys
 from conftest import start_engine, stop_engine, wait_until
 
 pytestmark = pytest.mark.stack
@@ -62,3 +62,38 @@ def test_a_killed_supervisor_takes_its_tree_along_and_is_replaced_unasked(short_
         stop_engine(engine, web)
     # `cameron stop` stopped the keeper first: nothing brought a Supervisor back meanwhile
     assert not any(actorsys.alive(p) for p in tree(engine))
+
+
+def health(engine) -> tuple[int, dict]:
+    resp = engine.http.get(f"{engine.base_url}/api/health", timeout=10)
+    return resp.status_code, resp.json()
+
+
+def test_health_tells_the_truth_without_repairing_by_looking(short_tmp, redis_server, activities):
+    engine, web = start_engine(short_tmp / "health", redis_server.url, activities, CAMERON_STALL_AFTER="1")
+    try:
+        # A whole engine, idle: healthy
+        wait_until(lambda: health(engine)[0] == 200, 10, "a healthy engine")
+        assert health(engine)[1]["actors"]["children"] == health(engine)[1]["actors"]["expected"]
+        # Unfinished jobs that do not move for stall_after (1 s here): 503 saying so, then 200
+        # once they have ended
+        resp = engine.start_job("slow", key="stalls")  # one activity of 2 s
+        assert resp.status_code == 201
+        status, doc = wait_until(lambda: (lambda h: h if h[0] == 503 else None)(health(engine)), 10,
+                                 "health to see the job stand still")
+        assert "1 unfinished jobs have not moved for" in doc["actors"]["error"], doc
+        engine.wait_done(resp.headers["Location"])
+        wait_until(lambda: health(engine)[0] == 200, 10, "health again once the job ended")
+
+        # Without its keeper, a killed Supervisor stays dead: health says so, again and again,
+        # and looking does not bring it back
+        keeper.stop(engine.config)
+        supervisor = health(engine)[1]["actors"]["supervisor_pid"]
+        os.kill(supervisor, signal.SIGKILL)
+        wait_until(lambda: "has not reported" in health(engine)[1]["actors"].get("error", ""), 10,
+                   "health to see the tree gone")
+        for _ in range(5):
+            assert health(engine)[0] == 503
+        assert len(tree(engine)) <= 2  # the admin and its logger: nobody made a Supervisor
+    finally:
+        stop_engine(engine, web)

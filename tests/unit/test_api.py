@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import time
 
 import falcon
 import falcon.testing
@@ -331,39 +332,87 @@ class DownRedis:
         import redis
         raise redis.ConnectionError("Connection refused")
 
+    def pipeline(self, transaction=True):
+        return self
+
+    def hgetall(self, key):
+        self.ping()
+
 
 class UpRedis:
+    """A Redis that answers, holding the engine's health record (None: no record)."""
+
+    def __init__(self, record=None, unfinished=0):
+        self.record = {"supervisor_pid": "7", "children": "5", "expected": "5", "given_up": "",
+                       "progress": str(time.time()), "at": str(time.time())} if record is None else record
+        self.unfinished = unfinished
+        self.queued = []
+
     def ping(self):
         return True
 
+    def pipeline(self, transaction=True):
+        self.queued = []
+        return self
 
-def test_health_says_which_part_is_down():
-    # Given actors that do not answer and a Redis that does
-    gateway = FakeGateway(scheduler=EngineUnavailable("the scheduler actor did not answer"),
-                          job_data=EngineUnavailable("the job_data actor did not answer"))
+    def hgetall(self, key):
+        self.queued.append(self.record)
+
+    def scard(self, key):
+        self.queued.append(self.unfinished)
+
+    def execute(self):
+        return self.queued
+
+
+def test_health_says_which_part_is_down_reading_the_engines_record_not_asking_actors():
+    # Given a Redis that answers and holds a fresh health record of a whole engine
+    gateway = FakeGateway()
     resp = falcon.testing.TestClient(api.create_app(gateway, UpRedis())).simulate_get("/api/health")
-    # Expect a 503 naming the actor system, Redis ok
+    assert resp.status_code == 200 and resp.json["actors"]["ok"] is True
+    assert resp.json["actors"]["children"] == resp.json["actors"]["expected"] == 5
+    assert gateway.asked == []  # no actor asked: asking one by name would create it
+    # Given no record (no Supervisor for a few seconds): 503 saying so
+    resp = falcon.testing.TestClient(api.create_app(gateway, UpRedis(record={}))).simulate_get("/api/health")
+    assert resp.status_code == 503 and resp.json["redis"] == {"ok": True}
+    assert "has not reported" in resp.json["actors"]["error"]
+    # Given a Redis that refuses
+    resp = falcon.testing.TestClient(api.create_app(gateway, DownRedis())).simulate_get("/api/health")
     assert resp.status_code == 503
-    assert resp.json == {"status": "unavailable", "redis": {"ok": True},
-                         "actors": {"ok": False, "error": "the scheduler actor did not answer"}}
-    # And the other way round
-    up = FakeGateway(scheduler=m.Pong("scheduler", 1, 1, {}), job_data=m.Pong("job_data", 2, 1, {}))
-    resp = falcon.testing.TestClient(api.create_app(up, DownRedis())).simulate_get("/api/health")
-    assert resp.status_code == 503 and resp.json["actors"] == {"ok": True}
     assert "Connection refused" in resp.json["redis"]["error"]
+    assert "cannot be read" in resp.json["actors"]["error"]
+
+
+@pytest.mark.parametrize("record, unfinished, words", [
+    ({"children": "4", "expected": "5", "given_up": ""}, 0, "1 of the Supervisor's 5 children missing"),
+    ({"children": "4", "expected": "5", "given_up": "runner:1"}, 0, "given up restarting runner:1"),
+    ({"children": "5", "expected": "5", "given_up": "", "progress": "0"}, 3,
+     "3 unfinished jobs have not moved for"),
+])
+def test_health_says_when_the_tree_is_incomplete_or_jobs_do_not_move(record, unfinished, words):
+    full = {"supervisor_pid": "7", "progress": str(time.time()), "at": str(time.time()), **record}
+    resp = falcon.testing.TestClient(api.create_app(FakeGateway(), UpRedis(full, unfinished))).simulate_get(
+        "/api/health")
+    assert resp.status_code == 503 and words in resp.json["actors"]["error"], resp.json
+
+
+def test_idle_unfinished_jobs_are_fine_until_stall_after():
+    from cameron.health import judge
+    record = {"supervisor_pid": "7", "children": "5", "expected": "5", "given_up": "", "progress": "100"}
+    assert judge(record, 2, stall_after=120, now=200)["ok"] is True
+    assert judge(record, 2, stall_after=60, now=200)["ok"] is False
+    assert judge(record, 0, stall_after=60, now=200)["ok"] is True  # nothing unfinished: nothing stuck
 
 
 def test_health_answers_within_its_timeout_when_a_part_hangs():
     import threading
-    import time
     release = threading.Event()
 
-    class HangingRedis:
+    class HangingRedis(UpRedis):
         def ping(self):
             release.wait(5)  # a frozen Redis, as long as the test lets it
             return True
-    up = FakeGateway(scheduler=m.Pong("scheduler", 1, 1, {}), job_data=m.Pong("job_data", 2, 1, {}))
-    client = falcon.testing.TestClient(api.create_app(up, HangingRedis(), config=Config(health_timeout=0.3)))
+    client = falcon.testing.TestClient(api.create_app(FakeGateway(), HangingRedis(), config=Config(health_timeout=0.3)))
     try:
         began = time.monotonic()
         resp = client.simulate_get("/api/health")
@@ -372,7 +421,7 @@ def test_health_answers_within_its_timeout_when_a_part_hangs():
         release.set()
     assert resp.status_code == 503 and took < 2, took
     assert resp.json["redis"] == {"ok": False, "error": "no answer within 0.3 s"}
-    assert resp.json["actors"] == {"ok": True}
+    assert resp.json["actors"]["ok"] is True
 
 
 def test_every_route_of_the_app_is_in_the_openapi_document():
