@@ -1,0 +1,253 @@
+"""Server-Sent Events of a job's state changes (`GET /api/job/{uuid}/events`), read from the
+job's Redis stream and woken by one pub/sub subscription per web worker."""
+
+import json
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from urllib.parse import unquote
+
+import falcon
+import redis
+
+from cameron import keys, store
+from cameron.gateway import EngineUnavailable
+
+#: Seconds between comments on a quiet stream: they find clients that went away, and keep
+#: proxies from closing the connection.
+KEEPALIVE = 15.0
+#: Seconds between looks at the job's stream even without a wake-up (which a Redis restart or
+#: a dropped subscription can lose).
+POLL = 5.0
+#: What a browser's EventSource waits before it reconnects, in ms.
+RETRY_MS = 2000
+#: Stream entries read per round trip.
+BATCH = 200
+
+log = logging.getLogger("cameron.events")
+
+
+class Hub:
+    """The web worker's one subscription to `cameron:events`: it wakes the streams of the jobs
+    a message names, so a thousand open streams cost a thousand idle greenlets (gevent patches
+    `threading`) and one Redis connection, not a thread or a poll each."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+        self.lock = threading.Lock()
+        self.jobs = {}  # uuid -> {threading.Event of each stream watching it}
+        self.processes = {}  # process name -> {threading.Event of a stream: uuids changed since}
+        self.thread = None
+
+    @contextmanager
+    def watch(self, uuid: str = "", process: str = ""):
+        """An Event set whenever the job (or any job of the process) changes."""
+        wake = threading.Event()
+        with self.lock:
+            if process:
+                seen = set()
+                entry = (wake, seen)
+                self.processes.setdefault(process, {})[wake] = seen
+            else:
+                entry = wake
+                self.jobs.setdefault(uuid, set()).add(wake)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._listen, name="cameron-events", daemon=True)
+                self.thread.start()
+        try:
+            yield entry
+        finally:
+            with self.lock:
+                table, name = (self.processes, process) if process else (self.jobs, uuid)
+                watchers = table.get(name, {})
+                if process:
+                    watchers.pop(wake, None)
+                else:
+                    watchers.discard(wake)
+                if not watchers:
+                    table.pop(name, None)
+
+    def _listen(self):
+        pool = self.client.connection_pool
+        # Its own connection without a read timeout: a subscription is silent while nothing runs.
+        client = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class,
+            **{**pool.connection_kwargs, "socket_timeout": None}))
+        while True:
+            try:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(keys.EVENTS)
+                for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self._wake(message["data"].split())
+            except Exception as e:  # Redis gone: the streams poll until it is back
+                log.warning("event subscription lost (%s); retrying in 1 s", e)
+                time.sleep(1)
+
+    def _wake(self, words):
+        with self.lock:
+            if not self.jobs and not self.processes:
+                return
+            for word in words:
+                process, _, uuid = word.partition(":")
+                for wake in self.jobs.get(uuid, ()):
+                    wake.set()
+                for wake, seen in self.processes.get(process, {}).items():
+                    seen.add(uuid)
+                    wake.set()
+
+
+def _frame(event: str, data, event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _position(last_event_id: str | None) -> tuple[str, int]:
+    """(stream entry id, index of the last change seen in it) from a Last-Event-ID; from the
+    start when there is none. 400 for an id this server did not hand out."""
+    if not last_event_id:
+        return "0-0", -1
+    entry, _, index = last_event_id.strip().rpartition(".")
+    ms, _, seq = entry.partition("-")
+    if not (ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit()
+            and index.isascii() and index.isdigit()) or len(last_event_id) > 60:
+        raise falcon.HTTPBadRequest(title="Invalid Last-Event-ID",
+                                    description="not an event id this server handed out")
+    return f"{int(ms)}-{int(seq)}", int(index)
+
+
+def _from_hash(h: dict) -> list[dict]:
+    """A job's changes rebuilt from its hash, for a job whose stream has expired (or that
+    ended before streams were kept): start order, each task's start then its end."""
+    changes = []
+    status = h.get(keys.JOB_STATUS, "")
+    if keys.job_time(keys.RUNNING) in h:
+        changes.append({"type": "job", "status": keys.RUNNING, "time": h[keys.job_time(keys.RUNNING)]})
+    for t in store.tasks_of(h):
+        n = t["n"]
+        changes.append({"type": "task", "n": n, "name": t["name"], "status": keys.TASK_RUNNING,
+                        "time": h.get(keys.task_time(n, keys.TASK_RUNNING)), "parent": t["parent"],
+                        "requestor": t["requestor"]})
+        if t["status"] != keys.TASK_RUNNING:
+            changes.append({"type": "task", "n": n, "status": t["status"],
+                            "time": h.get(keys.task_time(n, t["status"])),
+                            "duration_ms": int(h.get(keys.task_field(n, "duration_ms")) or 0),
+                            "attempts": int(h.get(keys.task_field(n, "attempts")) or 1)})
+    if status in keys.FINAL_STATES:
+        changes.append({"type": "job", "status": status, "time": h.get(keys.job_time(status)),
+                        "errors": int(h.get("job.errors") or 0)})
+    return changes
+
+
+def _final(change: dict) -> bool:
+    return change["type"] == "job" and change["status"] in keys.FINAL_STATES
+
+
+class JobEvents:
+    """`GET /api/job/{uuid}/events`: every change of the job as an SSE event (`job`, `task`
+    or `cancel`, JSON data), each with an id; `Last-Event-ID` resumes after it. The stream
+    ends with the job's final `job` event."""
+
+    def __init__(self, client: redis.Redis | None, hub: Hub | None):
+        self.redis, self.hub = client, hub
+
+    def on_get(self, req, resp, uuid):
+        not_found = falcon.HTTPNotFound(title="Job not found", description=f"no job {uuid}")
+        if self.redis is None or len(uuid) != 32 or not all(c in "0123456789abcdef" for c in uuid):
+            raise not_found
+        after = _position(req.get_header("Last-Event-ID"))
+        try:
+            tag = self.redis.get(keys.job_by_uuid(uuid))
+        except redis.RedisError as e:
+            raise EngineUnavailable(f"job store unavailable: {e}") from None
+        if tag is None:
+            raise not_found
+        resp.content_type = "text/event-stream"
+        resp.set_header("Cache-Control", "no-store")
+        resp.set_header("X-Accel-Buffering", "no")  # nginx: pass each event on at once
+        resp.stream = self._stream(uuid, tag, after)
+
+    def _stream(self, uuid: str, tag: str, after: tuple[str, int]):
+        stream_key = keys.job_events(uuid)
+        entry, seen = after
+        start = "-" if entry == "0-0" else entry  # the resumed entry again: its later changes
+        with self.hub.watch(uuid) as wake:
+            yield f"retry: {RETRY_MS}\n\n".encode()
+            quiet = 0.0
+            while True:
+                wake.clear()
+                try:
+                    entries = self.redis.xrange(stream_key, min=start, count=BATCH)
+                    if not entries and (entry == "0-0" or quiet):
+                        ending = self._ending(tag, entry, seen)
+                        if ending is not None:
+                            yield from ending
+                            return
+                except redis.RedisError:
+                    entries = []
+                for entry_id, fields in entries:
+                    changes = json.loads(fields["e"])
+                    for i, change in enumerate(changes):
+                        if entry_id != entry or i > seen:
+                            yield _frame(change["type"], change, f"{entry_id}.{i}")
+                        if _final(change):
+                            return
+                    entry, seen = entry_id, len(changes) - 1
+                if entries:
+                    start, quiet = "(" + entry, 0.0
+                    if len(entries) == BATCH:
+                        continue
+                if wake.wait(POLL):
+                    continue
+                quiet += POLL
+                if quiet % KEEPALIVE < POLL:
+                    yield b": keepalive\n\n"
+
+    def _ending(self, tag: str, entry: str, seen: int):
+        """The frames that end the stream of a job that is final but whose stream has nothing
+        more (expired, or never written); None while the job has not ended."""
+        if self.redis.hget(tag, keys.JOB_STATUS) not in keys.FINAL_STATES:
+            return None
+        changes = _from_hash(self.redis.hgetall(tag))
+        if entry == "0-0":
+            return [_frame(c["type"], c, f"0-0.{i}") for i, c in enumerate(changes) if i > seen]
+        return [_frame("job", changes[-1], f"{entry}.{seen + 1}")]
+
+
+class ProcessEvents:
+    """`GET /api/process/{name}/events`: a `jobs` event (data: the uuids) whenever jobs of the
+    process change, gathered for half a second; hints for a list to read again, without ids.
+    It lasts until the client goes."""
+
+    GATHER = 0.5
+
+    def __init__(self, jobs: store.JobStore | None, hub: Hub | None):
+        self.jobs, self.hub = jobs, hub
+
+    def on_get(self, req, resp, name):
+        name = unquote(name)
+        try:
+            known = self.jobs is not None and self.jobs.redis.hexists(keys.engine_catalog(self.jobs.engine), name)
+        except redis.RedisError as e:
+            raise EngineUnavailable(f"job store unavailable: {e}") from None
+        if not known:
+            raise falcon.HTTPNotFound(title="Unknown process", description=f"no process named {name!r} in the catalog")
+        resp.content_type = "text/event-stream"
+        resp.set_header("Cache-Control", "no-store")
+        resp.set_header("X-Accel-Buffering", "no")
+        resp.stream = self._stream(name)
+
+    def _stream(self, name: str):
+        with self.hub.watch(process=name) as (wake, seen):
+            yield f"retry: {RETRY_MS}\n\n".encode()
+            while True:
+                if not wake.wait(KEEPALIVE):
+                    yield b": keepalive\n\n"
+                    continue
+                time.sleep(self.GATHER)
+                with self.hub.lock:
+                    uuids = sorted(seen)
+                    seen.clear()
+                    wake.clear()
+                yield _frame("jobs", uuids)
