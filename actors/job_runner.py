@@ -1,12 +1,13 @@
 """JobRunner: drives many jobs at once: which tasks start, with what input, and when a job is done."""
 
 import json
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from thespian.actors import ActorExitRequest
 
-from cameron import keys
+from cameron import keys, metrics
 from cameron import messages as m
 from cameron.activity import RetryPolicy
 from cameron.store import now
@@ -21,6 +22,7 @@ class Task:
     name: str
     depth: int
     call: m.ActivityCall  # kept until the task ends, to call again if the TaskActor dies
+    started: float = 0.0  # time.monotonic() when this runner started it (engine overhead metric)
 
 
 @dataclass
@@ -38,6 +40,17 @@ EARLY_CANCELS = 1000
 #: Jobs ended here that are remembered, so that one both resumed at boot and then taken off
 #: the inbox is not run a second time.
 ENDED_KEPT = 10000
+
+
+def _measure(job, task, outcome):
+    """A task's outcome in the metrics: its call, the engine's time around it, retries."""
+    process = job.spec.process.name
+    metrics.TASKS_IN_FLIGHT.dec()
+    call = outcome.duration_ms / 1000
+    metrics.CALL_SECONDS.labels(process).observe(call)
+    metrics.OVERHEAD_SECONDS.labels(process).observe(max(0.0, time.monotonic() - task.started - call))
+    if outcome.attempts > 1:
+        metrics.RETRIES.labels(process).inc(outcome.attempts - 1)
 
 
 class JobRunner(CameronActor):
@@ -96,6 +109,8 @@ class JobRunner(CameronActor):
             return  # a job both resumed at boot and taken off the inbox runs once
         job = self.jobs[spec.uuid] = Job(spec)
         self._ops.append(m.JobStarted(spec.tag, now()))
+        metrics.JOBS_STARTED.labels(spec.process.name).inc()
+        metrics.JOBS_IN_FLIGHT.inc()
         self._start_task(job, "start", spec.process.start_url, spec.data, spec.requestor,
                          parent=-1, depth=0)
 
@@ -113,6 +128,7 @@ class JobRunner(CameronActor):
             return
         job = self.jobs[spec.uuid] = Job(spec, names=[t["name"] for t in msg.tasks],
                                          cancelled=msg.cancelled)
+        metrics.JOBS_IN_FLIGHT.inc()
         depth = {}
         for t in msg.tasks:
             depth[t["n"]] = 0 if t["parent"] < 0 else depth[t["parent"]] + 1
@@ -123,8 +139,9 @@ class JobRunner(CameronActor):
             parent = t["parent"]
             data = spec.data if parent < 0 else json.loads(msg.tasks[parent]["output"])
             call = self._call(spec, t["n"], t["name"], t["url"], data, t["requestor"])
-            job.running[t["n"]] = Task(t["n"], t["name"], depth[t["n"]], call)
+            job.running[t["n"]] = Task(t["n"], t["name"], depth[t["n"]], call, time.monotonic())
             self._calls.append(call)
+            metrics.TASKS_IN_FLIGHT.inc()
         if not job.running:
             self._end_job(job)
         self._flush()
@@ -133,6 +150,8 @@ class JobRunner(CameronActor):
         for tag in msg.tags:
             job = self.jobs.pop(tag.rsplit(":", 1)[1], None)
             if job is not None:
+                metrics.JOBS_IN_FLIGHT.dec()
+                metrics.TASKS_IN_FLIGHT.dec(len(job.running))
                 self.log.warning("job %s was taken over by another engine; dropping it", job.spec.uuid)
 
     # --- from the TaskActor -----------------------------------------------
@@ -143,6 +162,7 @@ class JobRunner(CameronActor):
             task = job and job.running.pop(outcome.n, None)
             if task is None:
                 continue  # a late duplicate of a call made again after a TaskActor restart
+            _measure(job, task, outcome)
             self._task_ended(job, task, outcome)
             if not job.running:
                 self._end_job(job)
@@ -152,6 +172,8 @@ class JobRunner(CameronActor):
         self._ops.append(m.JobEnded(job.spec.tag, now(), job.errors, tasks=len(job.names),
                                     status=keys.CANCELLED if job.cancelled else keys.DONE))
         del self.jobs[job.spec.uuid]
+        metrics.JOBS_FINISHED.labels(job.spec.process.name, keys.CANCELLED if job.cancelled else keys.DONE).inc()
+        metrics.JOBS_IN_FLIGHT.dec()
         self.ended[job.spec.uuid] = None
         while len(self.ended) > ENDED_KEPT:
             self.ended.popitem(last=False)
@@ -163,11 +185,16 @@ class JobRunner(CameronActor):
             result, error = None, f"next activities would exceed the job depth limit of {self.config.max_depth}"
         if result is None:
             job.errors += 1
+            metrics.TASKS_ENDED.labels(job.spec.process.name, keys.TASK_ERROR).inc()
+            limit = metrics.limit_of(error)
+            if limit:
+                metrics.LIMITS.labels(job.spec.process.name, limit).inc()
             self._ops.append(m.TaskEnded(
                 job.spec.tag, task.n, keys.TASK_ERROR,
                 json.dumps({"error": error, "url": task.call.url}), "undefined", now(),
                 outcome.duration_ms, outcome.attempts))
             return
+        metrics.TASKS_ENDED.labels(job.spec.process.name, keys.TASK_DONE).inc()
         data_json = json.dumps(result.data)
         nxt = "undefined" if result.next_activities is None else json.dumps(result.next_activities)
         self._ops.append(m.TaskEnded(job.spec.tag, task.n, keys.TASK_DONE, data_json, nxt, now(),
@@ -184,7 +211,9 @@ class JobRunner(CameronActor):
         n = len(job.names)
         job.names.append(name)
         call = self._call(spec, n, name, url, data, requestor)
-        job.running[n] = Task(n, name, depth, call)
+        job.running[n] = Task(n, name, depth, call, time.monotonic())
+        metrics.TASKS_STARTED.labels(spec.process.name).inc()
+        metrics.TASKS_IN_FLIGHT.inc()
         self._ops.append(m.TaskStarted(spec.tag, n, name, url, requestor, parent,
                                        ",".join(job.names), now()))
         self._calls.append(call)

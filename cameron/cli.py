@@ -12,7 +12,7 @@ import urllib.request
 
 import redis
 
-from cameron import actorsys, api, catalog, cli_jobs, keys, logs, store, term, web
+from cameron import actorsys, api, catalog, cli_jobs, keys, logs, metrics, store, term, web
 from cameron import messages as m
 from cameron.config import ROOT, Config, ConfigError, from_env
 from cameron.gateway import EngineUnavailable
@@ -40,6 +40,7 @@ def _start_actors(config: Config, log_file=None):
     if orphans:
         _say(f"stopping {len(orphans)} actor processes left by an engine that died")
         actorsys.kill_and_wait(orphans, config)
+    metrics.reset(config)
     try:
         actorsys.start(config, log_file=log_file)
     except RuntimeError as e:

@@ -26,6 +26,15 @@ RETRY_MS = 2000
 BATCH = 200
 
 log = logging.getLogger("cameron.events")
+#: Every Hub of this process, for stop_all().
+_HUBS = []
+
+
+def stop_all():
+    """End every open stream of this process (the web worker is stopping): a client
+    reconnects, to another worker, with its Last-Event-ID, instead of holding the stop up."""
+    for hub in _HUBS:
+        hub.stop()
 
 
 class Hub:
@@ -35,6 +44,8 @@ class Hub:
 
     def __init__(self, client: redis.Redis):
         self.client = client
+        self.stopping = False
+        _HUBS.append(self)
         self.lock = threading.Lock()
         self.jobs = {}  # uuid -> {threading.Event of each stream watching it}
         self.processes = {}  # process name -> {threading.Event of a stream: uuids changed since}
@@ -67,6 +78,13 @@ class Hub:
                     watchers.discard(wake)
                 if not watchers:
                     table.pop(name, None)
+
+    def stop(self):
+        with self.lock:
+            self.stopping = True
+            for watchers in [*self.jobs.values(), *self.processes.values()]:
+                for wake in watchers:
+                    wake.set()
 
     def _listen(self):
         pool = self.client.connection_pool
@@ -175,7 +193,7 @@ class JobEvents:
         with self.hub.watch(uuid) as wake:
             yield f"retry: {RETRY_MS}\n\n".encode()
             quiet = 0.0
-            while True:
+            while not self.hub.stopping:
                 wake.clear()
                 try:
                     entries = self.redis.xrange(stream_key, min=start, count=BATCH)
@@ -241,10 +259,12 @@ class ProcessEvents:
     def _stream(self, name: str):
         with self.hub.watch(process=name) as (wake, seen):
             yield f"retry: {RETRY_MS}\n\n".encode()
-            while True:
+            while not self.hub.stopping:
                 if not wake.wait(KEEPALIVE):
                     yield b": keepalive\n\n"
                     continue
+                if self.hub.stopping:
+                    return
                 time.sleep(self.GATHER)
                 with self.hub.lock:
                     uuids = sorted(seen)

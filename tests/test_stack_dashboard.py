@@ -122,6 +122,7 @@ def test_start_watch_open_output_and_cancel(engine, browser):
     # The list shows them, filtered by status; and the page on a phone-sized screen.
     d.get(engine.base_url + "/#/?process=slow&status=cancelled")
     wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, ".jobs tbody .badge.s-cancelled"), "the cancelled job listed")
+    d.execute_script("document.getElementById('start-title').scrollIntoView()")
     d.save_screenshot(str(SHOTS / "6-list-cancelled.png"))
     d.set_window_size(390, 844)
     d.get(engine.base_url + f"/#/job/{uuid}")

@@ -235,13 +235,13 @@ async function jobPage(uuid, signal) {
 
   const render = (t) => {
     const s = t.node.querySelector("summary");
-    s.replaceChildren(badge(t.status), el("span", { class: "name", text: t.name }),
+    s.replaceChildren(...[badge(t.status), el("span", { class: "name", text: t.name }),
       el("span", { class: "meta", text: `#${t.n}` }),
-      t.duration_ms != null ? el("span", { class: "meta", text: `⏱ ${fmtMs(t.duration_ms)}` }) : null,
+      t.duration_ms != null ? el("span", { class: "meta", text: `took ${fmtMs(t.duration_ms)}` }) : null,
       t.attempts ? el("span", { class: "meta", text: `${t.attempts} attempt${t.attempts > 1 ? "s" : ""}` }) : null,
       t.started ? el("span", { class: "meta mono", text: `started ${t.started}` }) : null,
       t.ended ? el("span", { class: "meta mono", text: `${t.status} ${t.ended}` }) : null,
-      t.requestor ? el("span", { class: "meta", text: `from ${t.requestor}` }) : null);
+      t.requestor ? el("span", { class: "meta", text: `from ${t.requestor}` }) : null].filter(Boolean));
     t.node.querySelector("summary").setAttribute("aria-label",
       `task ${t.n} ${t.name}, ${t.status}${t.duration_ms != null ? ", " + fmtMs(t.duration_ms) : ""}`);
   };
@@ -254,9 +254,9 @@ async function jobPage(uuid, signal) {
     }
     const d = doc.tasks[t.n];
     const text = typeof d?.data === "string" ? d.data : JSON.stringify(d?.data, null, 2);
-    out.replaceChildren(el("p", { class: "meta", text: t.status === "error" ? "Error:" : "Output:" }),
+    out.replaceChildren(...[el("p", { class: "meta", text: t.status === "error" ? "Error:" : "Output:" }),
       el("pre", { class: t.status === "error" ? "error" : "", text: text ?? "" }),
-      d?.url ? el("p", { class: "meta mono", text: d.url }) : null);
+      d?.url ? el("p", { class: "meta mono", text: d.url }) : null].filter(Boolean));
   };
   const add = (n, name, parent, requestor) => {
     if (tasks.has(n)) return tasks.get(n);
