@@ -26,6 +26,16 @@ case "$cmd" in
         exec "$VENV/bin/cameron" run "$@" ;;
     test)
         shift
+        # The dashboard's browser test drives Debian's headless chromium through its
+        # chromedriver. Installed once, as root with apt; otherwise that test is skipped.
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+                && { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; }; then
+            echo "run.sh: installing Debian's chromium and chromium-driver for the dashboard test" >&2
+            chromium_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                                     chromium chromium-driver >/dev/null 2>&1; }
+            chromium_install || { apt-get update -qq >/dev/null 2>&1 && chromium_install; } \
+                || echo "run.sh: could not install them; the dashboard test will be skipped" >&2
+        fi
         exec "$VENV/bin/python" -m pytest "$@" ;;
     bench)
         shift

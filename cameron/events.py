@@ -1,6 +1,7 @@
 """Server-Sent Events of a job's state changes (`GET /api/job/{uuid}/events`), read from the
 job's Redis stream and woken by one pub/sub subscription per web worker."""
 
+import functools
 import json
 import logging
 import threading
@@ -24,6 +25,10 @@ POLL = 5.0
 RETRY_MS = 2000
 #: Stream entries read per round trip.
 BATCH = 200
+#: Redis connections a web worker's streams read with, at most.
+READERS = 16
+#: Seconds between the Hub's looks at which channels its streams want (while any is open).
+TICK = 0.05
 
 log = logging.getLogger("cameron.events")
 #: Every Hub of this process, for stop_all().
@@ -38,82 +43,104 @@ def stop_all():
 
 
 class Hub:
-    """The web worker's one subscription to `cameron:events`: it wakes the streams of the jobs
-    a message names, so a thousand open streams cost a thousand idle greenlets (gevent patches
-    `threading`) and one Redis connection, not a thread or a poll each."""
+    """The web worker's one pub/sub connection: it subscribes to the channel of each job (and
+    process) an open stream watches, for as long as one does, and wakes those streams when a
+    write batch changed their job. A thousand open streams cost a thousand idle greenlets
+    (gevent patches `threading`) and one Redis connection, not a thread or a poll each; and
+    the worker hears only of the jobs someone watches."""
 
     def __init__(self, client: redis.Redis):
         self.client = client
         self.stopping = False
         _HUBS.append(self)
         self.lock = threading.Lock()
-        self.jobs = {}  # uuid -> {threading.Event of each stream watching it}
-        self.processes = {}  # process name -> {threading.Event of a stream: uuids changed since}
+        #: channel -> {threading.Event of each stream on it: the words its messages brought
+        #: (a process's uuids), or None for a job's stream}
+        self.channels = {}
         self.thread = None
 
+    @functools.cached_property
+    def reader(self) -> redis.Redis:
+        """What the streams read with: a bounded pool that greenlets wait on, so that a
+        thousand streams waking at once share a few connections instead of opening a
+        thousand (past Redis's listen backlog, connects fail)."""
+        pool = self.client.connection_pool
+        return redis.Redis(connection_pool=redis.BlockingConnectionPool(
+            max_connections=READERS, timeout=10, connection_class=pool.connection_class,
+            **pool.connection_kwargs))
+
     @contextmanager
-    def watch(self, uuid: str = "", process: str = ""):
-        """An Event set whenever the job (or any job of the process) changes."""
-        wake = threading.Event()
+    def watch(self, channel: str, gather: bool = False):
+        """(Event, words) for a stream: the Event is set whenever a message comes on the
+        channel (and once the subscription is active); with `gather`, the messages' words
+        are collected in the set `words`."""
+        wake, words = threading.Event(), (set() if gather else None)
         with self.lock:
-            if process:
-                seen = set()
-                entry = (wake, seen)
-                self.processes.setdefault(process, {})[wake] = seen
-            else:
-                entry = wake
-                self.jobs.setdefault(uuid, set()).add(wake)
+            self.channels.setdefault(channel, {})[wake] = words
             if self.thread is None:
                 self.thread = threading.Thread(target=self._listen, name="cameron-events", daemon=True)
                 self.thread.start()
         try:
-            yield entry
+            yield wake, words
         finally:
             with self.lock:
-                table, name = (self.processes, process) if process else (self.jobs, uuid)
-                watchers = table.get(name, {})
-                if process:
-                    watchers.pop(wake, None)
-                else:
-                    watchers.discard(wake)
+                watchers = self.channels.get(channel, {})
+                watchers.pop(wake, None)
                 if not watchers:
-                    table.pop(name, None)
+                    self.channels.pop(channel, None)
 
     def stop(self):
         with self.lock:
             self.stopping = True
-            for watchers in [*self.jobs.values(), *self.processes.values()]:
-                for wake in watchers:
-                    wake.set()
+            self._wake_all()
+
+    def _wake_all(self):
+        for watchers in self.channels.values():
+            for wake in watchers:
+                wake.set()
 
     def _listen(self):
+        """Runs while a stream watches: (un)subscribes as streams come and go (this greenlet
+        alone uses the connection) and passes messages on."""
         pool = self.client.connection_pool
-        # Its own connection without a read timeout: a subscription is silent while nothing runs.
         client = redis.Redis(connection_pool=redis.ConnectionPool(
             connection_class=pool.connection_class,
             **{**pool.connection_kwargs, "socket_timeout": None}))
         while True:
+            pubsub = client.pubsub()
+            subscribed = set()
             try:
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(keys.EVENTS)
-                for message in pubsub.listen():
-                    if message["type"] == "message":
-                        self._wake(message["data"].split())
+                while True:
+                    with self.lock:
+                        wanted = set(self.channels)
+                        if not wanted:
+                            self.thread = None
+                            pubsub.close()
+                            return
+                    if wanted - subscribed:
+                        pubsub.subscribe(*(wanted - subscribed))
+                    if subscribed - wanted:
+                        pubsub.unsubscribe(*(subscribed - wanted))
+                    subscribed = wanted
+                    message = pubsub.get_message(timeout=TICK)
+                    while message is not None:
+                        self._on(message)
+                        message = pubsub.get_message(timeout=0)
             except Exception as e:  # Redis gone: the streams poll until it is back
                 log.warning("event subscription lost (%s); retrying in 1 s", e)
+                with self.lock:
+                    self._wake_all()
+                pubsub.close()
                 time.sleep(1)
 
-    def _wake(self, words):
+    def _on(self, message):
+        if message["type"] not in ("message", "subscribe"):
+            return
         with self.lock:
-            if not self.jobs and not self.processes:
-                return
-            for word in words:
-                process, _, uuid = word.partition(":")
-                for wake in self.jobs.get(uuid, ()):
-                    wake.set()
-                for wake, seen in self.processes.get(process, {}).items():
-                    seen.add(uuid)
-                    wake.set()
+            for wake, words in self.channels.get(message["channel"], {}).items():
+                if words is not None and message["type"] == "message":
+                    words.update(message["data"].split())
+                wake.set()
 
 
 def _frame(event: str, data, event_id: str | None = None) -> bytes:
@@ -168,15 +195,15 @@ class JobEvents:
     ends with the job's final `job` event."""
 
     def __init__(self, client: redis.Redis | None, hub: Hub | None):
-        self.redis, self.hub = client, hub
+        self.hub = hub
 
     def on_get(self, req, resp, uuid):
         not_found = falcon.HTTPNotFound(title="Job not found", description=f"no job {uuid}")
-        if self.redis is None or len(uuid) != 32 or not all(c in "0123456789abcdef" for c in uuid):
+        if self.hub is None or len(uuid) != 32 or not all(c in "0123456789abcdef" for c in uuid):
             raise not_found
         after = _position(req.get_header("Last-Event-ID"))
         try:
-            tag = self.redis.get(keys.job_by_uuid(uuid))
+            tag = self.hub.reader.get(keys.job_by_uuid(uuid))
         except redis.RedisError as e:
             raise EngineUnavailable(f"job store unavailable: {e}") from None
         if tag is None:
@@ -190,13 +217,13 @@ class JobEvents:
         stream_key = keys.job_events(uuid)
         entry, seen = after
         start = "-" if entry == "0-0" else entry  # the resumed entry again: its later changes
-        with self.hub.watch(uuid) as wake:
+        with self.hub.watch(keys.job_events(uuid)) as (wake, _):
             yield f"retry: {RETRY_MS}\n\n".encode()
             quiet = 0.0
             while not self.hub.stopping:
                 wake.clear()
                 try:
-                    entries = self.redis.xrange(stream_key, min=start, count=BATCH)
+                    entries = self.hub.reader.xrange(stream_key, min=start, count=BATCH)
                     if not entries and (entry == "0-0" or quiet):
                         ending = self._ending(tag, entry, seen)
                         if ending is not None:
@@ -225,9 +252,9 @@ class JobEvents:
     def _ending(self, tag: str, entry: str, seen: int):
         """The frames that end the stream of a job that is final but whose stream has nothing
         more (expired, or never written); None while the job has not ended."""
-        if self.redis.hget(tag, keys.JOB_STATUS) not in keys.FINAL_STATES:
+        if self.hub.reader.hget(tag, keys.JOB_STATUS) not in keys.FINAL_STATES:
             return None
-        changes = _from_hash(self.redis.hgetall(tag))
+        changes = _from_hash(self.hub.reader.hgetall(tag))
         if entry == "0-0":
             return [_frame(c["type"], c, f"0-0.{i}") for i, c in enumerate(changes) if i > seen]
         return [_frame("job", changes[-1], f"{entry}.{seen + 1}")]
@@ -257,7 +284,7 @@ class ProcessEvents:
         resp.stream = self._stream(name)
 
     def _stream(self, name: str):
-        with self.hub.watch(process=name) as (wake, seen):
+        with self.hub.watch(keys.process_events(name), gather=True) as (wake, seen):
             yield f"retry: {RETRY_MS}\n\n".encode()
             while not self.hub.stopping:
                 if not wake.wait(KEEPALIVE):

@@ -108,13 +108,15 @@ def job_by_uuid(uuid: str) -> str:
 
 def job_events(uuid: str) -> str:
     """A Redis stream of the job's state changes, in the order they were written: each entry
-    holds the changes of one write batch as JSON (field `e`). Expires a while after the job ends."""
+    holds the changes of one write batch as JSON (field `e`). Expires a while after the job ends.
+    Also the pub/sub channel on which each such write says the stream grew."""
     return f"{PREFIX}:job:{uuid}:events"
 
 
-#: The pub/sub channel that says which jobs' event streams grew: each message holds
-#: `process:uuid` words separated by spaces (process names hold neither ':' nor ' ').
-EVENTS = f"{PREFIX}:events"
+def process_events(process: str) -> str:
+    """The pub/sub channel on which each write batch names (uuids, space-separated) the
+    process's jobs it changed."""
+    return f"{PREFIX}:process:{process}:events"
 #: Seconds a finished job's event stream is kept (less when job_retention is shorter).
 EVENTS_TTL = 3600
 

@@ -19,8 +19,8 @@ def directory(config: Config) -> str:
 
 
 # prometheus_client picks its multiprocess mode when it is imported: the directory must be
-# named first. `cameron start` names it for the actors; a gunicorn worker finds the same one
-# from the same settings.
+# named first, from this process's settings (whatever an inherited variable says): the
+# actors and gunicorn workers of one engine share their data_dir.
 def _settings() -> Config:
     try:
         return from_env()
@@ -28,8 +28,7 @@ def _settings() -> Config:
         return Config()
 
 
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory(_settings())
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory(_settings())
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,  # noqa: E402
@@ -113,11 +112,13 @@ class _JobStates:
 class Metrics:
     """`GET /metrics`: the Prometheus text format."""
 
-    def __init__(self, jobs=None):
+    def __init__(self, jobs=None, config: Config | None = None):
         self.jobs = jobs
+        self.path = directory(config or Config())
 
     def on_get(self, req, resp):
-        path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        path = self.path
+        os.makedirs(path, exist_ok=True)
         _forget_dead(path)
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=path)

@@ -229,12 +229,18 @@ class JobStore:
                 net.expire(keys.job_events(op.tag[-32:]), min(keys.EVENTS_TTL, self.retention or keys.EVENTS_TTL))
             if self.retention and isinstance(op, m.JobEnded):
                 self._expire(net, op)
-        # One stream entry per job per batch, and one wake-up for every listener: a foo job's
-        # changes come in about four batches, so this is a few commands per job, not sixteen.
+        # One stream entry and one wake-up per job per batch (a foo job's changes come in about
+        # four batches: a few commands per job, not sixteen), and one per process for lists.
+        # A PUBLISH nobody listens to costs Redis a lookup; web workers hear only of the jobs
+        # someone watches.
+        changed = {}
         for tag, changes in events.items():
-            net.xadd(keys.job_events(tag[-32:]), json.dumps(changes, separators=(",", ":")))
-        if events:
-            net.publish(keys.EVENTS, " ".join(f"{keys.parse_tag(tag)[0]}:{tag[-32:]}" for tag in events))
+            uuid = tag[-32:]
+            net.xadd(keys.job_events(uuid), json.dumps(changes, separators=(",", ":")))
+            net.publish(keys.job_events(uuid), "")
+            changed.setdefault(keys.parse_tag(tag)[0], []).append(uuid)
+        for process, uuids in changed.items():
+            net.publish(keys.process_events(process), " ".join(uuids))
         pipe = self.redis.pipeline(transaction=True)
         net.write(pipe)
         pipe.execute()
@@ -276,7 +282,8 @@ class JobStore:
                 pipe.hset(tag, keys.JOB_CANCEL_REQUESTED, requested)
                 change = {"type": "cancel", "status": status, "time": requested}
                 pipe.xadd(keys.job_events(uuid), {"e": json.dumps([change])})
-                pipe.publish(keys.EVENTS, f"{process}:{uuid}")
+                pipe.publish(keys.job_events(uuid), "")
+                pipe.publish(keys.process_events(process), uuid)
             return status, requested
         return self.redis.transaction(record, tag, value_from_callable=True)
 

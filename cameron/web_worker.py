@@ -8,7 +8,6 @@ import gevent
 from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
-from cameron import events
 from cameron.config import from_env
 
 
@@ -31,7 +30,10 @@ class Worker(GeventWorker):
         # as long as the requests in progress and not web_header_timeout more.
         super().handle_exit(sig, frame)
         gevent.spawn(self._close_waiting)
-        gevent.spawn(events.stop_all)  # open event streams end too; their clients resume elsewhere
+        # Open event streams end too; their clients resume elsewhere. (Imported here: this
+        # module is loaded before gevent patches the standard library, and events imports redis.)
+        from cameron import events
+        gevent.spawn(events.stop_all)
 
     def _close_waiting(self):
         for greenlet, timeout in list(self.waiting.items()):

@@ -261,7 +261,7 @@ async function jobPage(uuid, signal) {
   const add = (n, name, parent, requestor) => {
     if (tasks.has(n)) return tasks.get(n);
     const node = el("details", { class: "task" }, el("summary"), el("div", { class: "out" }));
-    const li = el("li", { role: "treeitem" }, node, el("ul", { role: "group" }));
+    const li = el("li", {}, node, el("ul"));
     const t = { n, name, parent, requestor, status: "running", node, li };
     tasks.set(n, t);
     const up = parent != null && parent >= 0 ? tasks.get(parent) : null;
