@@ -142,7 +142,7 @@ def main(argv=None) -> int:
             out["runs"].append(run)
             events += streams.events
             streams.close()
-            time.sleep(17)  # the server finds a closed stream at its next keep-alive comment
+            time.sleep(35)  # the server finds a closed stream at its second keep-alive comment after
         out["events_read"] = events
     out["median_without"] = statistics.median(r["without"]["jobs_per_s"] for r in out["runs"])
     out["median_with"] = statistics.median(r["with"]["jobs_per_s"] for r in out["runs"])

@@ -8,6 +8,7 @@ import tempfile
 import pytest
 
 from cameron.config import ROOT
+from conftest import start_engine, stop_engine
 
 pytestmark = pytest.mark.stack
 
@@ -61,6 +62,7 @@ def job_state(driver) -> str:
 
 
 def start_from_page(driver, process: str, key: str):
+    wait(driver, lambda d: process in texts(d, "#start-form select[name=process] option"), "the catalog in the form")
     form = driver.find_element(By.ID, "start-form")
     Select(form.find_element(By.NAME, "process")).select_by_visible_text(process)
     form.find_element(By.NAME, "key").send_keys(key)
@@ -128,3 +130,31 @@ def test_start_watch_open_output_and_cancel(engine, browser):
     d.get(engine.base_url + f"/#/job/{uuid}")
     wait(d, lambda d: states(d) == ["done"] * 7, "the foo job on a phone")
     d.save_screenshot(str(SHOTS / "7-phone.png"))
+
+
+@pytest.fixture(scope="module")
+def wide_engine(short_tmp, redis_server, activities):
+    engine, web = start_engine(short_tmp / "wide-engine", redis_server.url, activities,
+                               CAMERON_MAX_FANOUT="1000")
+    catalog = short_tmp / "wide-engine" / "processes.toml"
+    catalog.write_text(catalog.read_text() + f'\n[processes.thousand]\nstart = "{activities.url}/lab/fanout/999/0"\n')
+    reloaded = engine.cli("processes", "reload")
+    try:
+        assert reloaded.returncode == 0, reloaded.stderr
+        yield engine
+    finally:
+        stop_engine(engine, web)
+
+
+def test_a_job_of_a_thousand_tasks_is_drawn_live(wide_engine, browser):
+    d = browser
+    d.get(wide_engine.base_url + "/")
+    wait(d, lambda d: d.find_elements(By.ID, "start-form"), "the home page")
+    start_from_page(d, "thousand", "browser-wide")
+    wait(d, lambda d: job_state(d) == "done" and states(d).count("done") == 1000, "1,000 tasks done", timeout=60)
+    assert len(texts(d, ".tree > li > ul > li")) == 999, "every child under the start task"
+    # One line per task: the tree stays readable (a summary row is no taller than two lines).
+    heights = d.execute_script(
+        "return [...document.querySelectorAll('.tree .task > summary')].map(e => e.offsetHeight)")
+    assert max(heights) <= 2 * min(heights)
+    d.save_screenshot(str(SHOTS / "8-thousand-tasks.png"))
