@@ -110,7 +110,6 @@ class JobRunner(CameronActor):
         job = self.jobs[spec.uuid] = Job(spec)
         self._ops.append(m.JobStarted(spec.tag, now()))
         metrics.JOBS_STARTED.labels(spec.process.name).inc()
-        metrics.JOBS_IN_FLIGHT.inc()
         self._start_task(job, "start", spec.process.start_url, spec.data, spec.requestor,
                          parent=-1, depth=0)
 
@@ -128,7 +127,6 @@ class JobRunner(CameronActor):
             return
         job = self.jobs[spec.uuid] = Job(spec, names=[t["name"] for t in msg.tasks],
                                          cancelled=msg.cancelled)
-        metrics.JOBS_IN_FLIGHT.inc()
         depth = {}
         for t in msg.tasks:
             depth[t["n"]] = 0 if t["parent"] < 0 else depth[t["parent"]] + 1
@@ -150,7 +148,7 @@ class JobRunner(CameronActor):
         for tag in msg.tags:
             job = self.jobs.pop(tag.rsplit(":", 1)[1], None)
             if job is not None:
-                metrics.JOBS_IN_FLIGHT.dec()
+                metrics.JOBS_IN_FLIGHT.set(len(self.jobs))
                 metrics.TASKS_IN_FLIGHT.dec(len(job.running))
                 self.log.warning("job %s was taken over by another engine; dropping it", job.spec.uuid)
 
@@ -173,7 +171,6 @@ class JobRunner(CameronActor):
                                     status=keys.CANCELLED if job.cancelled else keys.DONE))
         del self.jobs[job.spec.uuid]
         metrics.JOBS_FINISHED.labels(job.spec.process.name, keys.CANCELLED if job.cancelled else keys.DONE).inc()
-        metrics.JOBS_IN_FLIGHT.dec()
         self.ended[job.spec.uuid] = None
         while len(self.ended) > ENDED_KEPT:
             self.ended.popitem(last=False)
@@ -232,6 +229,7 @@ class JobRunner(CameronActor):
         # Calls first: they are the job's critical path, the writes are not. Were this runner
         # to die between the two sends, Redis would still show the parent task running, and
         # resuming would call it (and so its children) again: at-least-once, as ever.
+        metrics.JOBS_IN_FLIGHT.set(len(self.jobs))
         if self._calls:
             self._to_tasks.put(self.task_actor, self._calls)
             self._calls = []
