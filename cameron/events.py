@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
-from urllib.parse import unquote
 
 import falcon
 import redis
@@ -44,8 +43,8 @@ def stop_all():
 
 
 class Hub:
-    """The web worker's one pub/sub connection: it subscribes to the channel of each job (and
-    process) an open stream watches, for as long as one does, and wakes those streams when a
+    """The web worker's one pub/sub connection: it subscribes to the channel of each job an
+    open stream watches, for as long as one does, and wakes those streams when a
     write batch changed their job. A thousand open streams cost a thousand idle greenlets
     (gevent patches `threading`) and one Redis connection, not a thread or a poll each; and
     the worker hears only of the jobs someone watches."""
@@ -55,9 +54,7 @@ class Hub:
         self.stopping = False
         _HUBS.append(self)
         self.lock = threading.Lock()
-        #: channel -> {threading.Event of each stream on it: the words its messages brought
-        #: (a process's uuids), or None for a job's stream}
-        self.channels = {}
+        self.channels = {}  # channel -> {threading.Event of each stream on it}
         self.thread = None
 
     @functools.cached_property
@@ -71,22 +68,21 @@ class Hub:
             **pool.connection_kwargs))
 
     @contextmanager
-    def watch(self, channel: str, gather: bool = False):
-        """(Event, words) for a stream: the Event is set whenever a message comes on the
-        channel (and once the subscription is active); with `gather`, the messages' words
-        are collected in the set `words`."""
-        wake, words = threading.Event(), (set() if gather else None)
+    def watch(self, channel: str):
+        """An Event for a stream, set whenever a message comes on the channel (and once the
+        subscription is active)."""
+        wake = threading.Event()
         with self.lock:
-            self.channels.setdefault(channel, {})[wake] = words
+            self.channels.setdefault(channel, set()).add(wake)
             if self.thread is None:
                 self.thread = threading.Thread(target=self._listen, name="cameron-events", daemon=True)
                 self.thread.start()
         try:
-            yield wake, words
+            yield wake
         finally:
             with self.lock:
-                watchers = self.channels.get(channel, {})
-                watchers.pop(wake, None)
+                watchers = self.channels.get(channel, set())
+                watchers.discard(wake)
                 if not watchers:
                     self.channels.pop(channel, None)
 
@@ -138,9 +134,7 @@ class Hub:
         if message["type"] not in ("message", "subscribe"):
             return
         with self.lock:
-            for wake, words in self.channels.get(message["channel"], {}).items():
-                if words is not None and message["type"] == "message":
-                    words.update(message["data"].split())
+            for wake in self.channels.get(message["channel"], ()):
                 wake.set()
 
 
@@ -218,7 +212,7 @@ class JobEvents:
         stream_key = keys.job_events(uuid)
         entry, seen = after
         start = "-" if entry == "0-0" else entry  # the resumed entry again: its later changes
-        with self.hub.watch(keys.job_events(uuid)) as (wake, _):
+        with self.hub.watch(keys.job_events(uuid)) as wake:
             yield f"retry: {RETRY_MS}\n\n".encode()
             quiet = False
             while not self.hub.stopping:
@@ -261,42 +255,3 @@ class JobEvents:
             return [_frame(c["type"], c, f"0-0.{i}") for i, c in enumerate(changes) if i > seen]
         return [_frame("job", changes[-1], f"{entry}.{seen + 1}")]
 
-
-class ProcessEvents:
-    """`GET /api/process/{name}/events`: a `jobs` event (data: the uuids) whenever jobs of the
-    process change, gathered for half a second; hints for a list to read again, without ids.
-    It lasts until the client goes."""
-
-    GATHER = 0.5
-
-    def __init__(self, jobs: store.JobStore | None, hub: Hub | None):
-        self.jobs, self.hub = jobs, hub
-
-    def on_get(self, req, resp, name):
-        name = unquote(name)
-        try:
-            known = self.jobs is not None and self.jobs.redis.hexists(keys.engine_catalog(self.jobs.engine), name)
-        except redis.RedisError as e:
-            raise EngineUnavailable(f"job store unavailable: {e}") from None
-        if not known:
-            raise falcon.HTTPNotFound(title="Unknown process", description=f"no process named {name!r} in the catalog")
-        resp.content_type = "text/event-stream"
-        resp.set_header("Cache-Control", "no-store")
-        resp.set_header("X-Accel-Buffering", "no")
-        resp.stream = self._stream(name)
-
-    def _stream(self, name: str):
-        with self.hub.watch(keys.process_events(name), gather=True) as (wake, seen):
-            yield f"retry: {RETRY_MS}\n\n".encode()
-            while not self.hub.stopping:
-                if not wake.wait(KEEPALIVE):
-                    yield b": keepalive\n\n"
-                    continue
-                if self.hub.stopping:
-                    return
-                time.sleep(self.GATHER)
-                with self.hub.lock:
-                    uuids = sorted(seen)
-                    seen.clear()
-                    wake.clear()
-                yield _frame("jobs", uuids)

@@ -111,12 +111,6 @@ def job_events(uuid: str) -> str:
     holds the changes of one write batch as JSON (field `e`). Expires a while after the job ends.
     Also the pub/sub channel on which each such write says the stream grew."""
     return f"{PREFIX}:job:{uuid}:events"
-
-
-def process_events(process: str) -> str:
-    """The pub/sub channel on which each write batch names (uuids, space-separated) the
-    process's jobs it changed."""
-    return f"{PREFIX}:process:{process}:events"
 #: Seconds a finished job's event stream is kept (less when job_retention is shorter).
 EVENTS_TTL = 3600
 

@@ -112,7 +112,11 @@ _CANCEL = {
 _LIST = {"200": _json(_ref("JobList"), "A page of jobs, newest first"),
          "400": _error("A bad status, limit or cursor"), "503": _UNAVAILABLE}
 
-_EVENTS = {"description": "An event stream", "content": {"text/event-stream": {"schema": _STRING}}}
+_EVENTS = {"description": "An event stream: events with a name, JSON data and an id",
+           "content": {"text/event-stream": {"schema": {
+               "type": "object", "required": ["event", "data"],
+               "properties": {"event": {"enum": ["job", "task", "cancel"]}, "data": _STRING,
+                              "id": _STRING, "retry": _INT}}}}}
 _PAGE = {"description": "A file of the dashboard",
          "content": {t: {"schema": _STRING} for t in ("text/html", "text/javascript", "text/css", "image/svg+xml")}}
 
@@ -170,11 +174,6 @@ PATHS = {
                                "description": "resume after this event"}],
         "responses": {"200": _EVENTS, "400": _error("A Last-Event-ID this server did not hand out"),
                       "404": _error("No such job"), "503": _UNAVAILABLE}}},
-    "/api/process/{name}/events": {"get": {
-        "summary": "A `jobs` event (data: their uuids) whenever jobs of the process change; "
-                   "the stream lasts until the client goes",
-        "parameters": [_PROCESS],
-        "responses": {"200": _EVENTS, "404": _error("No such process"), "503": _UNAVAILABLE}}},
     "/api/process/{name}/counts": {"get": {
         "summary": "How many of the process's jobs are in each state", "parameters": [_PROCESS],
         "responses": {"200": _json({"type": "object", "properties": {s: _INT for s in STATES}},

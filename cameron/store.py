@@ -230,17 +230,11 @@ class JobStore:
             if self.retention and isinstance(op, m.JobEnded):
                 self._expire(net, op)
         # One stream entry and one wake-up per job per batch (a foo job's changes come in about
-        # four batches: a few commands per job, not sixteen), and one per process for lists.
-        # A PUBLISH nobody listens to costs Redis a lookup; web workers hear only of the jobs
-        # someone watches.
-        changed = {}
+        # four batches: a few commands per job, not sixteen). A PUBLISH nobody listens to costs
+        # Redis a lookup; web workers hear only of the jobs someone watches.
         for tag, changes in events.items():
-            uuid = tag[-32:]
-            net.xadd(keys.job_events(uuid), json.dumps(changes, separators=(",", ":")))
-            net.publish(keys.job_events(uuid), "")
-            changed.setdefault(keys.parse_tag(tag)[0], []).append(uuid)
-        for process, uuids in changed.items():
-            net.publish(keys.process_events(process), " ".join(uuids))
+            net.xadd(keys.job_events(tag[-32:]), json.dumps(changes, separators=(",", ":")))
+            net.publish(keys.job_events(tag[-32:]), "")
         pipe = self.redis.pipeline(transaction=True)
         net.write(pipe)
         pipe.execute()
@@ -283,7 +277,6 @@ class JobStore:
                 change = {"type": "cancel", "status": status, "time": requested}
                 pipe.xadd(keys.job_events(uuid), {"e": json.dumps([change])})
                 pipe.publish(keys.job_events(uuid), "")
-                pipe.publish(keys.process_events(process), uuid)
             return status, requested
         return self.redis.transaction(record, tag, value_from_callable=True)
 

@@ -18,6 +18,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SHOTS = ROOT / "test-artefacts" / "dashboard"
+TOKEN = "dashboard-test-token"
 
 
 @pytest.fixture
@@ -134,8 +135,9 @@ def test_start_watch_open_output_and_cancel(engine, browser):
 
 @pytest.fixture(scope="module")
 def wide_engine(short_tmp, redis_server, activities):
+    # Tokens on: the page must ask for one before it shows anything.
     engine, web = start_engine(short_tmp / "wide-engine", redis_server.url, activities,
-                               CAMERON_MAX_FANOUT="1000")
+                               CAMERON_MAX_FANOUT="1000", CAMERON_API_TOKENS=f"tester:{TOKEN}")
     catalog = short_tmp / "wide-engine" / "processes.toml"
     catalog.write_text(catalog.read_text() + f'\n[processes.thousand]\nstart = "{activities.url}/lab/fanout/999/0"\n')
     reloaded = engine.cli("processes", "reload")
@@ -146,10 +148,16 @@ def wide_engine(short_tmp, redis_server, activities):
         stop_engine(engine, web)
 
 
-def test_a_job_of_a_thousand_tasks_is_drawn_live(wide_engine, browser):
+def test_with_tokens_the_page_asks_for_one_and_draws_a_job_of_a_thousand_tasks(wide_engine, browser):
     d = browser
     d.get(wide_engine.base_url + "/")
-    wait(d, lambda d: d.find_elements(By.ID, "start-form"), "the home page")
+    wait(d, lambda d: d.find_element(By.ID, "token").is_displayed(), "the page to ask for a token")
+    assert texts(d, ".catalog tbody tr") == [], "nothing shown without a token"
+    d.save_screenshot(str(SHOTS / "8-token.png"))
+    field = d.find_element(By.ID, "token-input")
+    assert d.switch_to.active_element == field, "the token field has the focus"
+    field.send_keys(TOKEN + "\n")
+    wait(d, lambda d: "thousand" in texts(d, ".catalog tbody a"), "the catalog, once the token is given")
     start_from_page(d, "thousand", "browser-wide")
     wait(d, lambda d: job_state(d) == "done" and states(d).count("done") == 1000, "1,000 tasks done", timeout=60)
     assert len(texts(d, ".tree > li > ul > li")) == 999, "every child under the start task"
@@ -157,4 +165,4 @@ def test_a_job_of_a_thousand_tasks_is_drawn_live(wide_engine, browser):
     heights = d.execute_script(
         "return [...document.querySelectorAll('.tree .task > summary')].map(e => e.offsetHeight)")
     assert max(heights) <= 2 * min(heights)
-    d.save_screenshot(str(SHOTS / "8-thousand-tasks.png"))
+    d.save_screenshot(str(SHOTS / "9-thousand-tasks.png"))

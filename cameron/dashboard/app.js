@@ -4,6 +4,7 @@
 
 const STATES = ["scheduled", "running", "done", "cancelled"];
 const FINAL = new Set(["done", "cancelled"]);
+const LIST_EVERY_MS = 2000;
 const $ = (sel, root = document) => root.querySelector(sel);
 const enc = encodeURIComponent;
 let token = sessionStorage.getItem("cameron-token") || "";
@@ -45,6 +46,7 @@ async function api(path, options = {}) {
 }
 
 function askToken() {
+  $("#view").replaceChildren(); // nothing to show without one
   $("#token").hidden = false;
   $("#token-input").focus();
 }
@@ -169,31 +171,21 @@ async function home(signal) {
     return page;
   };
   await show();
-  // The first page follows the jobs as they change: the process's change stream pushes
-  // which jobs moved, and the page is read again (at most every half second).
-  followProcess(filter.process.value, () => { if (cursors.length === 1) show().catch(() => {}); }, signal);
+  // The first page is read again every few seconds while it shows a job that has not ended
+  // (a job's own page is pushed by its event stream).
+  const refresh = async () => {
+    while (!signal.aborted) {
+      await new Promise((r) => setTimeout(r, LIST_EVERY_MS));
+      if (signal.aborted) return;
+      const unfinished = texts(".jobs tbody .badge").some((t) => !FINAL.has(t));
+      if (cursors.length === 1 && unfinished && !document.hidden) await show().catch(() => {});
+    }
+  };
+  refresh();
 }
 
-async function followProcess(process, onChange, signal) {
-  let pending = null;
-  while (!signal.aborted && process) {
-    try {
-      const resp = await fetch(`api/process/${enc(process)}/events`, { headers: headers(), signal });
-      if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
-      const reader = resp.body.getReader();
-      const decoder = new TextDecoder();
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        if (decoder.decode(value, { stream: true }).includes("event: jobs") && !pending) {
-          pending = setTimeout(() => { pending = null; onChange(); }, 500);
-        }
-      }
-    } catch (e) {
-      if (signal.aborted) return;
-    }
-    await new Promise((r) => setTimeout(r, 2000));
-  }
+function texts(selector) {
+  return [...document.querySelectorAll(selector)].map((e) => e.textContent);
 }
 
 // --- a job: facts, cancel, the task tree ---------------------------------------------------
