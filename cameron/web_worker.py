@@ -22,7 +22,9 @@ class Worker(GeventWorker):
         super().init_process()
 
     def timeout_ctx(self):
-        return _Waiting(self.waiting, gevent.Timeout(self.cfg.keepalive, False))
+        # A connection that goes idle once the worker is stopping (after a long answer, such
+        # as an event stream) ends at once too.
+        return _Waiting(self.waiting, gevent.Timeout(self.cfg.keepalive if self.alive else 0.01, False))
 
     def handle_exit(self, sig, frame):
         # gunicorn waits for every connection to end before the worker exits, kept-alive idle

@@ -1,9 +1,14 @@
 """The job event stream (Server-Sent Events) through gunicorn, the actors and Redis."""
 
 import json
+import signal
+import time
 
 import pytest
 import requests
+from conftest import Engine, free_port, start_web
+
+from cameron import keys
 
 pytestmark = pytest.mark.stack
 
@@ -106,3 +111,31 @@ def test_unknown_job_and_bad_ids(engine):
     uuid = engine.run_job("foo")["uuid"]
     resp = stream(engine, uuid, last_event_id="nonsense")
     assert resp.status_code == 400 and resp.json()["title"] == "Invalid Last-Event-ID"
+
+
+def test_a_stopping_web_worker_ends_its_streams_at_once(engine):
+    # A job that never moves: its stream would stay open for as long as the job.
+    uuid = "5" * 32
+    tag = keys.job_tag("foo", "still", uuid)
+    engine.redis.hset(tag, mapping={keys.JOB_STATUS: "running", keys.job_time("running"): "t"})
+    engine.redis.set(keys.job_by_uuid(uuid), tag)
+    port = free_port()
+    other = Engine({**engine.env, "CAMERON_PORT": str(port)}, f"http://127.0.0.1:{port}",
+                   engine.env["CAMERON_REDIS_URL"])
+    web = start_web(other)
+    try:
+        resp = stream(other, uuid)
+        assert resp.status_code == 200
+        lines = resp.iter_lines(decode_unicode=True)
+        assert next(lines).startswith("retry:")
+        began = time.monotonic()
+        web.send_signal(signal.SIGTERM)
+        assert list(lines) == [""], "the stream ends, with no event"
+        web.wait(10)
+        # Well inside gunicorn's graceful_timeout (10 s), which would otherwise run out.
+        assert time.monotonic() - began < 5
+    finally:
+        if web.poll() is None:
+            web.kill()
+            web.wait()
+        engine.redis.delete(tag, keys.job_by_uuid(uuid))
