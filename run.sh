@@ -26,15 +26,21 @@ case "$cmd" in
         exec "$VENV/bin/cameron" run "$@" ;;
     test)
         shift
-        # The external-Redis tests want a redis-server built with TLS: Debian's redis-tools
-        # ships one (as redis-check-rdb; it installs no service); the deployment tests check
-        # the logrotate sample. Best effort: without them (not root, no apt) those tests skip.
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-                && { [ ! -x /usr/bin/redis-check-rdb ] || ! command -v openssl >/dev/null \
-                     || ! command -v logrotate >/dev/null; }; then
-            echo "run.sh: installing Debian's redis-tools, openssl and logrotate for the tests" >&2
+        # Debian packages some tests need, installed once as root with apt (best effort: without
+        # them those tests skip): redis-tools ships a redis-server built with TLS (as
+        # redis-check-rdb; it installs no service) for the external-Redis tests, openssl makes
+        # certificates, logrotate checks the sample, chromium and its driver run the
+        # dashboard's browser test.
+        need=()
+        [ -x /usr/bin/redis-check-rdb ] || need+=(redis-tools)
+        command -v openssl >/dev/null || need+=(openssl)
+        command -v logrotate >/dev/null || need+=(logrotate)
+        command -v chromium >/dev/null || need+=(chromium)
+        command -v chromedriver >/dev/null || need+=(chromium-driver)
+        if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            echo "run.sh: installing Debian's ${need[*]} for the tests" >&2
             apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-                                redis-tools openssl logrotate >/dev/null 2>&1; }
+                                "${need[@]}" >/dev/null 2>&1; }
             apt_install || { apt-get update -qq >/dev/null 2>&1 && apt_install; } \
                 || echo "run.sh: could not install them; the tests that need them will be skipped" >&2
         fi

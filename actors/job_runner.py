@@ -2,12 +2,13 @@
 
 import datetime
 import json
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from thespian.actors import ActorExitRequest
 
-from cameron import keys
+from cameron import keys, metrics
 from cameron import messages as m
 from cameron.activity import RetryPolicy
 from cameron.store import now
@@ -22,6 +23,7 @@ class Task:
     name: str
     depth: int
     call: m.ActivityCall  # kept until the task ends, to call again if the TaskActor dies
+    started: float = 0.0  # time.monotonic() when this runner started it (engine overhead metric)
 
 
 @dataclass
@@ -42,6 +44,17 @@ RECALL_AFTER = datetime.timedelta(seconds=0.2)
 #: Jobs ended here that are remembered, so that one both resumed at boot and then taken off
 #: the inbox is not run a second time.
 ENDED_KEPT = 10000
+
+
+def _measure(job, task, outcome):
+    """A task's outcome in the metrics: its call, the engine's time around it, retries."""
+    process = job.spec.process.name
+    metrics.TASKS_IN_FLIGHT.dec()
+    call = outcome.duration_ms / 1000
+    metrics.CALL_SECONDS.labels(process).observe(call)
+    metrics.OVERHEAD_SECONDS.labels(process).observe(max(0.0, time.monotonic() - task.started - call))
+    if outcome.attempts > 1:
+        metrics.RETRIES.labels(process).inc(outcome.attempts - 1)
 
 
 class JobRunner(CameronActor):
@@ -101,6 +114,7 @@ class JobRunner(CameronActor):
             return  # a job both resumed at boot and taken off the inbox runs once
         job = self.jobs[spec.uuid] = Job(spec)
         self._ops.append(m.JobStarted(spec.tag, now()))
+        metrics.JOBS_STARTED.labels(spec.process.name).inc()
         self._start_task(job, "start", spec.process.start_url, spec.data, spec.requestor,
                          parent=-1, depth=0)
 
@@ -129,8 +143,9 @@ class JobRunner(CameronActor):
             parent = t["parent"]
             data = spec.data if parent < 0 else json.loads(msg.tasks[parent]["output"])
             call = self._call(spec, t["n"], t["name"], t["url"], data, t["requestor"])
-            job.running[t["n"]] = Task(t["n"], t["name"], depth[t["n"]], call)
+            job.running[t["n"]] = Task(t["n"], t["name"], depth[t["n"]], call, time.monotonic())
             self._calls.append(call)
+            metrics.TASKS_IN_FLIGHT.inc()
         if not job.running:
             self._end_job(job)
         self._flush()
@@ -145,6 +160,8 @@ class JobRunner(CameronActor):
         for tag in msg.tags:
             job = self.jobs.pop(tag.rsplit(":", 1)[1], None)
             if job is not None:
+                metrics.JOBS_IN_FLIGHT.set(len(self.jobs))
+                metrics.TASKS_IN_FLIGHT.dec(len(job.running))
                 self.log.warning("job %s was taken over by another engine; dropping it", job.spec.uuid)
 
     # --- from the TaskActor -----------------------------------------------
@@ -155,6 +172,7 @@ class JobRunner(CameronActor):
             task = job and job.running.pop(outcome.n, None)
             if task is None:
                 continue  # a late duplicate of a call made again after a TaskActor restart
+            _measure(job, task, outcome)
             self._task_ended(job, task, outcome)
             if not job.running:
                 self._end_job(job)
@@ -164,6 +182,7 @@ class JobRunner(CameronActor):
         self._ops.append(m.JobEnded(job.spec.tag, now(), job.errors, tasks=len(job.names),
                                     status=keys.CANCELLED if job.cancelled else keys.DONE))
         del self.jobs[job.spec.uuid]
+        metrics.JOBS_FINISHED.labels(job.spec.process.name, keys.CANCELLED if job.cancelled else keys.DONE).inc()
         self.ended[job.spec.uuid] = None
         while len(self.ended) > ENDED_KEPT:
             self.ended.popitem(last=False)
@@ -189,11 +208,16 @@ class JobRunner(CameronActor):
                 job.stored_bytes += size
         if result is None:
             job.errors += 1
+            metrics.TASKS_ENDED.labels(job.spec.process.name, keys.TASK_ERROR).inc()
+            limit = metrics.limit_of(error)
+            if limit:
+                metrics.LIMITS.labels(job.spec.process.name, limit).inc()
             self._ops.append(m.TaskEnded(
                 job.spec.tag, task.n, keys.TASK_ERROR,
                 json.dumps({"error": error, "url": task.call.url}), "undefined", now(),
                 outcome.duration_ms, outcome.attempts))
             return
+        metrics.TASKS_ENDED.labels(job.spec.process.name, keys.TASK_DONE).inc()
         self._ops.append(m.TaskEnded(job.spec.tag, task.n, keys.TASK_DONE, data_json, nxt, now(),
                                      outcome.duration_ms, outcome.attempts))
         for d in result.definitions:
@@ -208,7 +232,9 @@ class JobRunner(CameronActor):
         n = len(job.names)
         job.names.append(name)
         call = self._call(spec, n, name, url, data, requestor)
-        job.running[n] = Task(n, name, depth, call)
+        job.running[n] = Task(n, name, depth, call, time.monotonic())
+        metrics.TASKS_STARTED.labels(spec.process.name).inc()
+        metrics.TASKS_IN_FLIGHT.inc()
         self._ops.append(m.TaskStarted(spec.tag, n, name, url, requestor, parent,
                                        ",".join(job.names), now()))
         self._calls.append(call)
@@ -228,6 +254,7 @@ class JobRunner(CameronActor):
         # Calls first: they are the job's critical path, the writes are not. Were this runner
         # to die between the two sends, Redis would still show the parent task running, and
         # resuming would call it (and so its children) again: at-least-once, as ever.
+        metrics.JOBS_IN_FLIGHT.set(len(self.jobs))
         if self._calls:
             self._to_tasks.put(self.task_actor, self._calls)
             self._calls = []

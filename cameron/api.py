@@ -10,7 +10,7 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 import falcon
 import redis
 
-from cameron import __version__, health, keys, openapi, store
+from cameron import __version__, dashboard, events, health, keys, metrics, openapi, store
 from cameron import messages as m
 from cameron.config import MAX_JSON_DEPTH, Config
 from cameron.gateway import EngineUnavailable
@@ -50,7 +50,9 @@ class FrontDoor:
     lets in only a request with one of them (`Authorization: Bearer <token>`); /api/health
     stays open for load balancers. The token's name scopes the client's Idempotency-Keys."""
 
-    OPEN = "/api/health"
+    #: Health for load balancers, and the dashboard's files (they hold no data: the page asks
+    #: for a token before it reads anything).
+    OPEN = frozenset(["/api/health", *dashboard.PATHS])
 
     def __init__(self, config: Config):
         self.base = config.api_url
@@ -59,7 +61,7 @@ class FrontDoor:
     def process_request(self, req, resp):
         req.context.base = self.base
         req.context.client = ""
-        if not self.tokens or req.path == self.OPEN:
+        if not self.tokens or req.path in self.OPEN:
             return
         scheme, _, given = (req.get_header("Authorization") or "").strip().partition(" ")
         # WSGI hands headers over as latin-1 text: back to the bytes the client sent.
@@ -470,6 +472,10 @@ def create_app(gateway, redis_client=None, jobs=None, config: Config | None = No
     app.add_route("/api/process/{name}/key/{key}/job/{uuid}", job)
     app.add_route("/api/process/{name}/key/{key}/job/{uuid}/cancel", job, suffix="cancel")
     app.add_route("/api/job/{uuid}", JobByUuid(gateway))
+    hub = events.Hub(redis_client) if redis_client is not None else None
+    app.add_route("/api/job/{uuid}/events", events.JobEvents(redis_client, hub))
+    app.add_route("/metrics", metrics.Metrics(jobs, config))
+    dashboard.add_routes(app, jobs)
     app.add_sink(_not_found, "/")
     app.add_error_handler(Exception, _internal)
     app.add_error_handler(EngineUnavailable, _unavailable)

@@ -13,7 +13,8 @@ import urllib.request
 
 import redis
 
-from cameron import __version__, actorsys, api, catalog, cli_jobs, health, keeper, keys, logs, store, term, web
+from cameron import (__version__, actorsys, api, catalog, cli_jobs, health, keeper, keys, logs, metrics, store,
+                     term, web)
 from cameron import messages as m
 from cameron.config import (ROOT, SETTINGS, Config, ConfigError, from_env, redact_url, remove_record,
                             write_record)
@@ -71,6 +72,7 @@ def _start_actors(config: Config, log_file=None):
     if orphans:
         _say(f"stopping {term.plural(len(orphans), 'actor process')} left by an engine that died")
         actorsys.kill_and_wait(orphans, config)
+    metrics.reset(config)
     try:
         actorsys.start(config, log_file=log_file)
     except RuntimeError as e:

@@ -133,6 +133,15 @@ def job_by_uuid(uuid: str) -> str:
     return f"{PREFIX}:job:{uuid}"
 
 
+def job_events(uuid: str) -> str:
+    """A Redis stream of the job's state changes, in the order they were written: each entry
+    holds the changes of one write batch as JSON (field `e`). Expires a while after the job ends.
+    Also the pub/sub channel on which each such write says the stream grew."""
+    return f"{PREFIX}:job:{uuid}:events"
+#: Seconds a finished job's event stream is kept (less when job_retention is shorter).
+EVENTS_TTL = 3600
+
+
 def idempotency(process: str, client: str, key: str) -> str:
     """A start's Idempotency-Key: JSON {"tag", "fingerprint"} of the job it created. A key is
     one client's within one process: `client` is its API token's name ("" without tokens),

@@ -119,6 +119,14 @@ _LIST = {"200": _json(_ref("JobList"), "A page of jobs, newest first"),
          "400": _error("A bad status, limit or cursor"),
          "404": _error("A process neither in the catalog nor with any job kept"), "503": _UNAVAILABLE}
 
+_EVENTS = {"description": "An event stream: events with a name, JSON data and an id",
+           "content": {"text/event-stream": {"schema": {
+               "type": "object", "required": ["event", "data"],
+               "properties": {"event": {"enum": ["job", "task", "cancel"]}, "data": _STRING,
+                              "id": _STRING, "retry": _INT}}}}}
+_PAGE = {"description": "A file of the dashboard",
+         "content": {t: {"schema": _STRING} for t in ("text/html", "text/javascript", "text/css", "image/svg+xml")}}
+
 PATHS = {
     "/api": {"get": {"summary": "Banner, version and links (JSON with Accept: application/json)",
                      "responses": {"200": {"description": "The banner",
@@ -171,6 +179,25 @@ PATHS = {
     "/api/job/{uuid}": {"get": {"summary": "A job found by its uuid alone", "parameters": [_UUID],
                                 "responses": {"200": _json(_ref("Job"), "The job"),
                                               "404": _error("No such job"), "503": _UNAVAILABLE}}},
+    "/api/job/{uuid}/events": {"get": {
+        "summary": "The job's changes as Server-Sent Events (`job`, `task`, `cancel`; JSON data), "
+                   "each with an id; the stream ends with the job's final `job` event",
+        "parameters": [_UUID, {"name": "Last-Event-ID", "in": "header", "schema": _STRING,
+                               "description": "resume after this event"}],
+        "responses": {"200": _EVENTS, "400": _error("A Last-Event-ID this server did not hand out"),
+                      "404": _error("No such job"), "503": _UNAVAILABLE}}},
+    "/api/process/{name}/counts": {"get": {
+        "summary": "How many of the process's jobs are in each state", "parameters": [_PROCESS],
+        "responses": {"200": _json({"type": "object", "properties": {s: _INT for s in STATES}},
+                                   "Jobs per state"),
+                      "404": _error("No such process"), "503": _UNAVAILABLE}}},
+    "/metrics": {"get": {"summary": "Prometheus metrics (text format)",
+                         "responses": {"200": {"description": "The metrics",
+                                               "content": {"text/plain": {"schema": _STRING}}}}}},
+    "/": {"get": {"summary": "The dashboard", "responses": {"200": _PAGE}}},
+    "/ui/{name}": {"get": {"summary": "The dashboard's files",
+                           "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STRING}],
+                           "responses": {"200": _PAGE, "404": _error("No such file")}}},
 }
 
 
@@ -178,7 +205,7 @@ _UNAUTHORIZED = {**_error("No valid token in `Authorization: Bearer <token>` (on
                           "server has tokens: CAMERON_API_TOKENS)"),
                  "headers": {"WWW-Authenticate": {"schema": _STRING}}}
 #: Open to all: load balancers check it without a token.
-OPEN = {"/api/health"}
+OPEN = {"/api/health", "/", "/ui/{name}"}
 
 
 def document(version: str, config: Config | None = None) -> dict:

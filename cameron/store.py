@@ -296,12 +296,21 @@ class JobStore:
         if one after the other: what they leave behind, in a few commands (_NetWrites). With a
         `token`, the same transaction records it (written_token() reads it back)."""
         net = _NetWrites()
+        events = {}  # tag -> the job's changes in this batch, for its event stream
         for op in ops:
             _WRITERS[type(op)](net, op)
+            events.setdefault(op.tag, []).append(event(op))
             if type(op) is m.JobEnded:
                 net.srem(self.owned, op.tag)
+                net.expire(keys.job_events(op.tag[-32:]), min(keys.EVENTS_TTL, self.retention or keys.EVENTS_TTL))
             if self.retention and isinstance(op, m.JobEnded):
                 self._expire(net, op)
+        # One stream entry and one wake-up per job per batch (a foo job's changes come in about
+        # four batches: a few commands per job, not sixteen). A PUBLISH nobody listens to costs
+        # Redis a lookup; web workers hear only of the jobs someone watches.
+        for tag, changes in events.items():
+            net.xadd(keys.job_events(tag[-32:]), json.dumps(changes, separators=(",", ":")))
+            net.publish(keys.job_events(tag[-32:]), "")
         pipe = self.redis.pipeline(transaction=True)
         net.write(pipe)
         if token:
@@ -358,6 +367,9 @@ class JobStore:
                 requested = now()
                 pipe.multi()
                 pipe.hset(tag, keys.JOB_CANCEL_REQUESTED, requested)
+                change = {"type": "cancel", "status": status, "time": requested}
+                pipe.xadd(keys.job_events(uuid), {"e": json.dumps([change])})
+                pipe.publish(keys.job_events(uuid), "")
             return status, requested
         return self.redis.transaction(record, tag, value_from_callable=True)
 
@@ -485,6 +497,8 @@ class _NetWrites:
         self.zsets = {}  # key -> {member: score, or None: removed}
         self.sets = {}  # key -> {members removed}
         self.expires = {}  # key -> seconds: after everything else (SET clears a TTL)
+        self.streams = []  # (key, JSON text): stream entries, in order
+        self.messages = []  # (channel, text): published once the rest is written
 
     def hset(self, key, mapping):
         self.hashes.setdefault(key, {}).update(mapping)
@@ -510,6 +524,12 @@ class _NetWrites:
     def expire(self, key, seconds):
         self.expires[key] = seconds
 
+    def xadd(self, key, text):
+        self.streams.append((key, text))
+
+    def publish(self, channel, text):
+        self.messages.append((channel, text))
+
     def write(self, pipe):
         for key, mapping in self.hashes.items():
             pipe.hset(key, mapping=mapping)
@@ -528,8 +548,12 @@ class _NetWrites:
                 pipe.zrem(key, *removed)
         for key, members in self.sets.items():
             pipe.srem(key, *members)
+        for key, text in self.streams:
+            pipe.xadd(key, {"e": text})
         for key, seconds in self.expires.items():
             pipe.expire(key, seconds)
+        for channel, text in self.messages:
+            pipe.publish(channel, text)
 
 
 def _job_started(pipe, op: m.JobStarted):
@@ -593,6 +617,20 @@ def _unindex(pipe, tag: str):
         pipe.zrem(keys.process_jobs(process, state), tag)
     pipe.zrem(keys.key_jobs(process, key), tag)
     pipe.zrem(keys.EXPIRING, tag)
+
+
+def event(op) -> dict:
+    """A job moment as its event stream tells it: small, without the task's output (the job
+    document has it)."""
+    if type(op) is m.TaskStarted:
+        return {"type": "task", "n": op.n, "name": op.name, "status": keys.TASK_RUNNING,
+                "time": op.time, "parent": op.parent, "requestor": op.requestor}
+    if type(op) is m.TaskEnded:
+        return {"type": "task", "n": op.n, "status": op.status, "time": op.time,
+                "duration_ms": op.duration_ms, "attempts": op.attempts}
+    if type(op) is m.JobStarted:
+        return {"type": "job", "status": keys.RUNNING, "time": op.time}
+    return {"type": "job", "status": op.status, "time": op.time, "errors": op.errors}
 
 
 _WRITERS = {m.JobStarted: _job_started, m.TaskStarted: _task_started,

@@ -22,7 +22,9 @@ class Worker(GeventWorker):
         super().init_process()
 
     def timeout_ctx(self):
-        return _Waiting(self.waiting, gevent.Timeout(self.cfg.keepalive, False))
+        # A connection that goes idle once the worker is stopping (after a long answer, such
+        # as an event stream) ends at once too.
+        return _Waiting(self.waiting, gevent.Timeout(self.cfg.keepalive if self.alive else 0.01, False))
 
     def handle_exit(self, sig, frame):
         # gunicorn waits for every connection to end before the worker exits, kept-alive idle
@@ -30,6 +32,10 @@ class Worker(GeventWorker):
         # as long as the requests in progress and not web_header_timeout more.
         super().handle_exit(sig, frame)
         gevent.spawn(self._close_waiting)
+        # Open event streams end too; their clients resume elsewhere. (Imported here: this
+        # module is loaded before gevent patches the standard library, and events imports redis.)
+        from cameron import events
+        gevent.spawn(events.stop_all)
 
     def _close_waiting(self):
         for greenlet, timeout in list(self.waiting.items()):

@@ -50,7 +50,7 @@ def test_an_unknown_process_gets_a_json_404(engine):
     "/api/process/foo/key/k1/job/0123456789abcdef0123456789abcdef",  # well-formed, unknown
     "/api/process/foo/key/k1/job/not-a-uuid",
     "/api/nothing/here",
-    "/",
+    "/ui/nothing.js",  # "/" is the dashboard
 ])
 def test_unknown_jobs_and_paths_get_json_404s(engine, path):
     resp = engine.http.get(engine.base_url + path, headers={"Accept": "text/html"})

@@ -316,7 +316,7 @@ def test_the_catalog_is_listable():
 # --- anything else ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method, path", [
-    ("GET", "/"), ("GET", "/nothing"), ("GET", "/api/unknown"), ("POST", "/api/process/foo"),
+    ("GET", "/ui/nothing.js"), ("GET", "/nothing"), ("GET", "/api/unknown"), ("POST", "/api/process/foo"),
     ("GET", "/api/process/foo/key/k"), ("GET", f"/api/process/foo/key/a/b/job/{UUID}"),
     ("DELETE", "/x/y"),
 ])

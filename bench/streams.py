@@ -1,0 +1,158 @@
+"""`python -m bench.streams`: what open event streams cost the engine. Foo jobs/s in the
+throughput figure's closed loop without streams, with N streams open (each on a job that
+sleeps through the run, so it stays open), and without them again; and what the web workers
+hold meanwhile (threads, RSS)."""
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+from bench import figures
+from bench.__main__ import FULL
+from bench.stack import Stack, wait_for
+
+
+def _threads_and_rss(pid: int) -> tuple[int, int]:
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            fields[name] = value.split()
+    return int(fields["Threads"][0]), int(fields["VmRSS"][0]) // 1024
+
+
+def web_workers(stack: Stack) -> list[int]:
+    with open(f"/proc/{stack.web.pid}/task/{stack.web.pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+class Streams:
+    """N SSE connections from one asyncio loop on its own thread: each reads until closed."""
+
+    def __init__(self, base: str, uuids: list[str]):
+        parts = urlsplit(base)
+        self.host, self.port, self.uuids = parts.hostname, parts.port, uuids
+        self.opened = 0
+        self.events = 0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.tasks = []
+        self.errors = []
+
+    async def _one(self, uuid: str):
+        try:
+            await self._read(uuid)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.errors.append(repr(e))
+
+    async def _read(self, uuid: str):
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        writer.write(f"GET /api/job/{uuid}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b" 200 " in head.split(b"\r\n", 1)[0], head[:200]
+        self.opened += 1
+        try:
+            while chunk := await reader.read(65536):
+                self.events += chunk.count(b"\nevent: ")
+        finally:
+            writer.close()
+
+    def open(self):
+        self.thread.start()
+        for uuid in self.uuids:
+            self.tasks.append(asyncio.run_coroutine_threadsafe(self._one(uuid), self.loop))
+
+    def close(self):
+        async def cancel_all():
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def _cpu_ms(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def loop_jobs_per_s(stack: Stack, api: figures.Api, clients: int, seconds: float) -> dict:
+    """The closed loop's jobs/s and latency, and the CPU the web workers and Redis spent per
+    job meanwhile: a figure that the machine's other load moves far less than the rate."""
+    def one_job():
+        return stack.watcher.wait(api.start("foo"), figures.JOB_DEADLINE)
+    pids = {"web": web_workers(stack), "redis": [stack.redis.proc.pid]}
+    before = {k: sum(_cpu_ms(p) for p in v) for k, v in pids.items()}
+    spans = figures._closed_loop(clients, seconds, one_job)
+    after = {k: sum(_cpu_ms(p) for p in v) for k, v in pids.items()}
+    lat = [(t1 - t0) * 1000 for t0, t1 in spans]
+    return {"jobs_per_s": round(len(spans) / seconds, 1), "p50_ms": round(figures.percentile(lat, 50), 1),
+            "p99_ms": round(figures.percentile(lat, 99), 1),
+            **{f"{k}_cpu_ms_per_job": round((after[k] - before[k]) / max(1, len(spans)), 3) for k in pids}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.streams", description=__doc__)
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=FULL["clients"])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    def say(text):
+        print(f"bench.streams: {text}", file=sys.stderr, flush=True)
+
+    sizes = {**FULL, "inflight_ms": 3_600_000}  # the streams' jobs sleep for an hour
+    out = {"streams": args.streams, "clients": args.clients, "seconds": args.seconds, "runs": []}
+    with Stack(sizes) as stack:
+        api = figures.Api(stack.api)
+        for _ in range(6):
+            stack.watcher.wait(api.start("foo"), figures.JOB_DEADLINE)
+        sleepers = [api.start("inflight") for _ in range(args.streams)]
+        wait_for(lambda: stack.store.zcard(f"cameron:process:inflight:jobs:running") == args.streams,
+                 60, "the sleeping jobs to run")
+        events = 0
+        for i in range(args.repeats):
+            run = {"without": loop_jobs_per_s(stack, api, args.clients, args.seconds)}
+            say(f"run {i + 1} without streams: {run['without']}")
+            streams = Streams(stack.api, sleepers)
+            streams.open()
+            try:
+                wait_for(lambda: streams.opened == args.streams, 60, "every stream to open")
+            except RuntimeError:
+                say(f"{streams.opened} open, errors: {streams.errors[:5]} ({len(streams.errors)})")
+                raise
+            time.sleep(1)
+            run["with"] = loop_jobs_per_s(stack, api, args.clients, args.seconds)
+            run["workers"] = {pid: dict(zip(("threads", "rss_mib"), _threads_and_rss(pid)))
+                              for pid in web_workers(stack)}
+            say(f"run {i + 1} with {streams.opened} streams: {run['with']}; web workers {run['workers']}")
+            out["runs"].append(run)
+            events += streams.events
+            streams.close()
+            time.sleep(35)  # the server finds a closed stream at its second keep-alive comment after
+        out["events_read"] = events
+    out["median_without"] = statistics.median(r["without"]["jobs_per_s"] for r in out["runs"])
+    out["median_with"] = statistics.median(r["with"]["jobs_per_s"] for r in out["runs"])
+    for part in ("web", "redis"):
+        for phase in ("without", "with"):
+            out[f"median_{part}_cpu_ms_per_job_{phase}"] = statistics.median(
+                r[phase][f"{part}_cpu_ms_per_job"] for r in out["runs"])
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

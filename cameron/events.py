@@ -1,0 +1,257 @@
+"""Server-Sent Events of a job's state changes (`GET /api/job/{uuid}/events`), read from the
+job's Redis stream and woken by one pub/sub subscription per web worker."""
+
+import functools
+import json
+import logging
+import threading
+import time
+from contextlib import contextmanager
+
+import falcon
+import redis
+
+from cameron import keys, store
+from cameron.gateway import EngineUnavailable
+
+#: Seconds between comments on a quiet stream: they find clients that went away, and keep
+#: proxies from closing the connection.
+KEEPALIVE = 15.0
+#: Seconds between looks at the job's stream without a wake-up. Wake-ups are lost only while
+#: the subscription is down, and every stream reads again once it is back; this is a net
+#: under that, kept wide: a thousand quiet streams read Redis 17 times a second, not 200.
+POLL = 60.0
+#: What a browser's EventSource waits before it reconnects, in ms.
+RETRY_MS = 2000
+#: Stream entries read per round trip.
+BATCH = 200
+#: Redis connections a web worker's streams read with, at most.
+READERS = 16
+#: Seconds between the Hub's looks at which channels its streams want (while any is open).
+TICK = 0.05
+
+log = logging.getLogger("cameron.events")
+#: Every Hub of this process, for stop_all().
+_HUBS = []
+
+
+def stop_all():
+    """End every open stream of this process (the web worker is stopping): a client
+    reconnects, to another worker, with its Last-Event-ID, instead of holding the stop up."""
+    for hub in _HUBS:
+        hub.stop()
+
+
+class Hub:
+    """The web worker's one pub/sub connection: it subscribes to the channel of each job an
+    open stream watches, for as long as one does, and wakes those streams when a
+    write batch changed their job. A thousand open streams cost a thousand idle greenlets
+    (gevent patches `threading`) and one Redis connection, not a thread or a poll each; and
+    the worker hears only of the jobs someone watches."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+        self.stopping = False
+        _HUBS.append(self)
+        self.lock = threading.Lock()
+        self.channels = {}  # channel -> {threading.Event of each stream on it}
+        self.thread = None
+
+    @functools.cached_property
+    def reader(self) -> redis.Redis:
+        """What the streams read with: a bounded pool that greenlets wait on, so that a
+        thousand streams waking at once share a few connections instead of opening a
+        thousand (past Redis's listen backlog, connects fail)."""
+        pool = self.client.connection_pool
+        return redis.Redis(connection_pool=redis.BlockingConnectionPool(
+            max_connections=READERS, timeout=10, connection_class=pool.connection_class,
+            **pool.connection_kwargs))
+
+    @contextmanager
+    def watch(self, channel: str):
+        """An Event for a stream, set whenever a message comes on the channel (and once the
+        subscription is active)."""
+        wake = threading.Event()
+        with self.lock:
+            self.channels.setdefault(channel, set()).add(wake)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._listen, name="cameron-events", daemon=True)
+                self.thread.start()
+        try:
+            yield wake
+        finally:
+            with self.lock:
+                watchers = self.channels.get(channel, set())
+                watchers.discard(wake)
+                if not watchers:
+                    self.channels.pop(channel, None)
+
+    def stop(self):
+        with self.lock:
+            self.stopping = True
+            self._wake_all()
+
+    def _wake_all(self):
+        for watchers in self.channels.values():
+            for wake in watchers:
+                wake.set()
+
+    def _listen(self):
+        """Runs while a stream watches: (un)subscribes as streams come and go (this greenlet
+        alone uses the connection) and passes messages on."""
+        pool = self.client.connection_pool
+        client = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class,
+            **{**pool.connection_kwargs, "socket_timeout": None}))
+        while True:
+            pubsub = client.pubsub()
+            subscribed = set()
+            try:
+                while True:
+                    with self.lock:
+                        wanted = set(self.channels)
+                        if not wanted:
+                            self.thread = None
+                            pubsub.close()
+                            return
+                    if wanted - subscribed:
+                        pubsub.subscribe(*(wanted - subscribed))
+                    if subscribed - wanted:
+                        pubsub.unsubscribe(*(subscribed - wanted))
+                    subscribed = wanted
+                    message = pubsub.get_message(timeout=TICK)
+                    while message is not None:
+                        self._on(message)
+                        message = pubsub.get_message(timeout=0)
+            except Exception as e:  # Redis gone: the streams poll until it is back
+                log.warning("event subscription lost (%s); retrying in 1 s", e)
+                with self.lock:
+                    self._wake_all()
+                pubsub.close()
+                time.sleep(1)
+
+    def _on(self, message):
+        if message["type"] not in ("message", "subscribe"):
+            return
+        with self.lock:
+            for wake in self.channels.get(message["channel"], ()):
+                wake.set()
+
+
+def _frame(event: str, data, event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _position(last_event_id: str | None) -> tuple[str, int]:
+    """(stream entry id, index of the last change seen in it) from a Last-Event-ID; from the
+    start when there is none. 400 for an id this server did not hand out."""
+    if not last_event_id:
+        return "0-0", -1
+    entry, _, index = last_event_id.strip().rpartition(".")
+    ms, _, seq = entry.partition("-")
+    if not (ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit()
+            and index.isascii() and index.isdigit()) or len(last_event_id) > 60:
+        raise falcon.HTTPBadRequest(title="Invalid Last-Event-ID",
+                                    description="not an event id this server handed out")
+    return f"{int(ms)}-{int(seq)}", int(index)
+
+
+def _from_hash(h: dict) -> list[dict]:
+    """A job's changes rebuilt from its hash, for a job whose stream has expired (or that
+    ended before streams were kept): start order, each task's start then its end."""
+    changes = []
+    status = h.get(keys.JOB_STATUS, "")
+    if keys.job_time(keys.RUNNING) in h:
+        changes.append({"type": "job", "status": keys.RUNNING, "time": h[keys.job_time(keys.RUNNING)]})
+    for t in store.tasks_of(h):
+        n = t["n"]
+        changes.append({"type": "task", "n": n, "name": t["name"], "status": keys.TASK_RUNNING,
+                        "time": h.get(keys.task_time(n, keys.TASK_RUNNING)), "parent": t["parent"],
+                        "requestor": t["requestor"]})
+        if t["status"] != keys.TASK_RUNNING:
+            changes.append({"type": "task", "n": n, "status": t["status"],
+                            "time": h.get(keys.task_time(n, t["status"])),
+                            "duration_ms": int(h.get(keys.task_field(n, "duration_ms")) or 0),
+                            "attempts": int(h.get(keys.task_field(n, "attempts")) or 1)})
+    if status in keys.FINAL_STATES:
+        changes.append({"type": "job", "status": status, "time": h.get(keys.job_time(status)),
+                        "errors": int(h.get("job.errors") or 0)})
+    return changes
+
+
+def _final(change: dict) -> bool:
+    return change["type"] == "job" and change["status"] in keys.FINAL_STATES
+
+
+class JobEvents:
+    """`GET /api/job/{uuid}/events`: every change of the job as an SSE event (`job`, `task`
+    or `cancel`, JSON data), each with an id; `Last-Event-ID` resumes after it. The stream
+    ends with the job's final `job` event."""
+
+    def __init__(self, client: redis.Redis | None, hub: Hub | None):
+        self.hub = hub
+
+    def on_get(self, req, resp, uuid):
+        not_found = falcon.HTTPNotFound(title="Job not found", description=f"no job {uuid}")
+        if self.hub is None or len(uuid) != 32 or not all(c in "0123456789abcdef" for c in uuid):
+            raise not_found
+        after = _position(req.get_header("Last-Event-ID"))
+        try:
+            tag = self.hub.reader.get(keys.job_by_uuid(uuid))
+        except redis.RedisError as e:
+            raise EngineUnavailable(f"job store unavailable: {e}") from None
+        if tag is None:
+            raise not_found
+        resp.content_type = "text/event-stream"
+        resp.set_header("Cache-Control", "no-store")
+        resp.set_header("X-Accel-Buffering", "no")  # nginx: pass each event on at once
+        resp.stream = self._stream(uuid, tag, after)
+
+    def _stream(self, uuid: str, tag: str, after: tuple[str, int]):
+        stream_key = keys.job_events(uuid)
+        entry, seen = after
+        start = "-" if entry == "0-0" else entry  # the resumed entry again: its later changes
+        with self.hub.watch(keys.job_events(uuid)) as wake:
+            yield f"retry: {RETRY_MS}\n\n".encode()
+            quiet = False
+            while not self.hub.stopping:
+                wake.clear()
+                try:
+                    entries = self.hub.reader.xrange(stream_key, min=start, count=BATCH)
+                    if not entries and (entry == "0-0" or quiet):
+                        ending = self._ending(tag, entry, seen)
+                        if ending is not None:
+                            yield from ending
+                            return
+                except redis.RedisError:
+                    entries = []
+                for entry_id, fields in entries:
+                    changes = json.loads(fields["e"])
+                    for i, change in enumerate(changes):
+                        if entry_id != entry or i > seen:
+                            yield _frame(change["type"], change, f"{entry_id}.{i}")
+                        if _final(change):
+                            return
+                    entry, seen = entry_id, len(changes) - 1
+                if entries:
+                    start = "(" + entry
+                    if len(entries) == BATCH:
+                        continue
+                # Until a wake-up: a comment every KEEPALIVE s, and a look anyway after POLL s.
+                waited = 0.0
+                while waited < POLL and not self.hub.stopping and not wake.wait(KEEPALIVE):
+                    yield b": keepalive\n\n"
+                    waited += KEEPALIVE
+                quiet = waited >= POLL
+
+    def _ending(self, tag: str, entry: str, seen: int):
+        """The frames that end the stream of a job that is final but whose stream has nothing
+        more (expired, or never written); None while the job has not ended."""
+        if self.hub.reader.hget(tag, keys.JOB_STATUS) not in keys.FINAL_STATES:
+            return None
+        changes = _from_hash(self.hub.reader.hgetall(tag))
+        if entry == "0-0":
+            return [_frame(c["type"], c, f"0-0.{i}") for i, c in enumerate(changes) if i > seen]
+        return [_frame("job", changes[-1], f"{entry}.{seen + 1}")]
+

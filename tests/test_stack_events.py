@@ -1,0 +1,141 @@
+"""The job event stream (Server-Sent Events) through gunicorn, the actors and Redis."""
+
+import json
+import signal
+import time
+
+import pytest
+import requests
+from conftest import Engine, free_port, start_web
+
+from cameron import keys
+
+pytestmark = pytest.mark.stack
+
+
+def read_events(response, stop_after: int | None = None) -> list[dict]:
+    """Parse an SSE body into [{"id", "event", "data"}] until it ends (or `stop_after` events)."""
+    events, current = [], {}
+    for line in response.iter_lines(decode_unicode=True):
+        if line == "":
+            if "event" in current:
+                events.append(current)
+                if stop_after is not None and len(events) >= stop_after:
+                    break
+            current = {}
+        elif not line.startswith(":"):
+            field, _, value = line.partition(": ")
+            current[field] = json.loads(value) if field == "data" else value
+    return events
+
+
+def stream(engine, uuid: str, last_event_id: str | None = None, **kwargs):
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    return requests.get(f"{engine.base_url}/api/job/{uuid}/events", headers=headers, stream=True,
+                        timeout=30, **kwargs)
+
+
+def started_uuid(engine, process: str) -> str:
+    resp = engine.start_job(process)
+    assert resp.status_code == 201, resp.text
+    return resp.json()["uuid"]
+
+
+def check_order(events: list[dict], final: str):
+    """Every change once, in an order the job can have had them in."""
+    ids = [e["id"] for e in events]
+    assert len(set(ids)) == len(ids)
+    assert [e["data"]["status"] for e in events if e["event"] == "job"][-1] == final
+    assert events[-1]["event"] == "job" and events[-1]["data"]["status"] == final
+    assert events[0] == {**events[0], "event": "job"} and events[0]["data"]["status"] == "running"
+    started, ended = {}, set()
+    for e in events:
+        d = e["data"]
+        if e["event"] == "task" and d["status"] == "running":
+            assert d["n"] not in started and d["n"] == len(started), "tasks start in index order"
+            assert d["parent"] == -1 or d["parent"] in ended, "a child starts after its parent ended"
+            started[d["n"]] = d["name"]
+        elif e["event"] == "task":
+            assert d["n"] in started and d["n"] not in ended
+            assert d["duration_ms"] >= 0 and d["attempts"] >= 1
+            ended.add(d["n"])
+    return started, ended
+
+
+def test_stream_tells_every_change_in_order_and_ends(engine):
+    uuid = started_uuid(engine, "slowchain")
+    resp = stream(engine, uuid)
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    events = read_events(resp)  # returns only because the server ends the stream
+    started, ended = check_order(events, "done")
+    doc = engine.http.get(f"{engine.base_url}/api/job/{uuid}", timeout=10).json()
+    assert doc["status"]["current"] == "done"
+    assert [t["name"] for t in doc["tasks"]] == [started[n] for n in range(len(started))]
+    assert ended == set(started) and len(started) == len(doc["tasks"]) == 6
+    # Read again after the end: the same events with the same ids, then the end.
+    assert read_events(stream(engine, uuid)) == events
+
+
+def test_last_event_id_resumes_without_a_gap(engine):
+    uuid = started_uuid(engine, "slowchain")
+    first = stream(engine, uuid)
+    head = read_events(first, stop_after=3)
+    first.close()  # the client goes away mid-job
+    rest = read_events(stream(engine, uuid, last_event_id=head[-1]["id"]))
+    whole = read_events(stream(engine, uuid))
+    assert head + rest == whole
+    check_order(whole, "done")
+    # Resuming from the last event: nothing more, the stream ends at once.
+    assert read_events(stream(engine, uuid, last_event_id=whole[-1]["id"])) == []
+
+
+def test_cancel_shows_in_the_stream(engine):
+    uuid = started_uuid(engine, "slow")
+    resp = stream(engine, uuid)
+    lines = resp.iter_lines(decode_unicode=True)
+    # Wait until the start task runs, then cancel it from elsewhere.
+    for line in lines:
+        if line.startswith("data: ") and '"type":"task"' in line:
+            break
+    doc = engine.http.get(f"{engine.base_url}/api/job/{uuid}", timeout=10).json()
+    assert engine.http.delete(doc["links"]["self"], timeout=10).status_code == 202
+    rest = read_events(resp)
+    assert [e["event"] for e in rest][0] == "cancel"
+    assert rest[-1]["event"] == "job" and rest[-1]["data"]["status"] == "cancelled"
+
+
+def test_unknown_job_and_bad_ids(engine):
+    assert stream(engine, "0" * 32).status_code == 404
+    assert stream(engine, "not-a-uuid").status_code == 404
+    uuid = engine.run_job("foo")["uuid"]
+    resp = stream(engine, uuid, last_event_id="nonsense")
+    assert resp.status_code == 400 and resp.json()["title"] == "Invalid Last-Event-ID"
+
+
+def test_a_stopping_web_worker_ends_its_streams_at_once(engine):
+    # A job that never moves: its stream would stay open for as long as the job.
+    uuid = "5" * 32
+    tag = keys.job_tag("foo", "still", uuid)
+    engine.redis.hset(tag, mapping={keys.JOB_STATUS: "running", keys.job_time("running"): "t"})
+    engine.redis.set(keys.job_by_uuid(uuid), tag)
+    port = free_port()
+    other = Engine({**engine.env, "CAMERON_PORT": str(port)}, f"http://127.0.0.1:{port}",
+                   engine.env["CAMERON_REDIS_URL"])
+    web = start_web(other)
+    try:
+        resp = stream(other, uuid)
+        assert resp.status_code == 200
+        lines = resp.iter_lines(decode_unicode=True)
+        assert next(lines).startswith("retry:")
+        began = time.monotonic()
+        web.send_signal(signal.SIGTERM)
+        assert list(lines) == [""], "the stream ends, with no event"
+        web.wait(10)
+        # Well inside gunicorn's graceful_timeout (10 s), which would otherwise run out.
+        assert time.monotonic() - began < 5
+    finally:
+        if web.poll() is None:
+            web.kill()
+            web.wait()
+        engine.redis.delete(tag, keys.job_by_uuid(uuid))

@@ -1,0 +1,109 @@
+"""Event streams and the dashboard's files, without the stack: ids, the events a write batch
+adds to a job's Redis stream, a stream rebuilt from a hash, files open with tokens on."""
+
+import json
+import shutil
+import tempfile
+
+import falcon
+import falcon.testing
+import pytest
+
+from cameron import api, events, keys, metrics, store
+from cameron import messages as m
+from cameron.config import Config
+from cameron.redis_server import EmbeddedRedis
+
+UUID = "ab" * 16
+TAG = keys.job_tag("foo", "k", UUID)
+
+
+@pytest.mark.parametrize("given, position", [
+    (None, ("0-0", -1)), ("", ("0-0", -1)), ("1732912345678-0.2", ("1732912345678-0", 2)),
+    ("0-0.5", ("0-0", 5)), (" 17-3.0 ", ("17-3", 0)),
+])
+def test_last_event_id_is_a_stream_entry_and_a_place_in_it(given, position):
+    assert events._position(given) == position
+
+
+@pytest.mark.parametrize("bad", ["nonsense", "17-3", "17.2", "-1-0.2", "17-0.-1", "١٧-0.1", "1" * 70 + "-0.1"])
+def test_last_event_id_that_was_never_handed_out_is_a_400(bad):
+    with pytest.raises(falcon.HTTPBadRequest):
+        events._position(bad)
+
+
+@pytest.fixture
+def redis_client():
+    folder = tempfile.mkdtemp(prefix="ce", dir="/tmp")
+    server = EmbeddedRedis(folder).start()
+    try:
+        yield store.connect(server.url)
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_write_batch_adds_one_entry_per_job_and_wakes_listeners(redis_client):
+    jobs = store.JobStore(redis_client, "e1")
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.job_events(UUID))
+    other = keys.job_tag("bar", "k", "cd" * 16)
+    jobs.apply([m.JobStarted(TAG, "t0"), m.TaskStarted(TAG, 0, "start", "http://a", "bob", -1, "start", "t1"),
+                m.JobStarted(other, "t0")])
+    jobs.apply([m.TaskEnded(TAG, 0, "done", "{}", "undefined", "t2", 12, 2), m.JobEnded(TAG, "t3", 0, tasks=1)])
+    entries = redis_client.xrange(keys.job_events(UUID))
+    assert [json.loads(f["e"]) for _, f in entries] == [
+        [{"type": "job", "status": "running", "time": "t0"},
+         {"type": "task", "n": 0, "name": "start", "status": "running", "time": "t1", "parent": -1,
+          "requestor": "bob"}],
+        [{"type": "task", "n": 0, "status": "done", "time": "t2", "duration_ms": 12, "attempts": 2},
+         {"type": "job", "status": "done", "time": "t3", "errors": 0}]]
+    assert 0 < redis_client.ttl(keys.job_events(UUID)) <= keys.EVENTS_TTL
+    assert redis_client.ttl(keys.job_events("cd" * 16)) == -1  # still running: kept
+    heard = []
+    for _ in range(50):
+        message = pubsub.get_message(timeout=0.1)
+        if message:
+            heard.append((message["channel"], message["data"]))
+        if len(heard) == 2:
+            break
+    assert heard == [(keys.job_events(UUID), "")] * 2  # a wake-up per batch that changed the job
+
+
+def test_a_finished_job_without_a_stream_is_rebuilt_from_its_hash():
+    h = {keys.JOB_STATUS: "done", keys.job_time("running"): "t0", keys.job_time("done"): "t9", "job.errors": "1",
+         "task.0.status.current": "done", "task.0.name": "start", "task.0.parent": "-1",
+         "task.0.requestor": "bob", "task.0.status.running.time": "t1", "task.0.status.done.time": "t2",
+         "task.0.duration_ms": "5", "task.0.attempts": "1",
+         "task.1.status.current": "error", "task.1.name": "a", "task.1.parent": "0",
+         "task.1.requestor": "start", "task.1.status.running.time": "t3", "task.1.status.error.time": "t4",
+         "task.1.duration_ms": "7", "task.1.attempts": "3"}
+    changes = events._from_hash(h)
+    assert [(c["type"], c.get("n"), c["status"]) for c in changes] == [
+        ("job", None, "running"), ("task", 0, "running"), ("task", 0, "done"), ("task", 1, "running"),
+        ("task", 1, "error"), ("job", None, "done")]
+    assert changes[4]["attempts"] == 3 and changes[-1]["errors"] == 1
+
+
+def test_dashboard_files_need_no_token_but_data_does():
+    client = falcon.testing.TestClient(api.create_app(None, config=Config(api_tokens="alice:tok-a")))
+    page = client.simulate_get("/")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert 'src="ui/app.js"' in page.text  # relative: works under a proxy's path too
+    for name, kind in [("app.js", "text/javascript"), ("app.css", "text/css"), ("icon.svg", "image/svg+xml")]:
+        resp = client.simulate_get(f"/ui/{name}")
+        assert resp.status_code == 200 and resp.headers["Content-Type"].startswith(kind)
+    for path in ["/api/process/foo/counts", f"/api/job/{UUID}/events", "/metrics"]:
+        assert client.simulate_get(path).status_code == 401, path
+    open_client = falcon.testing.TestClient(api.create_app(None))
+    assert open_client.simulate_get("/ui/nothing.js").status_code == 404
+
+
+@pytest.mark.parametrize("error, limit", [
+    ("21 next activities exceed the fan-out limit of 20", "fanout"),
+    ("next activities would exceed the job depth limit of 8", "depth"),
+    ("answer larger than the 100000-byte limit", "response_bytes"),
+    ("connection failed: refused", None),
+])
+def test_limit_errors_are_told_apart(error, limit):
+    assert metrics.limit_of(error) == limit
