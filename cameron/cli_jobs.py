@@ -127,7 +127,11 @@ def _complete_id(config, prefix: str) -> str:
         client = store.connect(config.effective_redis_url)
         found = set()
         for name in client.scan_iter(match=keys.job_by_uuid(prefix) + "*", count=1000):
-            found.add((name.decode() if isinstance(name, bytes) else name).rsplit(":", 1)[1])
+            name = name.decode() if isinstance(name, bytes) else name
+            uuid = name[len(keys.job_by_uuid("")):]
+            if not re.fullmatch(r"[0-9a-f]{32}", uuid):
+                continue  # another key under the same prefix (a job's event stream)
+            found.add(uuid)
             if len(found) > 1:
                 break
     except redis.RedisError as e:
