@@ -200,6 +200,8 @@ def main(argv=None) -> int:
         servers[server]["fanout_target_s"] = fanout_target(server, sizes)
         if server == "fast":  # the engine's own figures, as ever at the top
             results = measured
+        # Written after each server too: a long run that fails later keeps what it measured.
+        Path(args.out).write_text(json.dumps({**results, "servers": servers, "partial": True}, indent=2) + "\n")
     results.update(servers=servers, engine=engine, pids=pids, smoke=args.smoke, sizes=sizes,
                    seconds=round(time.monotonic() - began, 1),
                    date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

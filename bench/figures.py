@@ -147,13 +147,24 @@ class DirectClient:
         conn = getattr(self.local, "conn", None)
         if conn is None:  # one activity server: one connection per thread does
             conn = self.local.conn = http.client.HTTPConnection(parts.netloc, timeout=30)
-        conn.request("POST", parts.path, json.dumps(body).encode(), headers)
-        # As lean as the engine: no 40 ms delayed ACK with servers that write twice (its
-        # TaskActor acknowledges at once too); an HTTP/1.0 server's answer closes the
-        # connection, and http.client opens a new one for the next request.
-        conn.sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_QUICKACK", 12), 1)
-        resp = conn.getresponse()
-        raw = resp.read()
+        for attempt in range(10):
+            try:
+                conn.request("POST", parts.path, json.dumps(body).encode(), headers)
+                # As lean as the engine: no 40 ms delayed ACK with servers that write twice
+                # (its TaskActor acknowledges at once too); an HTTP/1.0 server's answer closes
+                # the connection, and http.client opens a new one for the next request.
+                conn.sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_QUICKACK", 12), 1)
+                resp = conn.getresponse()
+                raw = resp.read()
+                break
+            except (ConnectionError, http.client.RemoteDisconnected):
+                # A server with a small listen backlog resets connections under a burst; the
+                # engine calls again too (a reset is retried, after a back-off), so the limit
+                # does as well.
+                conn.close()
+                if attempt == 9:
+                    raise
+                time.sleep(min(0.5, 0.01 * 2 ** attempt))
         if resp.status != 200:
             raise RuntimeError(f"{url} answered {resp.status}")
         return json.loads(raw)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cameron import actorsys, keeper, store
+from cameron import actorsys, keeper, procfs, store
 from cameron.activity_server import ActivityServer
 from cameron.config import ROOT, from_env
 from cameron.redis_server import EmbeddedRedis
@@ -26,6 +26,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def descendants(root: int, parents: dict | None = None) -> set[int]:
+    """The processes below `root`, by `parents` (pid -> parent pid; all of /proc by default)."""
+    if parents is None:
+        parents = {p: actorsys._ppid(p) for p in procfs.all_pids()}
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):

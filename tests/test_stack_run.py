@@ -14,25 +14,9 @@ import requests
 
 from cameron import actorsys, procfs
 from cameron.config import from_env
-from conftest import free_port, wait_until
+from conftest import descendants, free_port, wait_until
 
 pytestmark = pytest.mark.stack
-
-
-def descendants(pid: int) -> set[int]:
-    parents = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    parents[int(p)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                pass
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {c for c, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
 def assert_only_loopback(pids, run_pid, env):

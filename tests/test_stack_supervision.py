@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from cameron import actorsys, keeper, keys
-from conftest import start_engine, stop_engine, wait_until
+from conftest import descendants, start_engine, stop_engine, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -16,14 +16,6 @@ pytestmark = pytest.mark.stack
 def tree(engine) -> dict:
     """The actor system's processes: pid -> parent pid."""
     return {p: actorsys._ppid(p) for p in actorsys.system_pids(engine.config)}
-
-
-def descendants(parents: dict, root: int) -> set:
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {p for p, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
 def test_a_killed_supervisor_takes_its_tree_along_and_is_replaced_unasked(short_tmp, redis_server, activities):
@@ -35,8 +27,8 @@ def test_a_killed_supervisor_takes_its_tree_along_and_is_replaced_unasked(short_
         before = tree(engine)
         admin = next(p for p, parent in before.items() if parent not in before)
         supervisor = max((p for p, parent in before.items() if parent == admin),
-                         key=lambda p: len(descendants(before, p)))
-        old_tree = {supervisor} | descendants(before, supervisor)
+                         key=lambda p: len(descendants(p, before)))
+        old_tree = {supervisor} | descendants(supervisor, before)
         assert len(old_tree) >= 6  # catalog, JobData, scheduler, runners and their TaskActors
         # Given a job under way (five activities of 300 ms, one after the other)
         resp = engine.start_job("slowchain", key="through-a-kill")

@@ -1,8 +1,6 @@
 """JobData against a real Redis, outside an actor system: what it does when Redis runs a
 command but its reply never comes back."""
 
-import shutil
-import tempfile
 import uuid as uuidlib
 
 import pytest
@@ -14,20 +12,10 @@ from cameron import keys, store
 from cameron import messages as m
 from cameron.catalog import Process
 from cameron.config import Config
-from cameron.redis_server import EmbeddedRedis
 
 FOO = Process(name="foo", start_url="http://127.0.0.1:9292/foo/v0.0.1/start")
 
 
-@pytest.fixture(scope="module")
-def redis_url():
-    folder = tempfile.mkdtemp(prefix="cj", dir="/tmp")  # short: unix socket paths max ~100 chars
-    server = EmbeddedRedis(folder).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 class ReplyLost(store.JobStore):

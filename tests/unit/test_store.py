@@ -2,8 +2,6 @@
 
 import json
 import re
-import shutil
-import tempfile
 import uuid as uuidlib
 from datetime import datetime, timedelta, timezone
 
@@ -12,22 +10,12 @@ import pytest
 from cameron import keys, store
 from cameron import messages as m
 from cameron.catalog import Process
-from cameron.redis_server import EmbeddedRedis
 
 TIME = re.compile(r"^\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2}$")
 FOO = Process(name="foo", start_url="http://127.0.0.1:9292/foo/v0.0.1/start")
 T0, T1, T2, T3, T4 = (f"01-02-2025 03:04:0{i}" for i in range(5))
 
 
-@pytest.fixture(scope="module")
-def redis_url():
-    folder = tempfile.mkdtemp(prefix="cu", dir="/tmp")  # short: unix socket paths max ~100 chars
-    server = EmbeddedRedis(folder).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
