@@ -6,7 +6,7 @@ import pytest
 from cameron import keys, store
 from cameron import messages as m
 from test_store import FOO, T1, T4, new_job, task_done, task_started  # noqa: F401 (fixtures below)
-from test_store import client, jobs, redis_url  # noqa: F401
+from test_store import client, jobs  # noqa: F401
 
 
 def states(client, process="foo"):
