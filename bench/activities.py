@@ -22,7 +22,7 @@ import signal
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from cameron.activity_server import foo_answer, lab_answer
+from cameron.activity_server import foo_answer, lab_answer, serve_until_stopped
 
 #: The kinds of server, and the gunicorn workers of the third (its concurrency).
 KINDS = ("fast", "stdlib", "gunicorn")
@@ -210,13 +210,7 @@ def wsgi_app(environ, start_response):
 def serve_stdlib(host: str, port: int):
     server = ThreadingHTTPServer((host, port), StdlibHandler)
     server.stats = SharedStats()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: close the socket
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_stopped(server)
 
 
 async def serve(host: str, port: int):

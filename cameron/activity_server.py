@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import signal
 import threading
 import time
 from collections import Counter, deque
@@ -209,6 +210,12 @@ def main(argv=None):
     print(f"activity server (foo, lab) on {server.url}"
           f"{', checking signatures' if server.signing_key else ''}", flush=True)
     actorsys.warn_if_exposed(logging.getLogger("cameron.activity_server"), "the sample server", args.host)
+    serve_until_stopped(server)
+
+
+def serve_until_stopped(server):
+    """Serve until Ctrl-C or SIGTERM, then close the listening socket."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

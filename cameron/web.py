@@ -70,22 +70,13 @@ def start_foo(config: Config, timeout: float = 15.0) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     foo_pidfile(config).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
+        # With a signing key (from the settings file too), the sample server checks every call.
         proc = subprocess.Popen([sys.executable, "-m", "cameron.activity_server", "--port", str(config.foo_port)],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                                env={**os.environ, "CAMERON_SIGNING_KEY": config.signing_key})
     foo_pidfile(config).write_text(f"{proc.pid}\n")
-    url = f"http://127.0.0.1:{config.foo_port}/calls"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            foo_pidfile(config).unlink(missing_ok=True)
-            raise WebError(f"the sample server exited at start (code {proc.returncode}); see {log}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return proc.pid
-        except OSError:
-            time.sleep(0.05)
-    stop_foo(config)
-    raise WebError(f"the sample server did not answer at {url} within {timeout:g} s; see {log}")
+    return _wait_serving(proc, f"http://127.0.0.1:{config.foo_port}/calls", timeout, "the sample server",
+                         log, foo_pidfile(config), lambda: stop_foo(config))
 
 
 def stop_foo(config: Config, timeout: float = 10.0) -> bool:
@@ -104,21 +95,28 @@ def start(config: Config, environ=None, timeout: float = 30.0) -> int:
                                  "cameron.wsgi:app"], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 env=environ, start_new_session=True)
     pidfile(config).write_text(f"{proc.pid}\n")
+    # /api/health needs no token; any HTTP answer (a 503 too) means it serves.
+    return _wait_serving(proc, f"{base_url(config)}/api/health", timeout, "gunicorn", log,
+                         pidfile(config), lambda: stop(config))
+
+
+def _wait_serving(proc, url: str, timeout: float, what: str, log: Path, pid_path: Path, stop_it) -> int:
+    """The pid of `proc` once `url` gives any HTTP answer; WebError when it exits first (its pid
+    file goes) or does not answer within `timeout` (it is stopped)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pidfile(config).unlink(missing_ok=True)
-            raise WebError(f"gunicorn exited at start (code {proc.returncode}); see {log}")
+            pid_path.unlink(missing_ok=True)
+            raise WebError(f"{what} exited at start (code {proc.returncode}); see {log}")
         try:
-            # /api/health needs no token; any HTTP answer (a 503 too) means it serves.
-            with urllib.request.urlopen(f"{base_url(config)}/api/health", timeout=3):
+            with urllib.request.urlopen(url, timeout=3):
                 return proc.pid
         except urllib.error.HTTPError:
             return proc.pid
         except OSError:
             time.sleep(0.05)
-    stop(config)
-    raise WebError(f"gunicorn did not answer at {base_url(config)}/api within {timeout:g} s; see {log}")
+    stop_it()
+    raise WebError(f"{what} did not answer at {url} within {timeout:g} s; see {log}")
 
 
 def stop(config: Config, timeout: float = 20.0) -> bool:
