@@ -417,10 +417,7 @@ class Health:
             return {"ok": False, "error": f"Redis does not answer: {e}"}
 
     def _actors(self) -> dict:
-        try:
-            return health.engine_health(self.redis, self.config.engine, self.config.stall_after)
-        except redis.RedisError as e:
-            return {"ok": False, "error": f"the engine's health record cannot be read: {e}"}
+        return health.engine_health(self.redis, self.config.engine, self.config.stall_after)
 
 
 class OpenApi:

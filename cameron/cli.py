@@ -259,17 +259,14 @@ def status_report(config: Config) -> dict:
     client = store.connect(config.effective_redis_url, config.health_timeout)
     deadline = time.monotonic() + 3  # a new Supervisor, or a JobData back from a stall, reports soon
     while True:
-        try:
-            report["health"] = health.engine_health(client, config.engine, config.stall_after)
-        except redis.RedisError as e:
-            report["health"] = {"ok": False, "error": f"the engine's health record cannot be read: {e}"}
-        if "supervisor_pid" in report["health"] or "cannot be read" in report["health"]["error"] \
-                or time.monotonic() > deadline or not actorsys.admin_listening(config):
+        report["health"] = health.engine_health(client, config.engine, config.stall_after)
+        # The actors are asked only when the health record says the Supervisor lives (or
+        # cannot say): asking for it by name would create a new one, and so repair what we
+        # look at.
+        tree_reported = "supervisor_pid" in report["health"] or report["health"].get("unknown", False)
+        if tree_reported or time.monotonic() > deadline or not actorsys.admin_listening(config):
             break
         time.sleep(0.1)
-    # The actors are asked only when the health record says the Supervisor lives (or cannot
-    # say): asking for it by name would create a new one, and so repair what we look at.
-    tree_reported = "supervisor_pid" in report["health"] or "cannot be read" in report["health"].get("error", "")
     try:
         asys = actorsys.join(config)
     except actorsys.EngineDown:

@@ -4,18 +4,24 @@ creates it when it is missing and so repairs what it was meant to report."""
 
 import time
 
+import redis
+
 from cameron import keys
 
 
 def engine_health(client, engine: str, stall_after: float, now: float | None = None) -> dict:
     """The engine's supervision tree and job progress, from its health record (which JobData
     refreshes every second) and its set of unfinished jobs. `ok` is False, with `error`
-    saying why, when the record is gone (no Supervisor, or no JobData, for a few seconds), a
+    saying why, when the record cannot be read (`unknown` too), is gone (no Supervisor, or no JobData, for a few seconds), a
     child is missing or given up, or unfinished jobs have not moved for `stall_after` s."""
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(keys.engine_health(engine))
     pipe.scard(keys.engine_jobs(engine))
-    record, unfinished = pipe.execute()
+    try:
+        record, unfinished = pipe.execute()
+    except redis.RedisError as e:
+        # `unknown`: Redis, not the engine, is what cannot be judged.
+        return {"ok": False, "unknown": True, "error": f"the engine's health record cannot be read: {e}"}
     return judge(record, unfinished, stall_after, time.time() if now is None else now)
 
 

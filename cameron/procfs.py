@@ -9,6 +9,15 @@ def all_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _address(hex_addr: str) -> str:
     """An address as /proc/net/tcp{,6} writes it: 32-bit words in host byte order."""
     raw = bytes.fromhex(hex_addr)

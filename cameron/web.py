@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from cameron import actorsys
+from cameron import actorsys, procfs
 from cameron.config import ROOT, Config
 
 
@@ -45,7 +45,7 @@ def _running(path: Path, marker: bytes) -> int | None:
     except (OSError, ValueError):
         return None
     # The pid may have been reused by another program since.
-    return pid if marker in cmdline and _state(pid) not in ("Z", None) else None
+    return pid if marker in cmdline and procfs.alive(pid) else None
 
 
 # --- the sample activity server -----------------------------------------------
@@ -131,21 +131,13 @@ def _stop(path: Path, pid: int | None, timeout: float) -> bool:
     family = [pid] + actorsys.children(pid)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_state(p) not in (None, "Z") for p in family):
+    while time.monotonic() < deadline and any(procfs.alive(p) for p in family):
         time.sleep(0.05)
     for p in family:
-        if _state(p) not in (None, "Z"):
+        if procfs.alive(p):
             try:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
     path.unlink(missing_ok=True)
     return True
-
-
-def _state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None

@@ -40,6 +40,18 @@ def job_data(client) -> JobData:
     return actor
 
 
+def watching(redis_url, monkeypatch):
+    """An emptied Redis, a clock the test moves, this engine's JobData (lease 1 s) and another
+    engine's store: (client, clock, actor, other)."""
+    client = store.connect(redis_url)
+    client.flushdb()
+    clock = [0.0]
+    monkeypatch.setattr("actors.job_data.time.monotonic", lambda: clock[0])
+    actor = job_data(client)
+    actor.config = Config(redis_timeout=0.5, lease_ttl=1.0)
+    return client, clock, actor, store.JobStore(client, "other:2")
+
+
 def test_a_write_whose_reply_was_lost_is_known_applied_and_disowns_nothing(redis_url):
     client = store.connect(redis_url)
     client.flushdb()  # our own throwaway server
@@ -70,13 +82,7 @@ def test_a_write_whose_reply_was_lost_is_known_applied_and_disowns_nothing(redis
 
 def test_an_engine_is_dead_only_when_its_lease_stood_still_for_a_whole_lease_while_redis_answered(
         redis_url, monkeypatch):
-    client = store.connect(redis_url)
-    client.flushdb()
-    clock = [0.0]
-    monkeypatch.setattr("actors.job_data.time.monotonic", lambda: clock[0])
-    actor = job_data(client)
-    actor.config = Config(redis_timeout=0.5, lease_ttl=1.0)
-    other = store.JobStore(client, "other:2")
+    client, clock, actor, other = watching(redis_url, monkeypatch)
     uuid = uuidlib.uuid4().hex
     theirs = m.JobSpec(process=FOO, key="k", data="d", requestor="r", uuid=uuid,
                        tag=keys.job_tag("foo", "k", uuid), scheduled_time=store.now())
@@ -104,13 +110,7 @@ def test_an_engine_is_dead_only_when_its_lease_stood_still_for_a_whole_lease_whi
 
 
 def test_a_lease_that_changes_is_never_taken(redis_url, monkeypatch):
-    client = store.connect(redis_url)
-    client.flushdb()
-    clock = [0.0]
-    monkeypatch.setattr("actors.job_data.time.monotonic", lambda: clock[0])
-    actor = job_data(client)
-    actor.config = Config(redis_timeout=0.5, lease_ttl=1.0)
-    other = store.JobStore(client, "other:2")
+    client, clock, actor, other = watching(redis_url, monkeypatch)
     for i in range(12):
         other.renew_lease(60)
         clock[0] = i * 0.25
