@@ -2,6 +2,8 @@
 JSON for the errors gunicorn answers itself (a request line too long, a malformed header)."""
 
 import json
+import os
+import signal
 import time
 
 import gevent
@@ -11,10 +13,27 @@ from gunicorn.workers.ggevent import GeventWorker
 from cameron.config import from_env
 
 
+# A worker's stop signals are held from just before gunicorn forks it until its own handlers
+# are in place: in between, the master's handler (which only queues the signal for the master's
+# loop) would swallow a SIGTERM, and the worker would serve on until the master kills it
+# graceful_timeout later. The master releases them right after the fork.
+_STOPS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+os.register_at_fork(after_in_parent=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS))
+
+
 class Worker(GeventWorker):
     """A greenlet per connection, so slow clients hold no thread; the request line and
     headers must come within `keepalive` seconds (gunicorn's gevent worker bounds that read
     by it) and the body within web_body_timeout."""
+
+    def __init__(self, *args, **kwargs):
+        # Made by the master just before the fork that starts this worker.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+        super().__init__(*args, **kwargs)
+
+    def init_signals(self):
+        super().init_signals()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)  # one that came meanwhile arrives now
 
     def init_process(self):
         self.body_timeout = from_env().web_body_timeout

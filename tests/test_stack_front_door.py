@@ -3,14 +3,19 @@ malformed bodies, limits, the Host header, slow clients, tokens."""
 
 import http.client
 import json
+import signal
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from conftest import another_api_server, stop_web
+from conftest import ROOT, another_api_server, free_port, stop_web, wait_until
+
+from cameron import actorsys
 
 pytestmark = pytest.mark.stack
 
@@ -221,6 +226,29 @@ def test_a_stop_does_not_wait_for_idle_kept_alive_connections(engine, tmp_path):
         idle = requests.Session()
         assert idle.get(f"{server.base_url}/api", timeout=10).status_code == 200  # stays open
         assert stop_web(server) < 5
+
+
+def test_a_stop_while_the_workers_boot_takes_no_graceful_timeout(engine, tmp_path):
+    # Between its fork and its own signal handlers, a worker once swallowed the SIGTERM and
+    # served on until the master killed it 10 s later (one stop in six).
+    took = []
+    for moment in range(16):
+        env = {**engine.env, "CAMERON_PORT": str(free_port())}
+        with open(tmp_path / "web.log", "ab") as log:
+            web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.py"),
+                                    "cameron.wsgi:app"], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            wait_until(lambda: len(actorsys.children(web.pid)) >= 2, 20, "gunicorn's workers", interval=0.002)
+            time.sleep(0.004 * (moment % 8))  # a moment of their boot
+            began = time.monotonic()
+            web.send_signal(signal.SIGTERM)
+            web.wait(30)
+            took.append(round(time.monotonic() - began, 2))
+        finally:
+            if web.poll() is None:
+                web.kill()
+                web.wait()
+    assert max(took) < 5, took
 
 
 def bearer(token):
