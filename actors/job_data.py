@@ -53,6 +53,7 @@ class JobData(CameronActor):
         self.disowned = set()  # tags of jobs other engines took over while we were away
         self.acks = []  # [runner address, highest seq written] not yet sent (not hashable)
         self.writers = {}  # str(runner address) -> [next seq due, {seq: WriteBatch come early}]
+        self.replaced = set()  # str(address) of runners the Supervisor has replaced
         self.inbox = None  # the pub/sub subscription that says the inbox has new jobs
         self.taken = 0
         self.handed = []  # tags taken off the inbox and handed out, to acknowledge at the next take
@@ -62,6 +63,15 @@ class JobData(CameronActor):
         self.renewed = None  # (began, ended) of the last renewal of the lease Redis answered
         self.seen = {}  # other engine -> [its lease value, seconds watched without a change]
         self.stalled = None  # why Redis did not answer the last call, until one is answered
+
+    def adopt(self, peers):
+        before = self.peers
+        super().adopt(peers)
+        if self.peers is peers:
+            gone = {str(r) for r in before.runners} - {str(r) for r in peers.runners}
+            self.replaced |= gone
+            for writer in gone:
+                self.writers.pop(writer, None)
 
     def setup(self, first):
         if first:
@@ -208,6 +218,11 @@ class JobData(CameronActor):
     # --- from the runners -------------------------------------------------
 
     def receiveMsg_WriteBatch(self, msg: m.WriteBatch, sender):
+        if str(sender) in self.replaced:
+            # From a runner that died, come late: its successor resumes from what Redis holds
+            # (it may already have read it), so this must not change it any more.
+            self.log.warning("dropped a write batch of a replaced runner (%d moments)", len(msg.ops))
+            return
         # A runner's batches must reach Redis in the order it made them: a task's start
         # written after its end would leave it `running` for ever.
         due, early = self.writers.setdefault(str(sender), [msg.floor + 1, {}])

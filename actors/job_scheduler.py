@@ -61,7 +61,7 @@ class JobScheduler(CameronActor):
                 self.send(runner, m.RunJobs(jobs))
 
     def _spec(self, tag: str, h: dict) -> m.JobSpec:
-        job_uuid = tag.rsplit(":", 1)[1]
+        job_uuid = keys.parse_tag(tag)[2]
         name = h.get(keys.JOB_PROCESS, "")
         # The catalog's current settings if the process is still there; else what the job was
         # accepted with.
@@ -86,7 +86,7 @@ class JobScheduler(CameronActor):
         runners = self.peers.runners
         slots = [[] for _ in runners]
         for tag in msg.tags:
-            slots[m.runner_slot(tag.rsplit(":", 1)[1], len(runners))].append(tag)
+            slots[m.runner_slot(keys.parse_tag(tag)[2], len(runners))].append(tag)
         for runner, tags in zip(runners, slots):
             if tags:
                 self.send(runner, m.Reconcile(tags, sender))

@@ -46,7 +46,7 @@ class CheckingServer(ActivityServer):
             return
         try:
             tag = self.redis.get(keys.job_by_uuid(job))
-            state = tag and self.redis.hget(tag, keys.task_field(int(task.split(":", 1)[0]), "status.current"))
+            state = tag and self.redis.hget(tag, keys.task_field(task.split(":", 1)[1], "status.current"))
         except Exception:  # Redis paused or the header odd: not the engine's fault
             return
         with self._lock:

@@ -231,7 +231,7 @@ class Stack:
         if not tags:
             return f"job {uuid}: not in Redis"
         h = self.store.hgetall(tags[0])
-        tasks = [f"{h.get(keys.task_field(t['n'], 'name'))}={t['status']}" for t in store.tasks_of(h)]
+        tasks = [f"{t['id']}={t['status']}" for t in store.tasks_of(h)]
         return (f"job {tags[0]}: {h.get(keys.JOB_STATUS)}, unfinished set: "
                 f"{self.store.sismember(keys.engine_jobs(self.config.engine), tags[0])}, tasks: {' '.join(tasks)}")
 

@@ -165,18 +165,18 @@ def _from_hash(h: dict) -> list[dict]:
     if keys.job_time(keys.RUNNING) in h:
         changes.append({"type": "job", "status": keys.RUNNING, "time": h[keys.job_time(keys.RUNNING)]})
     for t in store.tasks_of(h):
-        n = t["n"]
-        changes.append({"type": "task", "n": n, "name": t["name"], "status": keys.TASK_RUNNING,
-                        "time": h.get(keys.task_time(n, keys.TASK_RUNNING)), "parent": t["parent"],
+        n, i = t["n"], t["id"]
+        changes.append({"type": "task", "n": n, "id": i, "name": t["name"], "status": keys.TASK_RUNNING,
+                        "time": h.get(keys.task_time(i, keys.TASK_RUNNING)), "parent": t["parent"],
                         "requestor": t["requestor"]})
         if t["status"] != keys.TASK_RUNNING:
-            changes.append({"type": "task", "n": n, "status": t["status"],
-                            "time": h.get(keys.task_time(n, t["status"])),
-                            "duration_ms": int(h.get(keys.task_field(n, "duration_ms")) or 0),
-                            "attempts": int(h.get(keys.task_field(n, "attempts")) or 1)})
+            changes.append({"type": "task", "n": n, "id": i, "status": t["status"],
+                            "time": h.get(keys.task_time(i, t["status"])),
+                            "duration_ms": int(h.get(keys.task_field(i, "duration_ms")) or 0),
+                            "attempts": int(h.get(keys.task_field(i, "attempts")) or 1)})
     if status in keys.FINAL_STATES:
         changes.append({"type": "job", "status": status, "time": h.get(keys.job_time(status)),
-                        "errors": int(h.get("job.errors") or 0)})
+                        "errors": int(h.get(keys.JOB_ERRORS) or 0)})
     return changes
 
 

@@ -18,9 +18,9 @@ def job_marker(tag: str, state: str) -> str:
     return f"{tag}:{'pending' if state == SCHEDULED else state}"
 
 
-def task_marker(tag: str, n: int, state: str) -> str:
-    """`JOBTAG:N:running`, `JOBTAG:N:done` or `JOBTAG:N:error`."""
-    return f"{tag}:{n}:{state}"
+def task_marker(tag: str, task: str, state: str) -> str:
+    """`JOBTAG:<task>:running`, `JOBTAG:<task>:done` or `JOBTAG:<task>:error`."""
+    return f"{tag}:{task}:{state}"
 
 
 # Job hash fields (the original's names).
@@ -36,13 +36,25 @@ def job_time(state: str) -> str:
     return f"job.status.{state}.time"
 
 
-def task_field(n: int, name: str) -> str:
-    """`task.N.<name>`, e.g. task_field(3, "status.current")."""
-    return f"task.{n}.{name}"
+# A task's fields are named by the task: `task.<task>.<field>`, where <task> is the task's
+# name (`start`, or the name its parent's answer gave it), `name#2`, `name#3` for the job's
+# later tasks of one name. Names may hold dots and colons: read a field by its known suffix.
+TASK_HEAD, TASK_STATUS_TAIL = "task.", ".status.current"
 
 
-def task_time(n: int, state: str) -> str:
-    return f"task.{n}.status.{state}.time"
+def task_field(task: str, field: str) -> str:
+    """`task.<task>.<field>`, e.g. task_field("act_1", "status.current")."""
+    return f"task.{task}.{field}"
+
+
+def task_time(task: str, state: str) -> str:
+    return f"task.{task}.status.{state}.time"
+
+
+def task_ids(h: dict) -> list[str]:
+    """The ids of the tasks in a job hash (in no order): each has a `status.current` field."""
+    return [f[len(TASK_HEAD):-len(TASK_STATUS_TAIL)] for f in h
+            if f.startswith(TASK_HEAD) and f.endswith(TASK_STATUS_TAIL)]
 
 
 # Engines sharing one Redis, and which unfinished jobs each one runs.
@@ -105,6 +117,8 @@ JOB_STATES = (SCHEDULED, RUNNING, DONE, CANCELLED)
 FINAL_STATES = (DONE, CANCELLED)
 #: When a cancel was asked for: a job with this field starts no new task, even after a restart.
 JOB_CANCEL_REQUESTED = "job.cancel.requested"
+#: How many of its tasks ended in error, once the job has ended.
+JOB_ERRORS = "job.errors"
 
 _TAG_HEAD = f"{PREFIX}:process:"
 _UUID_TAIL = len(":job:") + 32

@@ -112,15 +112,8 @@ class NewJobs:
 
 
 @dataclass(frozen=True)
-class RunJob:
-    """Scheduler -> JobRunner: drive this stored job to the end."""
-
-    job: JobSpec
-
-
-@dataclass(frozen=True)
 class RunJobs:
-    """Scheduler -> JobRunner: many RunJob in one message (a batch off the inbox)."""
+    """Scheduler -> JobRunner: drive these stored jobs to the end (a batch off the inbox)."""
 
     jobs: list
 
@@ -178,7 +171,7 @@ class ResumeJob:
 
     job: JobSpec
     status: str
-    tasks: list  # [{"n", "name", "url", "requestor", "parent", "status", "output"}] in start order
+    tasks: list  # store.tasks_of(): [{"n", "id", "name", "url", "requestor", "parent", ...}]
     cancelled: bool = False  # a cancel was recorded: start no new task, end it cancelled
 
 
@@ -199,11 +192,13 @@ class JobStarted:
 @dataclass(frozen=True)
 class TaskStarted:
     tag: str
-    n: int
+    n: int  # start order in the job
+    id: str  # its name in Redis (task.<id>.*): the name, or name#2 for the job's second one
     name: str
     url: str
     requestor: str
-    parent: int  # -1 for the start task
+    parent: int  # the parent's n; -1 for the start task
+    parent_id: str  # "" for the start task
     tasks_csv: str  # job.tasks after this task joined it
     time: str
 
@@ -212,6 +207,7 @@ class TaskStarted:
 class TaskEnded:
     tag: str
     n: int
+    id: str
     status: str  # done or error
     data_json: str
     next_json: str  # JSON text, or "undefined" for a leaf or an error
@@ -225,7 +221,7 @@ class JobEnded:
     tag: str
     time: str
     errors: int
-    tasks: int = 0  # how many tasks it had: their markers expire with the job
+    task_ids: tuple = ()  # its tasks' ids: their markers expire with the job
     status: str = "done"  # or "cancelled"
 
 
@@ -253,7 +249,7 @@ class ActivityCall:
 
     job_uuid: str
     n: int
-    name: str
+    name: str  # the task's id (X-Cameron-Task: n:id)
     url: str
     body: dict
     connect_timeout: float

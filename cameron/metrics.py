@@ -3,6 +3,7 @@ counts (prometheus_client's multiprocess mode: each process writes its own file 
 `<data_dir>/metrics`) and adds the jobs per state from Redis."""
 
 import glob
+import json
 import os
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ import falcon
 import redis
 
 from cameron import keys
+from cameron import messages as m
 from cameron.config import Config, from_env
 
 
@@ -70,6 +72,25 @@ def limit_of(error: str) -> str | None:
         if words in error:
             return name
     return None
+
+
+def observe(moments) -> None:
+    """Count a runner's job moments (messages.JobStarted, TaskStarted, ...) as they go to Redis."""
+    for op in moments:
+        kind = type(op)
+        process = keys.parse_tag(op.tag)[0]
+        if kind is m.TaskStarted:
+            TASKS_STARTED.labels(process).inc()
+            TASKS_IN_FLIGHT.inc()
+        elif kind is m.TaskEnded:
+            TASKS_ENDED.labels(process, op.status).inc()
+            limit = op.status == keys.TASK_ERROR and limit_of(json.loads(op.data_json)["error"])
+            if limit:
+                LIMITS.labels(process, limit).inc()
+        elif kind is m.JobStarted:
+            JOBS_STARTED.labels(process).inc()
+        elif kind is m.JobEnded:
+            JOBS_FINISHED.labels(process, op.status).inc()
 
 
 def reset(config: Config):

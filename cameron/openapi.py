@@ -70,8 +70,10 @@ SCHEMAS = {
                    "properties": {"uuid": _STRING, "process": _STRING, "key": _STRING,
                                   "status": {"enum": STATES}, "links": _ref("JobLinks")}},
     "Task": {"type": "object",
-             "required": ["name", "requestor", "status", "data", "index", "url", "parent"],
-             "properties": {"name": _STRING, "requestor": _NULLABLE_STRING, "status": _STATUS,
+             "required": ["id", "name", "requestor", "status", "data", "index", "url", "parent"],
+             "properties": {"id": {"type": "string", "description": "the task's name in Redis "
+                                   "(task.<id>.*): its name, or name#2 for the job's second one"},
+                            "name": _STRING, "requestor": _NULLABLE_STRING, "status": _STATUS,
                             "data": {"description": "the activity's answer data, or {error, url}"},
                             "index": _INT, "url": _NULLABLE_STRING,
                             "parent": {"type": ["integer", "null"]}, "duration_ms": _INT}},

@@ -337,7 +337,7 @@ class JobStore:
         index sweep (prune_expired) when to take it out of the sorted sets."""
         uuid = keys.parse_tag(op.tag)[2]
         for key in [op.tag, keys.job_marker(op.tag, op.status), keys.job_by_uuid(uuid)] + [
-                keys.task_marker(op.tag, n, state) for n in range(op.tasks)
+                keys.task_marker(op.tag, t, state) for t in op.task_ids
                 for state in (keys.TASK_DONE, keys.TASK_ERROR)]:
             pipe.expire(key, self.retention)
         pipe.zadd(keys.EXPIRING, {op.tag: ms() + self.retention * 1000})
@@ -432,7 +432,7 @@ class JobStore:
     def unfinished(self, runner: int | None, runners: int) -> list[tuple[str, dict]]:
         """(tag, hash) of every job of this engine not yet done, or only those of one runner slot."""
         tags = [t for t in self.redis.smembers(self.owned)
-                if runner is None or m.runner_slot(t.rsplit(":", 1)[1], runners) == runner]
+                if runner is None or m.runner_slot(keys.parse_tag(t)[2], runners) == runner]
         return self.hashes(tags)
 
     def hashes(self, tags: list[str]) -> list[tuple[str, dict]]:
@@ -564,38 +564,40 @@ def _job_started(pipe, op: m.JobStarted):
 
 
 def _task_started(pipe, op: m.TaskStarted):
-    n = op.n
+    t = op.id
     pipe.hset(op.tag, mapping={
-        keys.task_field(n, "requestor"): op.requestor,
-        keys.task_field(n, "status.current"): keys.TASK_RUNNING,
-        keys.task_time(n, keys.TASK_RUNNING): op.time,
+        keys.task_field(t, "requestor"): op.requestor,
+        keys.task_field(t, "status.current"): keys.TASK_RUNNING,
+        keys.task_time(t, keys.TASK_RUNNING): op.time,
         keys.JOB_TASKS: op.tasks_csv,
-        keys.task_field(n, "name"): op.name,
-        keys.task_field(n, "url"): op.url,
-        keys.task_field(n, "parent"): op.parent,
+        # Ours: what a resume needs (the start order, the parent) and what the API shows.
+        keys.task_field(t, "index"): op.n,
+        keys.task_field(t, "name"): op.name,
+        keys.task_field(t, "url"): op.url,
+        keys.task_field(t, "parent"): op.parent_id,
     })
-    pipe.set(keys.task_marker(op.tag, n, keys.TASK_RUNNING), op.time)
+    pipe.set(keys.task_marker(op.tag, t, keys.TASK_RUNNING), op.time)
 
 
 def _task_ended(pipe, op: m.TaskEnded):
-    n = op.n
+    t = op.id
     fields = {
-        keys.task_field(n, "status.current"): op.status,
-        keys.task_time(n, op.status): op.time,
-        keys.task_field(n, "output.data"): op.data_json,
-        keys.task_field(n, "duration_ms"): op.duration_ms,
-        keys.task_field(n, "attempts"): op.attempts,
+        keys.task_field(t, "status.current"): op.status,
+        keys.task_time(t, op.status): op.time,
+        keys.task_field(t, "output.data"): op.data_json,
+        keys.task_field(t, "duration_ms"): op.duration_ms,
+        keys.task_field(t, "attempts"): op.attempts,
     }
     if op.status == keys.TASK_DONE:
-        fields[keys.task_field(n, "output.next_activities")] = op.next_json
+        fields[keys.task_field(t, "output.next_activities")] = op.next_json
     pipe.hset(op.tag, mapping=fields)
-    pipe.delete(keys.task_marker(op.tag, n, keys.TASK_RUNNING))
-    pipe.set(keys.task_marker(op.tag, n, op.status), op.time)
+    pipe.delete(keys.task_marker(op.tag, t, keys.TASK_RUNNING))
+    pipe.set(keys.task_marker(op.tag, t, op.status), op.time)
 
 
 def _job_ended(pipe, op: m.JobEnded):
     pipe.hset(op.tag, mapping={keys.JOB_STATUS: op.status, keys.job_time(op.status): op.time,
-                               "job.errors": op.errors})
+                               keys.JOB_ERRORS: op.errors})
     # A job cancelled before it started ends straight from scheduled.
     pipe.delete(keys.job_marker(op.tag, keys.RUNNING), keys.job_marker(op.tag, keys.SCHEDULED))
     pipe.set(keys.job_marker(op.tag, op.status), op.time)
@@ -623,10 +625,10 @@ def event(op) -> dict:
     """A job moment as its event stream tells it: small, without the task's output (the job
     document has it)."""
     if type(op) is m.TaskStarted:
-        return {"type": "task", "n": op.n, "name": op.name, "status": keys.TASK_RUNNING,
+        return {"type": "task", "n": op.n, "id": op.id, "name": op.name, "status": keys.TASK_RUNNING,
                 "time": op.time, "parent": op.parent, "requestor": op.requestor}
     if type(op) is m.TaskEnded:
-        return {"type": "task", "n": op.n, "status": op.status, "time": op.time,
+        return {"type": "task", "n": op.n, "id": op.id, "status": op.status, "time": op.time,
                 "duration_ms": op.duration_ms, "attempts": op.attempts}
     if type(op) is m.JobStarted:
         return {"type": "job", "status": keys.RUNNING, "time": op.time}
@@ -642,13 +644,14 @@ def document(process: str, key: str, uuid: str, h: dict) -> dict:
     status = h.get(keys.JOB_STATUS, "")
     tasks = []
     for t in tasks_of(h):
-        n, current = t["n"], t["status"]
+        n, current = t["id"], t["status"]
         task = {
+            "id": t["id"],
             "name": t["name"],
             "requestor": t["requestor"],
             "status": {"current": current, "time": h.get(keys.task_time(n, current))},
             "data": _json_or_text(t["output"]) if t["output"] is not None else None,
-            "index": n,
+            "index": t["n"],
             "url": t["url"],
             "parent": t["parent"] if t["parent"] >= 0 else None,
         }
@@ -668,14 +671,14 @@ def document(process: str, key: str, uuid: str, h: dict) -> dict:
         "status": {"current": status, "time": h.get(keys.job_time(status))},
         "tasks": tasks,
     }
-    if "job.errors" in h:
-        doc["errors"] = int(h["job.errors"])
+    if keys.JOB_ERRORS in h:
+        doc["errors"] = int(h[keys.JOB_ERRORS])
     if keys.JOB_CANCEL_REQUESTED in h:
         doc["cancel_requested"] = h[keys.JOB_CANCEL_REQUESTED]
     return doc
 
 
-_SUMMARY_FIELDS = (keys.JOB_STATUS, keys.JOB_REQUESTOR, keys.job_time(keys.SCHEDULED), "job.errors",
+_SUMMARY_FIELDS = (keys.JOB_STATUS, keys.JOB_REQUESTOR, keys.job_time(keys.SCHEDULED), keys.JOB_ERRORS,
                    keys.JOB_CANCEL_REQUESTED) + tuple(keys.job_time(s) for s in keys.JOB_STATES[1:])
 
 
@@ -686,8 +689,8 @@ def summary(tag: str, h: dict) -> dict:
     s = {"process": process, "key": key, "uuid": uuid, "requestor": h.get(keys.JOB_REQUESTOR),
          "status": {"current": status, "time": h.get(keys.job_time(status))},
          "scheduled": h.get(keys.job_time(keys.SCHEDULED))}
-    if "job.errors" in h:
-        s["errors"] = int(h["job.errors"])
+    if keys.JOB_ERRORS in h:
+        s["errors"] = int(h[keys.JOB_ERRORS])
     if keys.JOB_CANCEL_REQUESTED in h:
         s["cancel_requested"] = h[keys.JOB_CANCEL_REQUESTED]
     return s
@@ -716,15 +719,18 @@ def decode_cursor(text: str) -> tuple:
 
 
 def tasks_of(h: dict) -> list[dict]:
-    """The tasks recorded in a job hash, in start order, as a runner needs them to resume."""
+    """The tasks recorded in a job hash, in start order, as a runner needs them to resume:
+    `n` its start order, `parent` its parent's n (-1 for the start task)."""
     tasks = []
-    n = 0
-    while keys.task_field(n, "status.current") in h:
-        t = lambda name: h.get(keys.task_field(n, name))  # noqa: E731
-        tasks.append({"n": n, "name": t("name"), "url": t("url"), "requestor": t("requestor"),
-                      "parent": int(t("parent") or -1), "status": t("status.current"),
-                      "output": t("output.data")})
-        n += 1
+    for t in keys.task_ids(h):
+        f = lambda name: h.get(keys.task_field(t, name))  # noqa: E731
+        tasks.append({"n": int(f("index")), "id": t, "name": f("name"), "url": f("url"),
+                      "requestor": f("requestor"), "parent": f("parent") or "",
+                      "status": f("status.current"), "output": f("output.data")})
+    tasks.sort(key=lambda task: task["n"])
+    index = {task["id"]: task["n"] for task in tasks}
+    for task in tasks:
+        task["parent"] = index[task["parent"]] if task["parent"] else -1
     return tasks
 
 

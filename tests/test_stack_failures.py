@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cameron import actorsys, keeper, keys
+from cameron import actorsys, keeper, keys, store
 from cameron.redis_server import EmbeddedRedis
 from conftest import start_engine, start_web, stop_engine, wait_until
 
@@ -270,8 +270,8 @@ def test_after_kill_9_of_the_whole_engine_under_load_no_accepted_job_is_lost_and
     done_before = {}
     for tag in engine.redis.smembers(keys.engine_jobs(engine.config.engine)):
         h = engine.redis.hgetall(tag)
-        done_before[tag.rsplit(":", 1)[1]] = {
-            f"{n}:{h[f'task.{n}.name']}" for n in range(6) if h.get(f"task.{n}.status.current") == "done"}
+        done_before[keys.parse_tag(tag)[2]] = {  # as X-Cameron-Task names them: n:id
+            f"{t['n']}:{t['id']}" for t in store.tasks_of(h) if t["status"] == "done"}
     assert any(done_before.values()), "no task was done at the kill: the test proved nothing"
     # When the engine is started again
     restarted = engine.cli("start")
@@ -343,7 +343,6 @@ def test_a_child_that_keeps_dying_is_given_up_after_five_restarts_in_ten_seconds
 
 def test_starts_accepted_while_the_actors_are_stopped_wait_in_the_inbox_and_run_when_they_start(
         own_engine, activities):
-    from cameron import store
     engine = own_engine
     # Given the engine's actors stopped (Redis and the API still up)
     stopped = engine.cli("stop")

@@ -59,7 +59,8 @@ def test_redis_holds_the_original_schema_for_foo(engine):
 
     job_fields = {"job.key", "job.data", "job.requestor", "job.status.current", "job.status.scheduled.time",
                   "job.status.running.time", "job.status.done.time", "job.tasks"}
-    task_fields = {f"task.{n}.{f}" for n in range(7) for f in (
+    names = ["start", "act_1", "act_2", "act_3", "act_4", "act_5", "act_5_sub_1"]
+    task_fields = {f"task.{name}.{f}" for name in names for f in (
         "requestor", "status.current", "status.running.time", "status.done.time",
         "output.data", "output.next_activities")}
     original = job_fields | task_fields
@@ -71,18 +72,17 @@ def test_redis_holds_the_original_schema_for_foo(engine):
     for field, value in h.items():
         if field.endswith(".time"):
             assert TIME_FORMAT.match(value), (field, value)
-    by_name = {h[f"task.{n}.name"]: n for n in range(7)}
-    start = by_name["start"]
-    assert json.loads(h[f"task.{start}.output.next_activities"])["definitions"][0]["name"] == "act_1"
-    assert h[f"task.{by_name['act_1']}.output.next_activities"] == "undefined"
-    assert json.loads(h[f"task.{by_name['act_1']}.output.data"])["act"] == "1"
+    assert json.loads(h["task.start.output.next_activities"])["definitions"][0]["name"] == "act_1"
+    assert h["task.act_1.output.next_activities"] == "undefined"
+    assert json.loads(h["task.act_1.output.data"])["act"] == "1"
+    assert h["task.act_5_sub_1.parent"] == "act_5" and h["task.act_5_sub_1.requestor"] == "foo_act_5"
 
     # Markers: only the final ones are left.
     assert engine.redis.exists(f"{tag}:done")
     assert not engine.redis.exists(f"{tag}:pending") and not engine.redis.exists(f"{tag}:running")
-    for n in range(7):
-        assert engine.redis.exists(f"{tag}:{n}:done")
-        assert not engine.redis.exists(f"{tag}:{n}:running")
+    for name in names:
+        assert engine.redis.exists(f"{tag}:{name}:done")
+        assert not engine.redis.exists(f"{tag}:{name}:running")
 
 
 def test_every_kind_of_activity_failure_ends_its_task_in_error_and_the_job_done(engine, activities):
@@ -108,14 +108,14 @@ def test_every_kind_of_activity_failure_ends_its_task_in_error_and_the_job_done(
         assert task["status"]["current"] == "error", name
         assert words in task["data"]["error"], (name, task["data"])
         assert task["data"]["url"] == task["url"]
-        assert engine.redis.exists(f"{tag}:{task['index']}:error")
-        assert not engine.redis.exists(f"{tag}:{task['index']}:running")
+        assert engine.redis.exists(f"{tag}:{task['id']}:error")
+        assert not engine.redis.exists(f"{tag}:{task['id']}:running")
     # Then only what calling again may cure was called again: 5xx, timeouts, refused connections
     retried = {"status", "sleep", "refused"}
     for name in expected:
         attempts = 2 if name in retried else 1
         assert tasks[name]["attempts"] == attempts, (name, tasks[name])
-        assert engine.redis.hget(tag, f"task.{tasks[name]['index']}.attempts") == str(attempts)
+        assert engine.redis.hget(tag, f"task.{tasks[name]['id']}.attempts") == str(attempts)
         assert ("after 2 attempts" in tasks[name]["data"]["error"]) == (name in retried)
     assert tasks["good"]["attempts"] == 1
     assert doc["errors"] == len(expected)
@@ -134,11 +134,12 @@ def test_two_tasks_with_the_same_activity_name_are_both_recorded(engine):
     doc = engine.run_job("twins")
     twins = [t for t in doc["tasks"] if t["name"] == "twin"]
     assert len(twins) == 2
-    assert {t["index"] for t in twins} == {1, 2}
+    assert [(t["index"], t["id"]) for t in twins] == [(1, "twin"), (2, "twin#2")]
     assert all(t["status"]["current"] == "done" for t in twins)
     h = engine.job_hash(doc)
-    assert h["job.tasks"] == "start,twin,twin"
-    assert h["task.1.status.current"] == h["task.2.status.current"] == "done"
+    assert h["job.tasks"] == "start,twin,twin#2"
+    assert h["task.twin.status.current"] == h["task.twin#2.status.current"] == "done"
+    assert h["task.twin#2.name"] == "twin"
 
 
 def test_five_siblings_of_one_second_run_at_the_same_time(engine):

@@ -144,7 +144,7 @@ def test_finished_jobs_expire_after_the_retention_and_leave_the_listings(retaini
     engine = retaining_engine
     doc = engine.run_job("echo", key="short-lived")
     tag = keys.job_tag("echo", "short-lived", doc["uuid"])
-    assert 0 < engine.redis.ttl(tag) <= 2 and 0 < engine.redis.ttl(f"{tag}:0:done") <= 2
+    assert 0 < engine.redis.ttl(tag) <= 2 and 0 < engine.redis.ttl(f"{tag}:start:done") <= 2
     wait_until(lambda: not engine.redis.exists(tag), 10, "the job hash to expire", interval=0.2)
     listing = engine.http.get(f"{engine.base_url}/api/process/echo/key/short-lived/job").json()
     assert listing["jobs"] == []

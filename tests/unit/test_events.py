@@ -48,15 +48,17 @@ def test_a_write_batch_adds_one_entry_per_job_and_wakes_listeners(redis_client):
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(keys.job_events(UUID))
     other = keys.job_tag("bar", "k", "cd" * 16)
-    jobs.apply([m.JobStarted(TAG, "t0"), m.TaskStarted(TAG, 0, "start", "http://a", "bob", -1, "start", "t1"),
+    jobs.apply([m.JobStarted(TAG, "t0"), m.TaskStarted(TAG, 0, "start", "start", "http://a", "bob", -1, "", "start", "t1"),
                 m.JobStarted(other, "t0")])
-    jobs.apply([m.TaskEnded(TAG, 0, "done", "{}", "undefined", "t2", 12, 2), m.JobEnded(TAG, "t3", 0, tasks=1)])
+    jobs.apply([m.TaskEnded(TAG, 0, "start", "done", "{}", "undefined", "t2", 12, 2),
+                m.JobEnded(TAG, "t3", 0, ("start",))])
     entries = redis_client.xrange(keys.job_events(UUID))
     assert [json.loads(f["e"]) for _, f in entries] == [
         [{"type": "job", "status": "running", "time": "t0"},
-         {"type": "task", "n": 0, "name": "start", "status": "running", "time": "t1", "parent": -1,
-          "requestor": "bob"}],
-        [{"type": "task", "n": 0, "status": "done", "time": "t2", "duration_ms": 12, "attempts": 2},
+         {"type": "task", "n": 0, "id": "start", "name": "start", "status": "running", "time": "t1",
+          "parent": -1, "requestor": "bob"}],
+        [{"type": "task", "n": 0, "id": "start", "status": "done", "time": "t2", "duration_ms": 12,
+          "attempts": 2},
          {"type": "job", "status": "done", "time": "t3", "errors": 0}]]
     assert 0 < redis_client.ttl(keys.job_events(UUID)) <= keys.EVENTS_TTL
     assert redis_client.ttl(keys.job_events("cd" * 16)) == -1  # still running: kept
@@ -72,17 +74,18 @@ def test_a_write_batch_adds_one_entry_per_job_and_wakes_listeners(redis_client):
 
 def test_a_finished_job_without_a_stream_is_rebuilt_from_its_hash():
     h = {keys.JOB_STATUS: "done", keys.job_time("running"): "t0", keys.job_time("done"): "t9", "job.errors": "1",
-         "task.0.status.current": "done", "task.0.name": "start", "task.0.parent": "-1",
-         "task.0.requestor": "bob", "task.0.status.running.time": "t1", "task.0.status.done.time": "t2",
-         "task.0.duration_ms": "5", "task.0.attempts": "1",
-         "task.1.status.current": "error", "task.1.name": "a", "task.1.parent": "0",
-         "task.1.requestor": "start", "task.1.status.running.time": "t3", "task.1.status.error.time": "t4",
-         "task.1.duration_ms": "7", "task.1.attempts": "3"}
+         "task.start.status.current": "done", "task.start.name": "start", "task.start.parent": "",
+         "task.start.index": "0", "task.start.requestor": "bob", "task.start.status.running.time": "t1",
+         "task.start.status.done.time": "t2", "task.start.duration_ms": "5", "task.start.attempts": "1",
+         "task.a.b.status.current": "error", "task.a.b.name": "a.b", "task.a.b.parent": "start",
+         "task.a.b.index": "1", "task.a.b.requestor": "start", "task.a.b.status.running.time": "t3",
+         "task.a.b.status.error.time": "t4", "task.a.b.duration_ms": "7", "task.a.b.attempts": "3"}
     changes = events._from_hash(h)
     assert [(c["type"], c.get("n"), c["status"]) for c in changes] == [
         ("job", None, "running"), ("task", 0, "running"), ("task", 0, "done"), ("task", 1, "running"),
         ("task", 1, "error"), ("job", None, "done")]
     assert changes[4]["attempts"] == 3 and changes[-1]["errors"] == 1
+    assert (changes[3]["id"], changes[3]["parent"]) == ("a.b", 0)  # a name with a dot in it
 
 
 def test_dashboard_files_need_no_token_but_data_does():

@@ -65,7 +65,7 @@ def test_a_write_whose_reply_was_lost_is_known_applied_and_disowns_nothing(redis
     # When a runner's batch that ends a job is written, Redis applies it, and the reply is lost
     actor.store.lose = True
     actor.receiveMsg_WriteBatch(m.WriteBatch([m.JobStarted(job.tag, store.now()),
-                                              m.JobEnded(job.tag, store.now(), 0, tasks=0, status="done")],
+                                              m.JobEnded(job.tag, store.now(), 0, (), status="done")],
                                              1, 0), "runner-1")
     actor._flush()
     assert actor.backlog and actor.stalled  # not acknowledged: Redis did not answer
@@ -117,4 +117,27 @@ def test_a_lease_that_changes_is_never_taken(redis_url, monkeypatch):
         actor._renew_lease()
     assert not [msg for _, msg in actor.sent if isinstance(msg, m.UnfinishedJobs)]
     assert client.sismember(keys.ENGINES, "other:2") and actor.fenced is False
+    client.close()
+
+
+def test_a_replaced_runners_late_batches_are_dropped_and_its_successors_taken(redis_url):
+    client = store.connect(redis_url)
+    client.flushdb()  # our own throwaway server
+    actor = job_data(client)
+    uuid = uuidlib.uuid4().hex
+    job = m.JobSpec(process=FOO, key="k", data="d", requestor="r", uuid=uuid,
+                    tag=keys.job_tag("foo", "k", uuid), scheduled_time=store.now())
+    actor.store.create(job)
+    actor.adopt(m.Peers(runners=["runner-1", "runner-2"], generation=1))
+    # When the Supervisor replaces runner-1, then a batch it sent before it died comes in
+    actor.adopt(m.Peers(runners=["runner-1b", "runner-2"], generation=2))
+    actor.receiveMsg_WriteBatch(m.WriteBatch([m.JobStarted(job.tag, store.now())], 1, 0), "runner-1")
+    # Then it changes nothing (the new runner resumes from what Redis holds), while the
+    # batches of its successor and of the runner that lives on are written
+    assert actor.backlog == []
+    actor.receiveMsg_WriteBatch(m.WriteBatch([m.JobStarted(job.tag, store.now())], 1, 0), "runner-1b")
+    actor.receiveMsg_WriteBatch(m.WriteBatch([], 1, 0), "runner-2")
+    actor._flush()
+    assert client.hget(job.tag, "job.status.current") == "running"
+    assert actor.acks == [["runner-1b", 1], ["runner-2", 1]]
     client.close()

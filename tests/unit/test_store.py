@@ -38,19 +38,26 @@ def new_job(key="(id,007)", process=FOO, data="be careful with that data", reque
                      tag=keys.job_tag(process.name, key, uuid), scheduled_time=scheduled_time)
 
 
-def task_started(job, n, name, parent=-1, requestor="bob_the_thin", tasks_csv="start", time=T2):
-    return m.TaskStarted(tag=job.tag, n=n, name=name, url=f"http://a.example/{name}",
-                         requestor=requestor, parent=parent, tasks_csv=tasks_csv, time=time)
+#: (job tag, n) -> the id task_started gave that task, for the helpers below.
+_IDS = {}
+
+
+def task_started(job, n, name, parent=-1, requestor="bob_the_thin", tasks_csv="start", time=T2, task_id=None):
+    _IDS[job.tag, n] = task_id or name
+    return m.TaskStarted(tag=job.tag, n=n, id=task_id or name, name=name, url=f"http://a.example/{name}",
+                         requestor=requestor, parent=parent, parent_id=_IDS.get((job.tag, parent), ""),
+                         tasks_csv=tasks_csv, time=time)
 
 
 def task_done(job, n, data, next_activities=None, time=T3):
     next_json = "undefined" if next_activities is None else json.dumps(next_activities)
-    return m.TaskEnded(tag=job.tag, n=n, status="done", data_json=json.dumps(data),
+    return m.TaskEnded(tag=job.tag, n=n, id=_IDS[job.tag, n], status="done", data_json=json.dumps(data),
                        next_json=next_json, time=time, duration_ms=12)
 
 
 def task_error(job, n, error, url, time=T3):
-    return m.TaskEnded(tag=job.tag, n=n, status="error", data_json=json.dumps({"error": error, "url": url}),
+    return m.TaskEnded(tag=job.tag, n=n, id=_IDS[job.tag, n], status="error",
+                       data_json=json.dumps({"error": error, "url": url}),
                        next_json="undefined", time=time, duration_ms=5)
 
 
@@ -121,13 +128,13 @@ def test_a_task_start_writes_its_spec_fields_and_a_running_marker(client, jobs):
     jobs.apply([m.JobStarted(tag=job.tag, time=T1)])
     # When its start task starts
     jobs.apply([task_started(job, 0, "start", tasks_csv="start", time=T2)])
-    # Expect the SPEC fields of task 0, job.tasks, and the JOBTAG:0:running marker
+    # Expect the SPEC fields of the start task (task.start.*), job.tasks, and the JOBTAG:start:running marker
     h = client.hgetall(job.tag)
-    assert h["task.0.requestor"] == "bob_the_thin"
-    assert h["task.0.status.current"] == "running"
-    assert h["task.0.status.running.time"] == T2
+    assert h["task.start.requestor"] == "bob_the_thin"
+    assert h["task.start.status.current"] == "running"
+    assert h["task.start.status.running.time"] == T2
     assert h["job.tasks"] == "start"
-    assert markers(client, job) == {"running", "0:running"}
+    assert markers(client, job) == {"running", "start:running"}
 
 
 def test_a_task_that_ends_done_keeps_its_output_and_moves_its_marker(client, jobs):
@@ -138,13 +145,13 @@ def test_a_task_that_ends_done_keeps_its_output_and_moves_its_marker(client, job
     nxt = {"definitions": [{"name": "act_1", "url": "http://a.example/act_1"}]}
     # When it ends well, with data and one next activity
     jobs.apply([task_done(job, 0, {"who_id": "(id,007)"}, nxt, time=T3)])
-    # Expect done with its time, the outputs as JSON text, and JOBTAG:0:running -> JOBTAG:0:done
+    # Expect done with its time, the outputs as JSON text, and JOBTAG:start:running -> JOBTAG:start:done
     h = client.hgetall(job.tag)
-    assert h["task.0.status.current"] == "done"
-    assert h["task.0.status.done.time"] == T3
-    assert json.loads(h["task.0.output.data"]) == {"who_id": "(id,007)"}
-    assert json.loads(h["task.0.output.next_activities"]) == nxt
-    assert markers(client, job) == {"running", "0:done"}
+    assert h["task.start.status.current"] == "done"
+    assert h["task.start.status.done.time"] == T3
+    assert json.loads(h["task.start.output.data"]) == {"who_id": "(id,007)"}
+    assert json.loads(h["task.start.output.next_activities"]) == nxt
+    assert markers(client, job) == {"running", "start:done"}
 
 
 def test_a_leaf_task_records_undefined_next_activities(client, jobs):
@@ -152,7 +159,7 @@ def test_a_leaf_task_records_undefined_next_activities(client, jobs):
     jobs.create(job)
     jobs.apply([m.JobStarted(tag=job.tag, time=T1), task_started(job, 0, "start")])
     jobs.apply([task_done(job, 0, "just data")])
-    assert client.hget(job.tag, "task.0.output.next_activities") == "undefined"
+    assert client.hget(job.tag, "task.start.output.next_activities") == "undefined"
 
 
 def test_a_task_that_fails_records_the_error_and_url_and_moves_its_marker(client, jobs):
@@ -163,14 +170,14 @@ def test_a_task_that_fails_records_the_error_and_url_and_moves_its_marker(client
     # When its call fails
     jobs.apply([task_error(job, 0, "activity answered HTTP 500 Internal Server Error",
                            FOO.start_url, time=T3)])
-    # Expect error with its time, output.data {"error", "url"}, and JOBTAG:0:running -> JOBTAG:0:error
+    # Expect error with its time, output.data {"error", "url"}, and JOBTAG:start:running -> JOBTAG:start:error
     h = client.hgetall(job.tag)
-    assert h["task.0.status.current"] == "error"
-    assert h["task.0.status.error.time"] == T3
-    assert "task.0.status.done.time" not in h
-    assert json.loads(h["task.0.output.data"]) == {
+    assert h["task.start.status.current"] == "error"
+    assert h["task.start.status.error.time"] == T3
+    assert "task.start.status.done.time" not in h
+    assert json.loads(h["task.start.output.data"]) == {
         "error": "activity answered HTTP 500 Internal Server Error", "url": FOO.start_url}
-    assert markers(client, job) == {"running", "0:error"}
+    assert markers(client, job) == {"running", "start:error"}
 
 
 def test_a_whole_foo_shaped_job_has_every_spec_field_and_only_final_markers(client, jobs):
@@ -193,16 +200,17 @@ def test_a_whole_foo_shaped_job_has_every_spec_field_and_only_final_markers(clie
     h = client.hgetall(job.tag)
     spec_fields = {"job.key", "job.data", "job.requestor", "job.status.current", "job.tasks",
                    "job.status.scheduled.time", "job.status.running.time", "job.status.done.time"}
-    for n in range(7):
-        spec_fields |= {f"task.{n}.{f}" for f in ("requestor", "status.current", "status.running.time",
+    for name in names:
+        spec_fields |= {f"task.{name}.{f}" for f in ("requestor", "status.current", "status.running.time",
                                                    "status.done.time", "output.data",
                                                    "output.next_activities")}
     assert len(spec_fields) == 50
     assert spec_fields <= set(h)
     assert h["job.tasks"] == "start,act_1,act_2,act_3,act_4,act_5,act_5_sub_1"
     # ... and only the final markers: the job done, every task done
-    assert markers(client, job) == {"done"} | {f"{n}:done" for n in range(7)}
-    assert [int(h[f"task.{n}.parent"]) for n in range(7)] == parents
+    assert markers(client, job) == {"done"} | {f"{name}:done" for name in names}
+    assert [h[f"task.{name}.parent"] for name in names] == ["" if p < 0 else names[p] for p in parents]
+    assert [int(h[f"task.{name}.index"]) for name in names] == list(range(7))
 
 
 def test_a_batch_that_fails_part_way_writes_nothing(client, jobs):
@@ -298,12 +306,14 @@ def test_two_tasks_of_the_same_activity_keep_their_own_records(jobs):
     jobs.apply([m.JobStarted(tag=job.tag, time=T1), task_started(job, 0, "start")])
     jobs.apply([task_done(job, 0, 0, {"definitions": []})])
     jobs.apply([task_started(job, 1, "twin", parent=0, tasks_csv="start,twin"),
-                task_started(job, 2, "twin", parent=0, tasks_csv="start,twin,twin")])
+                task_started(job, 2, "twin", parent=0, tasks_csv="start,twin,twin#2", task_id="twin#2")])
     jobs.apply([task_done(job, 1, "first"), task_error(job, 2, "boom", "http://a/twin")])
-    # When / Expect both twins, each with its own outcome
+    # When / Expect both twins, each with its own outcome, the second under `twin#2`
     doc = jobs.get("foo", job.key, job.uuid)
-    assert [(t["name"], t["status"]["current"], t["data"]) for t in doc["tasks"][1:]] == [
-        ("twin", "done", "first"), ("twin", "error", {"error": "boom", "url": "http://a/twin"})]
+    assert [(t["id"], t["name"], t["status"]["current"], t["data"]) for t in doc["tasks"][1:]] == [
+        ("twin", "twin", "done", "first"),
+        ("twin#2", "twin", "error", {"error": "boom", "url": "http://a/twin"})]
+    assert [t["parent"] for t in store.tasks_of(jobs.redis.hgetall(job.tag))] == [-1, 0, 0]
 
 
 def test_an_unknown_job_reads_back_as_none(jobs):

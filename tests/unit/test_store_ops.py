@@ -19,7 +19,7 @@ def test_a_job_moves_through_the_state_indexes_of_its_process(client, jobs):
     assert states(client)["scheduled"] == {job.tag}
     jobs.apply([m.JobStarted(job.tag, T1)])
     assert states(client) == {"scheduled": set(), "running": {job.tag}, "done": set(), "cancelled": set()}
-    jobs.apply([m.JobEnded(job.tag, T4, errors=0, tasks=0)])
+    jobs.apply([m.JobEnded(job.tag, T4, errors=0)])
     assert states(client) == {"scheduled": set(), "running": set(), "done": {job.tag}, "cancelled": set()}
     # Every job of the process, and of its key, stays listed whatever its state.
     assert client.zrange(keys.process_jobs("foo"), 0, -1) == [job.tag]
@@ -114,8 +114,8 @@ def test_with_a_retention_a_finished_job_expires_and_leaves_the_indexes(client):
     job = new_job()
     jobs.create(job)
     jobs.apply([m.JobStarted(job.tag, T1), task_started(job, 0, "start"),
-                task_done(job, 0, {"x": 1}), m.JobEnded(job.tag, T4, errors=0, tasks=1)])
-    for key in (job.tag, f"{job.tag}:done", f"{job.tag}:0:done", keys.job_by_uuid(job.uuid)):
+                task_done(job, 0, {"x": 1}), m.JobEnded(job.tag, T4, errors=0, task_ids=("start",))])
+    for key in (job.tag, f"{job.tag}:done", f"{job.tag}:start:done", keys.job_by_uuid(job.uuid)):
         assert 0 < client.ttl(key) <= 60, key
     # Given the hash gone (as Redis expires it) and the sweep's time come
     client.delete(job.tag)
@@ -157,11 +157,11 @@ def test_a_whole_job_written_in_one_batch_leaves_what_its_moments_one_by_one_lea
     # Given the moments of a job with a task that ends done and one that ends in error
     def moments(job):
         return [m.JobStarted(job.tag, T1),
-                m.TaskStarted(job.tag, 0, "start", "http://a/s", "bob", -1, "start", T1),
-                m.TaskEnded(job.tag, 0, keys.TASK_DONE, '{"x": 1}', '{"definitions": []}', T1, 5),
-                m.TaskStarted(job.tag, 1, "next", "http://a/n", "start", 0, "start,next", T1),
-                m.TaskEnded(job.tag, 1, keys.TASK_ERROR, '{"error": "e"}', "undefined", T4, 7, 3),
-                m.JobEnded(job.tag, T4, errors=1, tasks=2)]
+                m.TaskStarted(job.tag, 0, "start", "start", "http://a/s", "bob", -1, "", "start", T1),
+                m.TaskEnded(job.tag, 0, "start", keys.TASK_DONE, '{"x": 1}', '{"definitions": []}', T1, 5),
+                m.TaskStarted(job.tag, 1, "next", "next", "http://a/n", "start", 0, "start", "start,next", T1),
+                m.TaskEnded(job.tag, 1, "next", keys.TASK_ERROR, '{"error": "e"}', "undefined", T4, 7, 3),
+                m.JobEnded(job.tag, T4, errors=1, task_ids=("start", "next"))]
     one_by_one, together = new_job(), new_job()
     for job in (one_by_one, together):
         jobs.create(job)
@@ -173,5 +173,5 @@ def test_a_whole_job_written_in_one_batch_leaves_what_its_moments_one_by_one_lea
     a = {k.replace(one_by_one.tag, "TAG"): v for k, v in _state(client, jobs, one_by_one).items()}
     b = {k.replace(together.tag, "TAG"): v for k, v in _state(client, jobs, together).items()}
     assert a == b
-    assert b["TAG"]["task.1.status.current"] == "error" and b["index:done"] and not b["index:running"]
-    assert "TAG:task:0:running" not in b and not b["owned"]
+    assert b["TAG"]["task.next.status.current"] == "error" and b["index:done"] and not b["index:running"]
+    assert "TAG:start:running" not in b and b["TAG:next:error"] == T4 and not b["owned"]
