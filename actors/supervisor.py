@@ -17,9 +17,6 @@ from actors.job_runner import JobRunner
 from actors.job_scheduler import JobScheduler
 from actors.process_catalog import ProcessCatalog
 
-#: The name gunicorn workers and the CLI find the supervisor by.
-GLOBAL_NAME = "cameron-supervisor"
-
 #: Like OTP's intensity/period: more restarts than this of one child within PERIOD
 #: seconds means restarting does not help; the child is left down and it is logged.
 MAX_RESTARTS, PERIOD = 5, 10.0

@@ -84,9 +84,15 @@ def join(config: Config):
     return ActorSystem(BASE, {"Admin Port": config.admin_port})
 
 
+#: The Supervisor's class, named so that Thespian imports it in the actor process: the
+#: cameron package never imports the actors (they import it).
+SUPERVISOR = "actors.supervisor.Supervisor"
+#: The name the actor system knows the one Supervisor by: createActor finds it, or makes it.
+SUPERVISOR_NAME = "cameron-supervisor"
+
+
 def supervisor(asys):
-    from actors.supervisor import GLOBAL_NAME, Supervisor
-    return asys.createActor(Supervisor, globalName=GLOBAL_NAME)
+    return asys.createActor(SUPERVISOR, globalName=SUPERVISOR_NAME)
 
 
 def start(config: Config, timeout: float = 30.0, log_file: str | None = None) -> m.Peers:
