@@ -213,16 +213,24 @@ def test_a_whole_foo_shaped_job_has_every_spec_field_and_only_final_markers(clie
     assert [int(h[f"task.{name}.index"]) for name in names] == list(range(7))
 
 
-def test_a_batch_that_fails_part_way_writes_nothing(client, jobs):
-    # Given a stored job
+def test_a_batch_is_one_transaction_that_redis_applies_all_at_once(client, jobs):
+    # Given a stored job, and a watcher of every command Redis runs
     job = new_job()
     jobs.create(job)
-    # When a batch holds a valid moment followed by something that is not one
-    with pytest.raises(Exception):
-        jobs.apply([m.JobStarted(tag=job.tag, time=T1), object()])
-    # Expect the valid moment was not written either (one MULTI/EXEC per batch)
-    assert client.hget(job.tag, "job.status.current") == "scheduled"
-    assert markers(client, job) == {"pending"}
+    with client.monitor() as monitor:
+        # When a batch of several moments is written
+        jobs.apply([m.JobStarted(tag=job.tag, time=T1), task_started(job, 0, "start", time=T2)])
+        commands = []
+        for event in monitor.listen():
+            commands.append(event["command"].split()[0].upper())
+            if commands[-1] == "EXEC":
+                break
+    # Expect its writes between one MULTI and its EXEC: no client sees half of it, and a
+    # connection lost before EXEC writes none of it
+    assert commands.count("MULTI") == 1, commands
+    before, inside = commands[:commands.index("MULTI")], commands[commands.index("MULTI") + 1:-1]
+    assert set(before) <= {"PING", "HELLO", "CLIENT"}, commands  # the connection's greeting
+    assert {"HSET", "MSET", "DEL", "ZADD", "XADD", "PUBLISH"} <= set(inside), commands
 
 
 # --- times ------------------------------------------------------------------------
