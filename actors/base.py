@@ -29,6 +29,8 @@ class CameronActor(ActorTypeDispatcher):
     """Receives Setup from its supervisor (again after any restart) and answers Ping."""
 
     role = "actor"
+    #: What an actor handles before its first Setup; anything else waits for it.
+    BOOT_MESSAGES = (m.Setup, m.Ping, ActorSystemMessage)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -42,7 +44,7 @@ class CameronActor(ActorTypeDispatcher):
         if not self.handled:
             link_to_parent(self)
         self.handled += 1
-        if self.config is None and not isinstance(message, (m.Setup, m.Ping, ActorSystemMessage)):
+        if self.config is None and not isinstance(message, self.BOOT_MESSAGES):
             # Messages from different senders are not ordered: a peer can reach a freshly
             # (re)started actor before its supervisor's Setup does. Keep it for after.
             self._early.append((message, sender))

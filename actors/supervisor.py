@@ -1,17 +1,17 @@
-"""Supervisor: creates the engine's actors and restarts any that dies (cameron_process_sup)."""
+"""Supervisor: OTP's one_for_one supervisor on the shared actor base (OneForOne), and the
+engine's own (cameron_process_sup): the catalog, JobData, the scheduler and the runners,
+restarted when they die, each told where the others are."""
 
 import datetime
-import logging
 import os
 import time
 from collections import deque
-
-from thespian.actors import ActorTypeDispatcher
+from dataclasses import dataclass, field
 
 from cameron import actorsys
 from cameron import messages as m
 
-from actors.base import link_to_parent
+from actors.base import CameronActor
 from actors.job_data import JobData
 from actors.job_runner import JobRunner
 from actors.job_scheduler import JobScheduler
@@ -25,132 +25,157 @@ MAX_RESTARTS, PERIOD = 5, 10.0
 #: child exits from SIGCHLD, and two children dying at once can raise a single signal.
 SWEEP = datetime.timedelta(seconds=1)
 
-log = logging.getLogger("cameron.supervisor")
+
+@dataclass
+class Child:
+    """One child of a supervisor: what to start, and where it runs now."""
+
+    name: str  # "job_data", "runner", ...
+    cls: type
+    slot: int | None = None  # which one, for children started several times (the runners)
+    address: object = None
+    pid: int | None = None  # from its Pong: what the sweep watches
+    restarts: deque | None = field(default_factory=deque)  # recent restart times; None: given up
+
+    @property
+    def label(self) -> str:
+        return self.name if self.slot is None else f"{self.name}:{self.slot}"
 
 
-class Supervisor(ActorTypeDispatcher):
-    """one_for_one: a dead child is replaced and every child is told the new addresses."""
+class OneForOne(CameronActor):
+    """Starts the children child_specs() names; a child that dies is started again alone,
+    unless it died more than MAX_RESTARTS times within PERIOD seconds (then it stays down and
+    that is logged). Subclasses say what happens around a (re)start: started()."""
+
+    role = "supervisor"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.config = None
-        self.peers = m.Peers()
-        self.roles = []  # [child address, role name, pid or None] (addresses are not hashable)
-        self.restarts = {}  # role -> deque of restart times
+        self.kids = []  # of Child
         self.stopping = False
-        self.handled = 0
 
-    def receiveMessage(self, message, sender):
-        if not self.handled:
-            link_to_parent(self)  # its children die with it, and it with the admin
-        self.handled += 1
-        return super().receiveMessage(message, sender)
+    def child_specs(self) -> list:
+        """Hook: the children, in start order."""
+        return []
 
-    # --- client API -------------------------------------------------------
+    def started(self, child: Child, restart: bool) -> None:
+        """Hook: `child` was started (again, after a death, when `restart`)."""
 
-    def receiveMsg_WhereIs(self, msg: m.WhereIs, sender):
-        if self.config is None:
-            self._boot(msg.config)
-        self.send(sender, self.peers)
-
-    def receiveMsg_Ping(self, msg, sender):
-        given_up = sorted(r for r, times in self.restarts.items() if times is None)
-        self.send(sender, m.Pong("supervisor", os.getpid(), self.handled,
-                                 {"children": len(self.roles), "given_up": given_up},
-                                 type(self).__name__, tuple(addr for addr, _, _ in self.roles)))
-
-    # --- supervision ------------------------------------------------------
-
-    def _boot(self, config):
-        self.config = config
-        actorsys.warn_if_exposed(log, "the actor system", actorsys.thespian_address())
-        self._spawn("catalog")
-        self._spawn("job_data")
-        self._spawn("scheduler")
-        for i in range(config.runners):
-            self._spawn(f"runner:{i}")
-        self._announce()
-        self._report()  # at once: `cameron start` waits for the engine's first health record
-        # Jobs a previous engine accepted but did not finish go on now.
-        self.send(self.peers.scheduler, m.Recover(None, self.peers))
+    def boot(self):
+        for child in self.child_specs():
+            self.kids.append(child)
+            self._start(child)
         self.wakeupAfter(SWEEP)
 
-    def _spawn(self, role):
-        cls = {"catalog": ProcessCatalog, "job_data": JobData,
-               "scheduler": JobScheduler}.get(role, JobRunner)
-        addr = self.createActor(cls)
-        self.roles.append([addr, role, None])
-        self.send(addr, m.Ping())  # its Pong tells the pid the sweep watches
-        if role.startswith("runner:"):
-            i = int(role.split(":")[1])
-            runners = self.peers.runners
-            runners.extend([None] * (i + 1 - len(runners)))
-            runners[i] = addr
-        else:
-            setattr(self.peers, role, addr)
-        return addr
+    def _start(self, child: Child):
+        child.address, child.pid = self.createActor(child.cls), None
+        self.send(child.address, m.Ping())  # its Pong tells the pid the sweep watches
 
-    def _announce(self):
-        self.peers.generation += 1
-        for addr, role, _ in self.roles:
-            self.send(addr, m.Setup(self.config, self.peers))
+    def children(self):
+        return tuple(c.address for c in self.kids if c.address is not None)
+
+    def given_up(self) -> tuple:
+        return tuple(sorted(c.label for c in self.kids if c.restarts is None))
+
+    def status(self):
+        return {"children": len(self.children()), "given_up": list(self.given_up())}
 
     def receiveMsg_ActorExitRequest(self, msg, sender):
         self.stopping = True
 
     def receiveMsg_Pong(self, msg: m.Pong, sender):
-        for entry in self.roles:
-            if entry[0] == sender:
-                entry[2] = msg.pid
+        for child in self.kids:
+            if child.address == sender:
+                child.pid = msg.pid
+
+    def receiveMsg_ChildActorExited(self, msg, sender):
+        self._exited(msg.childAddress)
 
     def receiveMsg_WakeupMessage(self, msg, sender):
         if self.stopping:
             return
-        for addr, role, pid in list(self.roles):
-            if pid is not None and not _alive(pid):
-                self._child_exited(addr)
-        self._report()
+        for child in self.kids:
+            if child.pid is not None and not _alive(child.pid):
+                self._exited(child.address)
+        self.swept()
         self.wakeupAfter(SWEEP)
 
-    def _report(self):
-        """The tree as it is, for the engine's health record (what /api/health and `cameron
-        status` read, rather than asking an actor)."""
-        if self.peers.job_data is not None:
-            given_up = tuple(sorted(r for r, times in self.restarts.items() if times is None))
-            self.send(self.peers.job_data, m.TreeReport(os.getpid(), len(self.roles),
-                                                        3 + self.config.runners, given_up))
+    def swept(self) -> None:
+        """Hook: every SWEEP."""
 
-    def receiveMsg_ChildActorExited(self, msg, sender):
-        self._child_exited(msg.childAddress)
-
-    def _child_exited(self, address):
-        gone = [entry for entry in self.roles if entry[0] == address]
-        if not gone or self.stopping:
+    def _exited(self, address):
+        child = next((c for c in self.kids if c.address == address and address is not None), None)
+        if child is None or self.stopping:
             return
-        self.roles.remove(gone[0])
-        role = gone[0][1]
-        times = self.restarts.setdefault(role, deque())
-        if times is None:
+        child.address = child.pid = None
+        if child.restarts is None:
             return
         now = time.monotonic()
-        while times and now - times[0] > PERIOD:
-            times.popleft()
-        if len(times) >= MAX_RESTARTS:
-            log.error("%s died %d times within %.0f s; not restarting it again", role,
-                      len(times) + 1, PERIOD)
-            self.restarts[role] = None
+        while child.restarts and now - child.restarts[0] > PERIOD:
+            child.restarts.popleft()
+        if len(child.restarts) >= MAX_RESTARTS:
+            self.log.error("%s died %d times within %.0f s; not restarting it again", child.label,
+                           len(child.restarts) + 1, PERIOD)
+            child.restarts = None
             return
-        times.append(now)
-        log.warning("%s exited; restarting it", role)
-        self._spawn(role)
+        child.restarts.append(now)
+        self.log.warning("%s exited; restarting it", child.label)
+        self._start(child)
+        self.started(child, restart=True)
+
+
+class Supervisor(OneForOne):
+    """The engine's tree. The first WhereIs boots it with the engine's settings; every
+    (re)start tells all children the new addresses (Setup), and a restart also has the jobs
+    that lived in the dead child handed out again (Recover)."""
+
+    BOOT_MESSAGES = OneForOne.BOOT_MESSAGES + (m.WhereIs,)
+
+    def receiveMsg_WhereIs(self, msg: m.WhereIs, sender):
+        if self.config is None:
+            self.config = msg.config
+            actorsys.warn_if_exposed(self.log, "the actor system", actorsys.thespian_address())
+            self.boot()
+            self._announce()
+            self.swept()  # at once: `cameron start` waits for the engine's first health record
+            # Jobs a previous engine accepted but did not finish go on now.
+            self.send(self.peers.scheduler, m.Recover(None, self.peers))
+        self.send(sender, self.peers)
+
+    def child_specs(self):
+        return [Child("catalog", ProcessCatalog), Child("job_data", JobData), Child("scheduler", JobScheduler)] + [
+            Child("runner", JobRunner, slot=i) for i in range(self.config.runners)]
+
+    def _start(self, child: Child):
+        super()._start(child)
+        if child.name == "runner":
+            self.peers.runners.extend([None] * (child.slot + 1 - len(self.peers.runners)))
+            self.peers.runners[child.slot] = child.address
+        else:
+            setattr(self.peers, child.name, child.address)
+
+    def _announce(self):
+        self.peers.generation += 1
+        for child in self.kids:
+            if child.address is not None:
+                self.send(child.address, m.Setup(self.config, self.peers))
+
+    def started(self, child: Child, restart: bool):
         self._announce()
-        if role.startswith("runner:"):
+        if child.name == "runner":
             # Its jobs lived in its memory: the new runner picks them up from Redis.
-            self.send(self.peers.scheduler, m.Recover(int(role.split(":")[1]), self.peers))
-        elif role in ("scheduler", "job_data"):
+            self.send(self.peers.scheduler, m.Recover(child.slot, self.peers))
+        elif child.name in ("scheduler", "job_data"):
             # New jobs pass through them off the inbox: a batch may have died with one. Every
             # unfinished job is handed out again; runners ignore the ones they already run.
             self.send(self.peers.scheduler, m.Recover(None, self.peers))
+
+    def swept(self):
+        """The tree as it is, for the engine's health record (what /api/health and `cameron
+        status` read, rather than asking an actor)."""
+        if self.peers.job_data is not None:
+            self.send(self.peers.job_data, m.TreeReport(os.getpid(), len(self.children()),
+                                                        len(self.kids), self.given_up()))
 
 
 def _alive(pid: int) -> bool:
