@@ -148,7 +148,7 @@ def _soak(stack, acts, seconds, clients, say) -> dict:
         return [job for job, state in zip(accepted, pipe.execute()) if state not in (keys.DONE, keys.CANCELLED)]
     try:
         wait_for(lambda: not unfinished(), 120, "every accepted job to end", interval=0.5)
-    except RuntimeError:
+    except TimeoutError:
         pass  # counted below
     left = unfinished()
     tasks_not_final = 0
@@ -157,7 +157,7 @@ def _soak(stack, acts, seconds, clients, say) -> dict:
         tasks_not_final += sum(1 for t in store.tasks_of(job) if t["status"] not in (keys.TASK_DONE, keys.TASK_ERROR))
     try:
         wait_for(lambda: _engine_processes(stack) == processes_before, 10, "the processes to be back")
-    except RuntimeError:
+    except TimeoutError:
         pass
     counts = {"seconds": seconds, "clients": clients, "accepted": len(accepted), "kills": dict(kills),
               "calls": sum(acts.calls().values()), "unfinished_jobs": len(left),

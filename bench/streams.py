@@ -131,7 +131,7 @@ def main(argv=None) -> int:
             streams.open()
             try:
                 wait_for(lambda: streams.opened == args.streams, 60, "every stream to open")
-            except RuntimeError:
+            except TimeoutError:
                 say(f"{streams.opened} open, errors: {streams.errors[:5]} ({len(streams.errors)})")
                 raise
             time.sleep(1)

@@ -16,7 +16,6 @@ from cameron.config import MAX_JSON_DEPTH, Config
 from cameron.gateway import EngineUnavailable
 
 BANNER = "Cameron Workflow Engine // Web API"
-_UUID = re.compile(r"^[0-9a-f]{32}$")
 #: Jobs per page of a listing: the default and the most a client may ask for.
 PAGE, MAX_PAGE = 50, 500
 #: A listing's limit: ASCII digits only (str.isdigit() takes "²", which int() refuses).
@@ -299,7 +298,7 @@ class Job:
 
     @staticmethod
     def _check(name, key, uuid):
-        if not _UUID.match(uuid):
+        if not keys.is_uuid(uuid):
             raise _job_not_found(name, key, uuid)
 
 
@@ -321,7 +320,7 @@ class JobByUuid:
 
     def on_get(self, req, resp, uuid):
         not_found = falcon.HTTPNotFound(title="Job not found", description=f"no job {uuid}")
-        if not _UUID.match(uuid):
+        if not keys.is_uuid(uuid):
             raise not_found
         reply = self.gateway.ask("job_data", m.FindJob(uuid))
         if isinstance(reply, m.JobNotFound):

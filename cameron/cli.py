@@ -138,7 +138,7 @@ def cmd_run(config: Config, args) -> int:
         _say(f"actor system up (admin port {config.admin_port}, loopback)")
         gunicorn = _spawn([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.py"),
                            "cameron.wsgi:app"])
-        base = web.base_url(config)
+        base = config.listen_url
         _wait_http(f"{base}/api", gunicorn, 30, "gunicorn")
         write_record(config, pid=os.getpid())
         _say(f"API on {base}/api  (Ctrl-C stops everything)")
@@ -171,7 +171,7 @@ def cmd_start(config: Config, args) -> int:
     redis_url names one; with --web the API server too, with --with-foo the sample server.
     All or nothing: what it started is stopped again if a later part fails."""
     if args.web and web.running_pid(config):
-        raise Fail(f"the API server already runs on {web.base_url(config)} (pid {web.running_pid(config)})")
+        raise Fail(f"the API server already runs on {config.listen_url} (pid {web.running_pid(config)})")
     if args.with_foo and web.foo_running_pid(config):
         raise Fail(f"the sample server already runs (pid {web.foo_running_pid(config)})")
     _check_ports(config, web_too=args.web, foo_too=args.with_foo)
@@ -199,7 +199,7 @@ def cmd_start(config: Config, args) -> int:
         print(f"Cameron actor system started on admin port {config.admin_port} (log: {log_file})")
         if args.web:
             pid = web.start(config)
-            print(f"Cameron API on {web.base_url(config)}/api (pid {pid}, log: {web.log_file(config)})")
+            print(f"Cameron API on {config.listen_url}/api (pid {pid}, log: {web.log_file(config)})")
         write_record(config)
         # Last: it would bring back a Supervisor that a failed start is stopping.
         keeper.spawn(config, log_file)
@@ -253,7 +253,7 @@ def status_report(config: Config) -> dict:
     report = {"running": False, "env": config.env, "config_file": config.config_file,
               "admin": f"{os.environ.get('THESPIAN_BASE_IPADDR', '127.0.0.1')}:{config.admin_port}",
               "actors": [], "redis": {"url": config.redis_url_shown},
-              "web": {"url": web.base_url(config), "pid": web.running_pid(config)},
+              "web": {"url": config.listen_url, "pid": web.running_pid(config)},
               "keeper": {"pid": keeper.running_pid(config)}}
     processes = []
     client = store.connect(config.effective_redis_url, config.health_timeout)

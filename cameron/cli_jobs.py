@@ -20,7 +20,6 @@ EXIT_FAILED, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 4, 5
 #: How often --watch and --wait read the job again.
 POLL = 0.25
 
-_UUID = re.compile(r"^[0-9a-f]{32}$")
 #: What the CLI prints of an id (8 hex digits) up to a whole one: found by its prefix.
 _SHORT_ID = re.compile(r"^[0-9a-f]{8,31}$")
 _JOB_PATH = re.compile(r"^/api/process/([^/]+)/key/([^/]+)/job/([0-9a-f]{32})/?$")
@@ -108,7 +107,7 @@ def job_ref(text: str, config=None) -> tuple:
     """(process, key, uuid) from a job URL, or (None, None, uuid) from a bare uuid or the
     start of one (8 hex digits or more, as the CLI prints them; needs `config` to search)."""
     text = text.strip()
-    if _UUID.match(text):
+    if keys.is_uuid(text):
         return None, None, text
     if _SHORT_ID.match(text) and config is not None:
         return None, None, _complete_id(config, text)
@@ -129,7 +128,7 @@ def _complete_id(config, prefix: str) -> str:
         for name in client.scan_iter(match=keys.job_by_uuid(prefix) + "*", count=1000):
             name = name.decode() if isinstance(name, bytes) else name
             uuid = name[len(keys.job_by_uuid("")):]
-            if not re.fullmatch(r"[0-9a-f]{32}", uuid):
+            if not keys.is_uuid(uuid):
                 continue  # another key under the same prefix (a job's event stream)
             found.add(uuid)
             if len(found) > 1:

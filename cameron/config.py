@@ -136,12 +136,15 @@ class Config:
         return redact_url(self.effective_redis_url)
 
     @property
-    def api_url(self) -> str:
-        """The base of the API's links: public_url, or where it listens."""
-        if self.public_url:
-            return self.public_url.rstrip("/")
+    def listen_url(self) -> str:
+        """Where this machine reaches the API server (loopback when it listens everywhere)."""
         host = "127.0.0.1" if self.bind in ("0.0.0.0", "") else self.bind
         return f"http://{host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        """The base of the API's links: public_url, or where it listens."""
+        return self.public_url.rstrip("/") if self.public_url else self.listen_url
 
     @property
     def tokens(self) -> dict[str, str]:

@@ -194,7 +194,7 @@ class JobEvents:
 
     def on_get(self, req, resp, uuid):
         not_found = falcon.HTTPNotFound(title="Job not found", description=f"no job {uuid}")
-        if self.hub is None or len(uuid) != 32 or not all(c in "0123456789abcdef" for c in uuid):
+        if self.hub is None or not keys.is_uuid(uuid):
             raise not_found
         after = _position(req.get_header("Last-Event-ID"))
         try:

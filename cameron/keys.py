@@ -1,5 +1,7 @@
 """Redis key and field names: the one place that spells them (operators read them with redis-cli)."""
 
+import re
+
 PREFIX = "cameron"
 
 #: Job states, as written to `job.status.current` and used as marker suffixes.
@@ -121,6 +123,12 @@ JOB_CANCEL_REQUESTED = "job.cancel.requested"
 JOB_ERRORS = "job.errors"
 
 _TAG_HEAD = f"{PREFIX}:process:"
+_UUID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_uuid(text: str) -> bool:
+    """A job's uuid: 32 lower-case hex digits."""
+    return _UUID.fullmatch(text) is not None
 _UUID_TAIL = len(":job:") + 32
 
 

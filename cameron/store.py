@@ -14,9 +14,6 @@ import redis
 from cameron import keys
 from cameron import messages as m
 
-#: Where engines before leases kept every unfinished job; whoever boots next adopts them.
-LEGACY_UNFINISHED = f"{keys.PREFIX}:jobs:unfinished"
-
 #: Renews this engine's lease with a fresh value and reads every other engine's: a lease
 #: whose value does not change while this engine watches it for lease_ttl is dead. Returns
 #: this lease's previous value ('' when it had lapsed), then engine, value pairs.
@@ -41,7 +38,7 @@ return out
 #: as handed to the runners (a claim whose reply was lost is handed out by the next one).
 #: (It names keys it builds itself: fine on one Redis server, not on Redis Cluster.)
 _CLAIM = """
-local engines, legacy, adopting = KEYS[1], KEYS[2], KEYS[3]
+local engines, adopting = KEYS[1], KEYS[2]
 local me, prefix = ARGV[1], ARGV[2]
 local mine = prefix .. ':engine:' .. me .. ':jobs'
 local function take(set)
@@ -62,7 +59,6 @@ for i = 3, #ARGV, 2 do
     redis.call('SREM', engines, other)
   end
 end
-take(legacy)
 return redis.call('SMEMBERS', adopting)
 """
 #: Creates a job, with its markers and indexes, queues it in the engine's inbox and wakes the
@@ -454,7 +450,7 @@ class JobStore:
         seen unchanged for a whole lease) whose lease still holds that value; returns every
         tag taken over and not yet acknowledged with adopted()."""
         pairs = [x for engine, value in (dead or {}).items() for x in (engine, value)]
-        return self._claim(keys=[keys.ENGINES, LEGACY_UNFINISHED, keys.engine_adopting(self.engine)],
+        return self._claim(keys=[keys.ENGINES, keys.engine_adopting(self.engine)],
                            args=[self.engine, keys.PREFIX, *pairs])
 
     def adopted(self, tags) -> None:
@@ -471,9 +467,6 @@ class JobStore:
         pipe.smembers(keys.engine_adopting(self.engine))
         owned, inbox, taking, adopting = pipe.execute()
         return owned.difference(inbox, taking, adopting)
-
-    def owned_tags(self) -> set[str]:
-        return self.redis.smembers(self.owned)
 
     def get(self, process: str, key: str, uuid: str) -> dict | None:
         """The job document of the API, or None when there is no such job."""

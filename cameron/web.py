@@ -19,11 +19,6 @@ class WebError(Exception):
     """The API server did not start; the message says why and where its log is."""
 
 
-def base_url(config: Config) -> str:
-    host = "127.0.0.1" if config.bind in ("0.0.0.0", "") else config.bind
-    return f"http://{host}:{config.port}"
-
-
 def pidfile(config: Config) -> Path:
     return Path(config.data_dir) / "run" / f"web-{config.port}.pid"
 
@@ -96,7 +91,7 @@ def start(config: Config, environ=None, timeout: float = 30.0) -> int:
                                 env=environ, start_new_session=True)
     pidfile(config).write_text(f"{proc.pid}\n")
     # /api/health needs no token; any HTTP answer (a 503 too) means it serves.
-    return _wait_serving(proc, f"{base_url(config)}/api/health", timeout, "gunicorn", log,
+    return _wait_serving(proc, f"{config.listen_url}/api/health", timeout, "gunicorn", log,
                          pidfile(config), lambda: stop(config))
 
 

@@ -4,7 +4,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,14 +17,9 @@ from cameron import actorsys, keeper, procfs, store
 from cameron.activity_server import ActivityServer
 from cameron.config import ROOT, from_env
 from cameron.redis_server import EmbeddedRedis
+from bench.stack import free_port, wait_for  # noqa: F401 (free_port: the tests import it from here)
 
 TIME_FORMAT = re.compile(r"^\d\d-\d\d-\d{4} \d\d:\d\d:\d\d$")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def descendants(root: int, parents: dict | None = None) -> set[int]:
@@ -41,14 +35,10 @@ def descendants(root: int, parents: dict | None = None) -> set[int]:
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
     """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    try:
+        return wait_for(predicate, timeout, what, interval)
+    except TimeoutError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="session")

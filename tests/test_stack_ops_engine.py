@@ -47,7 +47,7 @@ def test_start_web_reload_health_and_stop_leave_no_process(own_redis, activities
            "CAMERON_ADMIN_PORT": str(free_port()), "CAMERON_PORT": str(free_port()),
            "THESPIAN_BASE_IPADDR": "127.0.0.1"}
     config = from_env(env)
-    base = web.base_url(config)
+    base = config.listen_url
     started = cli(env, "start", "--web")
     try:
         # Given the engine started in the background with its API server

@@ -398,16 +398,10 @@ def test_the_jobs_of_a_dead_engine_are_taken_over_once_and_only_if_its_lease_did
     seen_by_other = client.get(keys.engine_lease("me:1"))
     jobs.renew_lease(5)
     assert other.claim_orphans({"me:1": seen_by_other}) == []  # we renewed since: ours holds
-    assert jobs.owned_tags() == {mine.tag, theirs.tag}
+    assert client.smembers(keys.engine_jobs("me:1")) == {mine.tag, theirs.tag}
     assert client.smembers(keys.ENGINES) == {"me:1"}
     assert not client.exists(keys.engine_lease("other:2"))
     assert [t for t, _ in jobs.unfinished(None, 2)] != []
-
-
-def test_jobs_left_in_the_set_of_engines_before_leases_are_adopted(client, jobs):
-    client.sadd(store.LEGACY_UNFINISHED, "cameron:process:foo:key:k:job:abc")
-    assert jobs.claim_orphans() == ["cameron:process:foo:key:k:job:abc"]
-    assert not client.exists(store.LEGACY_UNFINISHED)
 
 
 # --- starts through the API: the engine's catalog and inbox --------------------------
