@@ -88,10 +88,6 @@ class JobData(CameronActor):
 
     # --- client API -------------------------------------------------------
 
-    def receiveMsg_GetJob(self, msg: m.GetJob, sender):
-        self._read(sender, lambda: self.store.get(msg.process, msg.key, msg.uuid),
-                   lambda doc: m.JobDocument(doc) if doc is not None else m.JobNotFound())
-
     # --- new jobs: the API stores them and pushes them on the inbox -----------
 
     def receiveMessage(self, message, sender):
@@ -135,15 +131,6 @@ class JobData(CameronActor):
                 self.inbox.close()
                 self.inbox = None
 
-    def receiveMsg_FindJob(self, msg: m.FindJob, sender):
-        self._read(sender, lambda: self.store.find(msg.uuid),
-                   lambda doc: m.JobDocument(doc) if doc is not None else m.JobNotFound())
-
-    def receiveMsg_ListJobs(self, msg: m.ListJobs, sender):
-        self._read(sender, lambda: self.store.list_jobs(msg.process, key=msg.key, state=msg.state,
-                                                        limit=msg.limit, cursor=msg.cursor),
-                   lambda found: m.JobList(*found) if found is not None else m.JobNotFound())
-
     def receiveMsg_RecordCancel(self, msg: m.RecordCancel, sender):
         if self.stalled:
             self.send(msg.reply_to, m.Unavailable(f"job store unavailable: {self.stalled}"))
@@ -161,20 +148,6 @@ class JobData(CameronActor):
         else:
             self.send(sender, m.CancelRecorded(msg.uuid, keys.job_tag(msg.process, msg.key, msg.uuid),
                                                found[0], found[1], msg.reply_to))
-
-    def _read(self, sender, read, answer):
-        if self.stalled:
-            # Answered at once: reads queued behind a stalled Redis would each wait the whole
-            # redis_timeout. The inbox's look every second finds out when Redis is back.
-            self.send(sender, m.Unavailable(f"job store unavailable: {self.stalled}"))
-            return
-        try:
-            found = read()
-        except redis.RedisError as e:
-            self._stalled(e)
-            self.send(sender, m.Unavailable(f"job store unavailable: {e}"))
-            return
-        self.send(sender, answer(found))
 
     def _stalled(self, error):
         """Redis did not answer: until a probe (a look at the inbox, every redis_timeout, or a

@@ -265,17 +265,31 @@ def _job_request(req, config: Config) -> dict:
     return fields
 
 
-class Job:
-    def __init__(self, gateway):
-        self.gateway = gateway
+class _Reads:
+    """Job reads go straight to Redis from this worker: JobData would only pass them on."""
+
+    def __init__(self, gateway, jobs):
+        self.gateway, self.jobs = gateway, jobs
+
+    def read(self, method: str, *args, **kwargs):
+        """JobStore.<method>(...); 503 when Redis does not answer within redis_timeout."""
+        if self.jobs is None:
+            raise EngineUnavailable("no job store configured")
+        try:
+            return getattr(self.jobs, method)(*args, **kwargs)
+        except redis.RedisError as e:
+            raise EngineUnavailable(f"job store unavailable: {e}") from None
+
+
+class Job(_Reads):
+    """A job's document (read straight from Redis), and its cancel (through the engine)."""
 
     def on_get(self, req, resp, name, key, uuid):
         name, key = unquote(name), unquote(key)
         self._check(name, key, uuid)
-        reply = self.gateway.ask("job_data", m.GetJob(name, key, uuid))
-        if isinstance(reply, m.JobNotFound):
+        doc = self.read("get", name, key, uuid)
+        if doc is None:
             raise _job_not_found(name, key, uuid)
-        doc = reply.doc
         doc["links"] = _job_links(req, name, key, uuid)
         resp.media = doc
 
@@ -312,41 +326,35 @@ def _job_links(req, name, key, uuid) -> dict:
     return {"self": path, "cancel": f"{path}/cancel"}
 
 
-class JobByUuid:
+class JobByUuid(_Reads):
     """A job from its uuid alone, as `cameron job UUID` asks for it."""
-
-    def __init__(self, gateway):
-        self.gateway = gateway
 
     def on_get(self, req, resp, uuid):
         not_found = falcon.HTTPNotFound(title="Job not found", description=f"no job {uuid}")
         if not keys.is_uuid(uuid):
             raise not_found
-        reply = self.gateway.ask("job_data", m.FindJob(uuid))
-        if isinstance(reply, m.JobNotFound):
+        doc = self.read("find", uuid)
+        if doc is None:
             raise not_found
-        doc = reply.doc
         doc["links"] = _job_links(req, doc["process"], doc["key"], uuid)
         resp.media = doc
 
 
-class Jobs:
+class Jobs(_Reads):
     """Pages of a process's jobs, newest first: all of them or those of one key, optionally
     in one state (`?status=running&limit=50&cursor=...`)."""
-
-    def __init__(self, gateway):
-        self.gateway = gateway
 
     def on_get(self, req, resp, name, key=None):
         name = unquote(name)
         key = None if key is None else unquote(key)
         query = listing_query(req.params)
-        reply = self.gateway.ask("job_data", m.ListJobs(name, key=key, **query))
-        if isinstance(reply, m.JobNotFound):
+        found = self.read("list_jobs", name, key=key, **query)
+        if found is None:
             raise falcon.HTTPNotFound(title="Unknown process",
                                       description=f"no process named {name!r} in the catalog, and no job of it")
-        jobs = [{**j, "links": _job_links(req, name, j["key"], j["uuid"])} for j in reply.jobs]
-        cursor = store.encode_cursor(reply.next_cursor)
+        page, next_cursor = found
+        jobs = [{**j, "links": _job_links(req, name, j["key"], j["uuid"])} for j in page]
+        cursor = store.encode_cursor(next_cursor)
         here = req.context.base + req.path
         links = {"self": here + (f"?{req.query_string}" if req.query_string else "")}
         if cursor:
@@ -358,7 +366,7 @@ class Jobs:
 
 
 def listing_query(params: dict) -> dict:
-    """The ListJobs arguments of a listing's query string; 400 saying what is wrong."""
+    """The list_jobs() arguments of a listing's query string; 400 saying what is wrong."""
     def bad(description):
         return falcon.HTTPBadRequest(title="Invalid query", description=description)
 
@@ -462,12 +470,12 @@ def create_app(gateway, redis_client=None, jobs=None, config: Config | None = No
     app.add_route("/api/openapi.json", OpenApi(config))
     app.add_route("/api/process", Processes(gateway))
     app.add_route("/api/process/{name}/start", Start(jobs, config))
-    app.add_route("/api/process/{name}/job", Jobs(gateway))
-    app.add_route("/api/process/{name}/key/{key}/job", Jobs(gateway))
-    job = Job(gateway)
+    app.add_route("/api/process/{name}/job", Jobs(gateway, jobs))
+    app.add_route("/api/process/{name}/key/{key}/job", Jobs(gateway, jobs))
+    job = Job(gateway, jobs)
     app.add_route("/api/process/{name}/key/{key}/job/{uuid}", job)
     app.add_route("/api/process/{name}/key/{key}/job/{uuid}/cancel", job, suffix="cancel")
-    app.add_route("/api/job/{uuid}", JobByUuid(gateway))
+    app.add_route("/api/job/{uuid}", JobByUuid(gateway, jobs))
     hub = events.Hub(redis_client) if redis_client is not None else None
     app.add_route("/api/job/{uuid}/events", events.JobEvents(redis_client, hub))
     app.add_route("/metrics", metrics.Metrics(jobs, config))

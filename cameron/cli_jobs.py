@@ -78,22 +78,22 @@ def cmd_jobs(config, args) -> int:
             cursor = store.decode_cursor(args.cursor)
         except ValueError as e:
             raise Refused(f"--cursor: {e}", 2) from None
-    reply = ActorGateway(config).ask("job_data", m.ListJobs(args.process, key=args.key, state=args.status,
-                                                            limit=args.limit, cursor=cursor))
-    if isinstance(reply, m.JobNotFound):
+    found = _read(job_store(config), "list_jobs", args.process, key=args.key, state=args.status,
+                  limit=args.limit, cursor=cursor)
+    if found is None:
         raise Refused(f"no process named {args.process!r} in the catalog, and no job of it "
                       "(see `cameron processes`)", EXIT_NOT_FOUND)
-    next_cursor = store.encode_cursor(reply.next_cursor)
+    page, next_cursor = found[0], store.encode_cursor(found[1])
     if args.json:
-        _print_json({"process": args.process, "jobs": reply.jobs, "next_cursor": next_cursor})
+        _print_json({"process": args.process, "jobs": page, "next_cursor": next_cursor})
         return 0
-    if not reply.jobs:
+    if not page:
         print(f"no {args.status + ' ' if args.status else ''}jobs of {args.process}"
               + (f" for key {args.key!r}" if args.key is not None else ""))
     else:
         print(term.table(["UUID", "STATUS", "SINCE", "ERRORS", "KEY"],
                          [[j["uuid"], j["status"]["current"], j["status"]["time"], j.get("errors", "-"),
-                           j["key"]] for j in reply.jobs],
+                           j["key"]] for j in page],
                          styles={1: lambda state: state}))
     if next_cursor:
         print(f"more: cameron jobs {args.process} --cursor {next_cursor}"
@@ -142,20 +142,33 @@ def _complete_id(config, prefix: str) -> str:
     return found.pop()
 
 
-def read_job(gateway, ref: tuple) -> dict:
+def job_store(config) -> store.JobStore:
+    """The engine's jobs in Redis, which the job commands read straight (the engine's actors
+    need not run for them)."""
+    return store.JobStore(store.connect(config.effective_redis_url, config.redis_timeout), config.engine,
+                          idempotency_ttl=config.idempotency_ttl)
+
+
+def _read(jobs: store.JobStore, method: str, *args, **kwargs):
+    try:
+        return getattr(jobs, method)(*args, **kwargs)
+    except redis.RedisError as e:
+        raise EngineUnavailable(f"job store unavailable: {e}") from None
+
+
+def read_job(jobs: store.JobStore, ref: tuple) -> dict:
     process, key, uuid = ref
-    msg = m.FindJob(uuid) if process is None else m.GetJob(process, key, uuid)
-    reply = gateway.ask("job_data", msg)
-    if isinstance(reply, m.JobNotFound):
+    doc = _read(jobs, "find", uuid) if process is None else _read(jobs, "get", process, key, uuid)
+    if doc is None:
         raise Refused(f"no job {uuid}" + (f" of process {process!r} for key {key!r}" if process else ""),
                       EXIT_NOT_FOUND)
-    return reply.doc
+    return doc
 
 
 def cmd_job(config, args) -> int:
-    gateway = ActorGateway(config)
+    jobs = job_store(config)
     ref = job_ref(args.job, config)
-    doc = watch(gateway, ref, config, quiet=args.json) if args.watch else read_job(gateway, ref)
+    doc = watch(jobs, ref, config, quiet=args.json) if args.watch else read_job(jobs, ref)
     if args.json:
         _print_json(doc)
     else:
@@ -187,12 +200,12 @@ def job_exit(doc: dict) -> int:
     return EXIT_FAILED if failed else 0
 
 
-def watch(gateway, ref: tuple, config, quiet: bool = False) -> dict:
+def watch(jobs: store.JobStore, ref: tuple, config, quiet: bool = False) -> dict:
     """Follow a job until it ends, with a progress bar (a line per change when not a terminal)."""
     tty = sys.stdout.isatty() and not quiet
     last = None
     while True:
-        doc = read_job(gateway, ref)
+        doc = read_job(jobs, ref)
         tasks = doc["tasks"]
         finished = sum(t["status"]["current"] != "running" for t in tasks)
         state = doc["status"]["current"]
@@ -214,7 +227,7 @@ def cmd_cancel(config, args) -> int:
     gateway = ActorGateway(config)
     process, key, uuid = job_ref(args.job, config)
     if process is None:
-        doc = read_job(gateway, (None, None, uuid))
+        doc = read_job(job_store(config), (None, None, uuid))
         process, key = doc["process"], doc["key"]
     reply = gateway.ask("scheduler", m.CancelJob(process, key, uuid))
     if isinstance(reply, m.JobNotFound):
@@ -231,13 +244,11 @@ def cmd_cancel(config, args) -> int:
 
 
 def cmd_start_job(config, args) -> int:
-    gateway = ActorGateway(config)
     requestor = args.requestor or getpass.getuser()
     if not args.key:
         raise Refused("--key must not be empty", 2)
     # Stored the way the API stores a start (straight into Redis, then the engine's inbox).
-    jobs = store.JobStore(store.connect(config.effective_redis_url, config.redis_timeout), config.engine,
-                          idempotency_ttl=config.idempotency_ttl)
+    jobs = job_store(config)
     data = args.data
     if args.data_json is not None:
         try:
@@ -278,7 +289,7 @@ def cmd_start_job(config, args) -> int:
         return 0
     if not args.json:
         print(f"job {doc['uuid']} accepted: {doc['url']}")
-    final = watch(gateway, (doc["process"], doc["key"], doc["uuid"]), config, quiet=args.json)
+    final = watch(jobs, (doc["process"], doc["key"], doc["uuid"]), config, quiet=args.json)
     if args.json:
         _print_json(final)
     else:

@@ -51,18 +51,6 @@ class Unavailable:
 
 
 @dataclass(frozen=True)
-class GetJob:
-    process: str
-    key: str
-    uuid: str
-
-
-@dataclass(frozen=True)
-class JobDocument:
-    doc: dict
-
-
-@dataclass(frozen=True)
 class JobNotFound:
     pass
 
@@ -281,30 +269,6 @@ class ActivityOutcomes:
 
 
 # --- operations: listing, cancel, idempotent start, catalog reload --------
-
-@dataclass(frozen=True)
-class FindJob:
-    """Web -> JobData: the job document of a uuid alone (answer JobDocument or JobNotFound)."""
-
-    uuid: str
-
-
-@dataclass(frozen=True)
-class ListJobs:
-    """Web -> JobData: one page of a process's jobs, newest first (answer JobList)."""
-
-    process: str
-    key: str | None = None  # only this key's jobs
-    state: str | None = None  # only jobs in this state
-    limit: int = 50
-    cursor: tuple | None = None  # (score, tag) of the last job of the previous page
-
-
-@dataclass(frozen=True)
-class JobList:
-    jobs: list  # of job summaries (store.summary)
-    next_cursor: tuple | None
-
 
 @dataclass(frozen=True)
 class CancelJob:

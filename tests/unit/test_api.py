@@ -51,6 +51,23 @@ class FakeJobs:
         return self.answer(process, key)
 
 
+class StoredJobs:
+    """The job store's reads: `answer(*args)` for each, or the exception it is; remembers
+    what was read."""
+
+    def __init__(self, answer):
+        self.answer, self.asked = answer, []
+
+    def _read(self, *args):
+        self.asked.append(args)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer(*args)
+
+    def get(self, process, key, uuid):
+        return self._read("get", process, key, uuid)
+
+
 def accept(process, key):
     """The store's answer: the job accepted, for the process the catalog knows."""
     return store.Created(process, key, UUID, status="scheduled", replayed=False)
@@ -246,15 +263,15 @@ def get_job(client, raw_path, **kwargs):
 
 def test_reading_a_job_returns_its_document_with_a_self_link():
     # Given a stored job
-    gateway = FakeGateway(job_data=lambda msg: m.JobDocument(dict(DOC)))
+    jobs = StoredJobs(lambda *args: dict(DOC))
     # When the Location of the original docs' request is read
     raw = f"/api/process/foo/key/%28id%2C007%29/job/{UUID}"
-    resp = get_job(client_for(gateway), raw)
-    # Expect 200 with the SPEC fields, and the job asked for by its decoded key
+    resp = get_job(client_for(FakeGateway(), jobs), raw)
+    # Expect 200 with the SPEC fields, and the job read by its decoded key
     assert resp.status_code == 200
     assert {k: resp.json[k] for k in DOC} == DOC
     assert resp.json["links"]["self"] == f"http://cameron.example:8080{raw}"
-    assert gateway.asked == [("job_data", m.GetJob("foo", "(id,007)", UUID))]
+    assert jobs.asked == [("get", "foo", "(id,007)", UUID)]
 
 
 @pytest.mark.parametrize("raw_key, key", [("a%2Fb", "a/b"), ("Bob%20Smith", "Bob Smith"),
@@ -262,40 +279,40 @@ def test_reading_a_job_returns_its_document_with_a_self_link():
                                           ("(id,007)", "(id,007)"), ("50%25", "50%")])
 def test_a_job_is_read_back_by_its_exact_key(raw_key, key):
     # Given a key with a slash, a space, capitals or an escaped percent sign, encoded in the path
-    gateway = FakeGateway(job_data=lambda msg: m.JobDocument({**DOC, "key": msg.key}))
-    resp = get_job(client_for(gateway), f"/api/process/foo/key/{raw_key}/job/{UUID}")
-    # Expect the engine asked for that exact key (not lowercased, not split at the slash)
+    jobs = StoredJobs(lambda method, process, key, uuid: {**DOC, "key": key})
+    resp = get_job(client_for(FakeGateway(), jobs), f"/api/process/foo/key/{raw_key}/job/{UUID}")
+    # Expect that exact key read (not lowercased, not split at the slash)
     assert resp.status_code == 200
-    assert gateway.asked == [("job_data", m.GetJob("foo", key, UUID))]
+    assert jobs.asked == [("get", "foo", key, UUID)]
 
 
 def test_a_job_path_works_without_raw_uri_too():
     # Given a WSGI server that does not pass the raw path (only the decoded PATH_INFO)
-    gateway = FakeGateway(job_data=lambda msg: m.JobDocument(dict(DOC)))
-    resp = client_for(gateway).simulate_get(f"/api/process/foo/key/Bob Smith/job/{UUID}")
+    jobs = StoredJobs(lambda *args: dict(DOC))
+    resp = client_for(FakeGateway(), jobs).simulate_get(f"/api/process/foo/key/Bob Smith/job/{UUID}")
     assert resp.status_code == 200
-    assert gateway.asked == [("job_data", m.GetJob("foo", "Bob Smith", UUID))]
+    assert jobs.asked == [("get", "foo", "Bob Smith", UUID)]
 
 
 @pytest.mark.parametrize("uuid", ["123", UUID.upper(), UUID + "0", UUID[:-1] + "g", "../../etc"])
-def test_a_uuid_that_is_not_32_lowercase_hex_is_a_json_404_without_asking_the_engine(uuid):
-    gateway = FakeGateway(job_data=lambda msg: m.JobDocument(dict(DOC)))
-    resp = get_job(client_for(gateway), f"/api/process/foo/key/k/job/{uuid}")
+def test_a_uuid_that_is_not_32_lowercase_hex_is_a_json_404_without_reading_redis(uuid):
+    jobs = StoredJobs(lambda *args: dict(DOC))
+    resp = get_job(client_for(FakeGateway(), jobs), f"/api/process/foo/key/k/job/{uuid}")
     assert resp.status_code == 404
     assert resp.headers["content-type"].startswith("application/json")
-    assert gateway.asked == []
+    assert jobs.asked == []
 
 
 def test_an_unknown_job_is_a_json_404():
-    resp = get_job(client_for(FakeGateway(job_data=m.JobNotFound())), f"/api/process/foo/key/k/job/{UUID}")
+    resp = get_job(client_for(FakeGateway(), StoredJobs(lambda *args: None)), f"/api/process/foo/key/k/job/{UUID}")
     description = assert_json_error(resp, 404, "Job not found")
     assert UUID in description and "'k'" in description
 
 
-def test_reading_a_job_while_the_engine_is_unavailable_is_a_503():
-    gateway = FakeGateway(job_data=EngineUnavailable("Redis is down"))
-    resp = get_job(client_for(gateway), f"/api/process/foo/key/k/job/{UUID}")
-    assert assert_json_error(resp, 503, "Engine unavailable") == "Redis is down"
+def test_reading_a_job_while_redis_does_not_answer_is_a_503():
+    jobs = StoredJobs(redis.TimeoutError("Timeout reading from socket"))
+    resp = get_job(client_for(FakeGateway(), jobs), f"/api/process/foo/key/k/job/{UUID}")
+    assert assert_json_error(resp, 503, "Engine unavailable") == "job store unavailable: Timeout reading from socket"
     assert resp.headers["retry-after"] == "1"
 
 
