@@ -131,24 +131,6 @@ class JobData(CameronActor):
                 self.inbox.close()
                 self.inbox = None
 
-    def receiveMsg_RecordCancel(self, msg: m.RecordCancel, sender):
-        if self.stalled:
-            self.send(msg.reply_to, m.Unavailable(f"job store unavailable: {self.stalled}"))
-            return
-        try:
-            found = self.store.request_cancel(msg.process, msg.key, msg.uuid)
-        except redis.RedisError as e:
-            self._stalled(e)
-            self.send(msg.reply_to, m.Unavailable(f"job store unavailable: {e}"))
-            return
-        if found is None:
-            self.send(msg.reply_to, m.JobNotFound())
-        elif found[1] is None:
-            self.send(msg.reply_to, m.JobFinished(found[0]))
-        else:
-            self.send(sender, m.CancelRecorded(msg.uuid, keys.job_tag(msg.process, msg.key, msg.uuid),
-                                               found[0], found[1], msg.reply_to))
-
     def _stalled(self, error):
         """Redis did not answer: until a probe (a look at the inbox, every redis_timeout, or a
         quarter lease if that is less) gets an answer, nothing else asks it. Every call into a

@@ -109,6 +109,7 @@ class JobRunner(CameronActor):
         metrics.JOBS_IN_FLIGHT.set(len(self.jobs))
 
     def receiveMsg_StopJob(self, msg: m.StopJob, sender):
+        self.send(sender, m.Stopping(msg.uuid))
         job = self.jobs.get(msg.uuid)
         if job is None:
             # Not handed to us yet, or already ended: remember it in case it is the former.

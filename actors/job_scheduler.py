@@ -1,5 +1,5 @@
 """JobScheduler: hands each accepted job to its JobRunner, and the unfinished ones back after a
-restart; routes cancels."""
+restart."""
 
 from cameron import keys
 from cameron import messages as m
@@ -18,15 +18,6 @@ class JobScheduler(CameronActor):
         self.accepted = 0
         self.resumed = 0
         self.waiting = []  # NewJobs come before the catalog
-
-    # --- client API -------------------------------------------------------
-
-    def receiveMsg_CancelJob(self, msg: m.CancelJob, sender):
-        if self.peers.job_data is None:
-            self.send(sender, m.Unavailable("the engine is starting; try again"))
-            return
-        # Recorded in Redis first: a runner that restarts reads it back with the job.
-        self.send(self.peers.job_data, m.RecordCancel(msg.process, msg.key, msg.uuid, sender))
 
     # --- from the other actors --------------------------------------------
 
@@ -69,11 +60,6 @@ class JobScheduler(CameronActor):
         return m.JobSpec(process=process, key=h.get(keys.JOB_KEY, ""), data=store.decode_data(h) if keys.JOB_DATA in h else "",
                          requestor=h.get(keys.JOB_REQUESTOR, ""), uuid=job_uuid, tag=tag,
                          scheduled_time=h.get(keys.job_time(keys.SCHEDULED), ""))
-
-    def receiveMsg_CancelRecorded(self, msg: m.CancelRecorded, sender):
-        self.log.info("cancel requested", extra={"job": msg.uuid})
-        self.send(self._runner_of(msg.uuid, self.peers.runners), m.StopJob(msg.uuid, msg.tag))
-        self.send(msg.reply_to, m.CancelAccepted(msg.status, msg.requested))
 
     @staticmethod
     def _runner_of(job_uuid, runners):

@@ -13,7 +13,7 @@ import redis
 from cameron import __version__, dashboard, events, health, keys, metrics, openapi, store
 from cameron import messages as m
 from cameron.config import MAX_JSON_DEPTH, Config
-from cameron.gateway import EngineUnavailable
+from cameron.gateway import EngineUnavailable, JobGone
 
 BANNER = "Cameron Workflow Engine // Web API"
 #: Jobs per page of a listing: the default and the most a client may ask for.
@@ -265,6 +265,11 @@ def _job_request(req, config: Config) -> dict:
     return fields
 
 
+class JobNotFound(falcon.HTTPNotFound):
+    def __init__(self, process, key, uuid):
+        super().__init__(title="Job not found", description=f"no job {uuid} of process {process!r} for key {key!r}")
+
+
 class _Reads:
     """Job reads go straight to Redis from this worker: JobData would only pass them on."""
 
@@ -273,10 +278,14 @@ class _Reads:
 
     def read(self, method: str, *args, **kwargs):
         """JobStore.<method>(...); 503 when Redis does not answer within redis_timeout."""
+        return self.on_redis(lambda: getattr(self.jobs, method)(*args, **kwargs))
+
+    def on_redis(self, call):
+        """call() with the job store; 503 when Redis does not answer within redis_timeout."""
         if self.jobs is None:
             raise EngineUnavailable("no job store configured")
         try:
-            return getattr(self.jobs, method)(*args, **kwargs)
+            return call()
         except redis.RedisError as e:
             raise EngineUnavailable(f"job store unavailable: {e}") from None
 
@@ -289,7 +298,7 @@ class Job(_Reads):
         self._check(name, key, uuid)
         doc = self.read("get", name, key, uuid)
         if doc is None:
-            raise _job_not_found(name, key, uuid)
+            raise JobNotFound(name, key, uuid)
         doc["links"] = _job_links(req, name, key, uuid)
         resp.media = doc
 
@@ -297,28 +306,24 @@ class Job(_Reads):
         """Cancel: no new task starts, the running ones finish or time out, the job ends cancelled."""
         name, key = unquote(name), unquote(key)
         self._check(name, key, uuid)
-        reply = self.gateway.ask("scheduler", m.CancelJob(name, key, uuid))
-        if isinstance(reply, m.JobNotFound):
-            raise _job_not_found(name, key, uuid)
-        if isinstance(reply, m.JobFinished):
+        try:
+            status, requested = self.on_redis(lambda: self.gateway.cancel(self.jobs, name, key, uuid))
+        except JobGone as e:
+            if e.status is None:
+                raise JobNotFound(name, key, uuid) from None
             raise falcon.HTTPConflict(title="Job already finished",
-                                      description=f"job {uuid} already ended {reply.status}; "
-                                                  "only a scheduled or running job can be cancelled")
+                                      description=f"job {uuid} already ended {e.status}; only a scheduled "
+                                                  "or running job can be cancelled") from None
         resp.status = falcon.HTTP_202
-        resp.media = {"uuid": uuid, "process": name, "key": key, "status": reply.status,
-                      "cancel_requested": reply.requested, "links": _job_links(req, name, key, uuid)}
+        resp.media = {"uuid": uuid, "process": name, "key": key, "status": status,
+                      "cancel_requested": requested, "links": _job_links(req, name, key, uuid)}
 
     on_post_cancel = on_delete
 
     @staticmethod
     def _check(name, key, uuid):
         if not keys.is_uuid(uuid):
-            raise _job_not_found(name, key, uuid)
-
-
-def _job_not_found(name, key, uuid):
-    return falcon.HTTPNotFound(title="Job not found",
-                               description=f"no job {uuid} of process {name!r} for key {key!r}")
+            raise JobNotFound(name, key, uuid)
 
 
 def _job_links(req, name, key, uuid) -> dict:

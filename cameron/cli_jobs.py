@@ -13,7 +13,7 @@ import redis
 
 from cameron import api, keys, store, term
 from cameron import messages as m
-from cameron.gateway import ActorGateway, EngineUnavailable
+from cameron.gateway import ActorGateway, EngineUnavailable, JobGone
 
 #: Exit codes beyond 0 (all well), 2 (bad input) and 3 (engine not running).
 EXIT_FAILED, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 4, 5
@@ -149,9 +149,10 @@ def job_store(config) -> store.JobStore:
                           idempotency_ttl=config.idempotency_ttl)
 
 
-def _read(jobs: store.JobStore, method: str, *args, **kwargs):
+def _read(holder, method: str, *args, **kwargs):
+    """holder.<method>(...) of a call that reads or writes Redis; its errors as EngineUnavailable."""
     try:
-        return getattr(jobs, method)(*args, **kwargs)
+        return getattr(holder, method)(*args, **kwargs)
     except redis.RedisError as e:
         raise EngineUnavailable(f"job store unavailable: {e}") from None
 
@@ -229,16 +230,17 @@ def cmd_cancel(config, args) -> int:
     if process is None:
         doc = read_job(job_store(config), (None, None, uuid))
         process, key = doc["process"], doc["key"]
-    reply = gateway.ask("scheduler", m.CancelJob(process, key, uuid))
-    if isinstance(reply, m.JobNotFound):
-        raise Refused(f"no job {uuid} of process {process!r} for key {key!r}", EXIT_NOT_FOUND)
-    if isinstance(reply, m.JobFinished):
-        raise Refused(f"job {uuid} already ended {reply.status}; nothing to cancel", EXIT_CONFLICT)
+    try:
+        status, requested = _read(gateway, "cancel", job_store(config), process, key, uuid)
+    except JobGone as e:
+        if e.status is None:
+            raise Refused(f"no job {uuid} of process {process!r} for key {key!r}", EXIT_NOT_FOUND) from None
+        raise Refused(f"job {uuid} already ended {e.status}; nothing to cancel", EXIT_CONFLICT) from None
     if args.json:
-        _print_json({"uuid": uuid, "process": process, "key": key, "status": reply.status,
-                     "cancel_requested": reply.requested})
+        _print_json({"uuid": uuid, "process": process, "key": key, "status": status,
+                     "cancel_requested": requested})
     else:
-        print(f"cancel requested for job {uuid} (it was {reply.status}): no new task starts, "
+        print(f"cancel requested for job {uuid} (it was {status}): no new task starts, "
               "it ends cancelled once its running tasks finish")
     return 0
 

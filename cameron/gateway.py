@@ -4,13 +4,21 @@ import threading
 
 from thespian.actors import PoisonMessage
 
-from cameron import actorsys
+from cameron import actorsys, keys
 from cameron import messages as m
 from cameron.config import Config
 
 
 class EngineUnavailable(Exception):
     """The actor system did not answer in time, or said it cannot take the request now."""
+
+
+class JobGone(Exception):
+    """A cancel's job does not exist (status None) or has already ended (in `status`)."""
+
+    def __init__(self, status: str | None):
+        super().__init__(status)
+        self.status = status
 
 
 class ActorGateway:
@@ -28,15 +36,37 @@ class ActorGateway:
         """Send `msg` to the actor playing `role` and return its answer; retried once after
         looking the actors up again, since the supervisor may have replaced that one.
         `timeout` bounds each of the two tries (default: half the ask_timeout setting)."""
+        return self._ask(lambda peers: getattr(peers, role), msg, timeout, f"the {role} actor")
+
+    def ask_runner(self, job_uuid: str, msg, timeout: float | None = None):
+        """ask() the runner that drives the job `job_uuid`."""
+        return self._ask(lambda peers: peers.runners[m.runner_slot(job_uuid, len(peers.runners))],
+                         msg, timeout, "the job's runner")
+
+    def cancel(self, jobs, process: str, key: str, uuid: str) -> tuple[str, str]:
+        """Record a cancel in the job's hash (`jobs`: the JobStore), then tell the job's runner,
+        which remembers it if the job has not reached it yet; returns (the job's state, when
+        the cancel was first asked for). A runner that restarts reads it back with the job."""
+        found = jobs.request_cancel(process, key, uuid)
+        if found is None or found[1] is None:
+            raise JobGone(found and found[0])
+        try:
+            self.ask_runner(uuid, m.StopJob(uuid, keys.job_tag(process, key, uuid)))
+        except EngineUnavailable as e:
+            raise EngineUnavailable(f"the cancel is recorded, but the engine did not confirm it "
+                                    f"({e}); ask again") from None
+        return found
+
+    def _ask(self, address_in, msg, timeout, what: str):
         for attempt in (1, 2):
             asys, peers = self._connect(refresh=attempt == 2)
             with asys.private() as ctx:
-                reply = ctx.ask(getattr(peers, role), msg, timeout or self.config.ask_timeout / 2)
+                reply = ctx.ask(address_in(peers), msg, timeout or self.config.ask_timeout / 2)
             if reply is not None and not isinstance(reply, PoisonMessage):
                 if isinstance(reply, m.Unavailable):
                     raise EngineUnavailable(reply.reason)
                 return reply
-        raise EngineUnavailable(f"the {role} actor did not answer")
+        raise EngineUnavailable(f"{what} did not answer")
 
     def _connect(self, refresh: bool):
         with self._lock:

@@ -51,11 +51,6 @@ class Unavailable:
 
 
 @dataclass(frozen=True)
-class JobNotFound:
-    pass
-
-
-@dataclass(frozen=True)
 class ListProcesses:
     pass
 
@@ -271,58 +266,17 @@ class ActivityOutcomes:
 # --- operations: listing, cancel, idempotent start, catalog reload --------
 
 @dataclass(frozen=True)
-class CancelJob:
-    """Web -> scheduler: cancel a job. The scheduler has JobData record it (RecordCancel),
-    then tells the job's runner (StopJob) and answers CancelAccepted."""
-
-    process: str
-    key: str
-    uuid: str
-
-
-@dataclass(frozen=True)
-class RecordCancel:
-    """Scheduler -> JobData: write the cancel into the job hash unless it already ended;
-    answers CancelRecorded to the scheduler, or JobNotFound / JobFinished to `reply_to`."""
-
-    process: str
-    key: str
-    uuid: str
-    reply_to: Any
-
-
-@dataclass(frozen=True)
-class CancelRecorded:
-    uuid: str
-    tag: str
-    status: str  # the job's state when the cancel was recorded (scheduled or running)
-    requested: str  # when the cancel was first asked for
-    reply_to: Any
-
-
-@dataclass(frozen=True)
 class StopJob:
-    """Scheduler -> JobRunner: start no new task of this job; end it cancelled once its
-    running tasks have finished."""
+    """Web or CLI -> JobRunner, once the cancel is in the job's hash: start no new task of this
+    job; end it cancelled once its running tasks have finished. Answered with Stopping."""
 
     uuid: str
     tag: str
 
 
 @dataclass(frozen=True)
-class CancelAccepted:
-    """Scheduler -> web: the cancel is recorded; the job ends cancelled once its running
-    tasks finish."""
-
-    status: str
-    requested: str
-
-
-@dataclass(frozen=True)
-class JobFinished:
-    """JobData -> web: the job to cancel has already ended, in `status`."""
-
-    status: str
+class Stopping:
+    uuid: str
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ import pytest
 
 import redis
 
-from cameron import api, store
+from cameron import api, keys, store
 from cameron import messages as m
 from cameron.catalog import Process
 from cameron.config import Config
-from cameron.gateway import EngineUnavailable
+from cameron.gateway import ActorGateway, EngineUnavailable
 
 UUID = "0123456789abcdef0123456789abcdef"
 FOO = Process(name="foo", start_url="http://127.0.0.1:9292/foo/v0.0.1/start")
@@ -521,3 +521,45 @@ def test_a_cursor_whose_score_is_not_a_finite_number_is_refused(score):
     text = base64.urlsafe_b64encode(f'[{score}, "cameron:process:foo:key:k:job:{UUID}"]'.encode()).decode()
     with pytest.raises(ValueError):
         store.decode_cursor(text)
+
+
+# --- cancel ----------------------------------------------------------------------------
+
+class CancellingGateway(FakeGateway):
+    """The real cancel (record, then tell the runner) over a runner the test plays."""
+
+    cancel = ActorGateway.cancel
+
+    def ask_runner(self, job_uuid, msg, timeout=None):
+        return self.ask("runner", msg, timeout)
+
+
+class CancelledJobs(StoredJobs):
+    def request_cancel(self, process, key, uuid):
+        return self._read("request_cancel", process, key, uuid)
+
+
+@pytest.mark.parametrize("recorded, code", [(None, 404), (("done", None), 409), (("cancelled", None), 409)])
+def test_a_cancel_of_no_job_or_of_a_finished_one_is_refused_without_telling_the_engine(recorded, code):
+    gateway = CancellingGateway(runner=m.Stopping(UUID))
+    resp = client_for(gateway, CancelledJobs(lambda *args: recorded)).simulate_delete(
+        f"/api/process/foo/key/k/job/{UUID}")
+    assert resp.status_code == code and resp.headers["content-type"].startswith("application/json")
+    assert gateway.asked == []
+
+
+def test_a_cancel_is_recorded_in_redis_then_told_to_the_jobs_runner():
+    jobs = CancelledJobs(lambda *args: ("running", "11-30-2026 01:02:03"))
+    gateway = CancellingGateway(runner=m.Stopping(UUID))
+    resp = client_for(gateway, jobs).simulate_post(f"/api/process/foo/key/k/job/{UUID}/cancel")
+    assert resp.status_code == 202
+    assert (resp.json["status"], resp.json["cancel_requested"]) == ("running", "11-30-2026 01:02:03")
+    assert jobs.asked == [("request_cancel", "foo", "k", UUID)]
+    assert gateway.asked == [("runner", m.StopJob(UUID, keys.job_tag("foo", "k", UUID)))]
+
+
+def test_a_cancel_the_engine_does_not_confirm_is_a_503_that_says_it_is_recorded():
+    jobs = CancelledJobs(lambda *args: ("running", "t"))
+    gateway = CancellingGateway(runner=EngineUnavailable("the job's runner did not answer"))
+    resp = client_for(gateway, jobs).simulate_delete(f"/api/process/foo/key/k/job/{UUID}")
+    assert "the cancel is recorded" in assert_json_error(resp, 503, "Engine unavailable")
