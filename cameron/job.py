@@ -6,11 +6,10 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from cameron import keys
+from cameron import keys, store
 from cameron import messages as m
 from cameron.activity import RetryPolicy
 from cameron.config import Config
-from cameron.store import now
 
 
 @dataclass
@@ -57,7 +56,7 @@ class Job:
         if cancelled:
             job._end(fx)
             return job
-        fx.moments.append(m.JobStarted(spec.tag, now()))
+        fx.moments.append(m.JobStarted(spec.tag, store.now()))
         job._start_task(fx, "start", spec.process.start_url, spec.data, spec.requestor, parent=None)
         return job
 
@@ -100,8 +99,7 @@ class Job:
         del self.running[outcome.n]
         result, error = outcome.result, outcome.error
         if result is not None:
-            data_json = json.dumps(result.data)
-            next_json = "undefined" if result.next_activities is None else json.dumps(result.next_activities)
+            data_json, next_json = store.encode_answer(result.data, result.next_activities)
             error = self._past_limits(task, result, len(data_json) + len(next_json))
             if error:
                 result = None
@@ -109,13 +107,12 @@ class Job:
                 self.stored_bytes += len(data_json) + len(next_json)
         if result is None:
             self.errors += 1
-            fx.moments.append(m.TaskEnded(
-                self.spec.tag, task.n, task.id, keys.TASK_ERROR,
-                json.dumps({"error": error, "url": task.call.url}), "undefined", now(),
-                outcome.duration_ms, outcome.attempts))
+            fx.moments.append(m.TaskEnded(self.spec.tag, task.n, task.id, keys.TASK_ERROR,
+                                          *store.encode_error(error, task.call.url), store.now(),
+                                          outcome.duration_ms, outcome.attempts))
         else:
             fx.moments.append(m.TaskEnded(self.spec.tag, task.n, task.id, keys.TASK_DONE,
-                                          data_json, next_json, now(),
+                                          data_json, next_json, store.now(),
                                           outcome.duration_ms, outcome.attempts))
             for d in result.definitions:
                 # Children get the parent's answer: its data, and its name as their requestor.
@@ -163,7 +160,7 @@ class Job:
         self.running[n] = Task(n, task_id, 0 if parent is None else parent.depth + 1, call, time.monotonic())
         fx.moments.append(m.TaskStarted(
             self.spec.tag, n, task_id, name, url, requestor, -1 if parent is None else parent.n,
-            "" if parent is None else parent.id, ",".join(self.ids), now()))
+            "" if parent is None else parent.id, ",".join(self.ids), store.now()))
         fx.calls.append(call)
 
     def _unique(self, name: str) -> str:
@@ -189,4 +186,4 @@ class Job:
 
     def _end(self, fx: Effects) -> None:
         self.final = keys.CANCELLED if self.cancelled else keys.DONE
-        fx.moments.append(m.JobEnded(self.spec.tag, now(), self.errors, tuple(self.ids), self.final))
+        fx.moments.append(m.JobEnded(self.spec.tag, store.now(), self.errors, tuple(self.ids), self.final))

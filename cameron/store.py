@@ -176,6 +176,22 @@ class Created:
     replayed: bool
 
 
+#: `output.next_activities` of a leaf (an answer without next_activities) and of an error,
+#: as the original wrote it.
+UNDEFINED = "undefined"
+
+
+def encode_answer(data, next_activities) -> tuple[str, str]:
+    """A task's answer as its hash keeps it: `output.data` and `output.next_activities`, as
+    JSON text (UNDEFINED for a leaf)."""
+    return json.dumps(data), UNDEFINED if next_activities is None else json.dumps(next_activities)
+
+
+def encode_error(error: str, url: str) -> tuple[str, str]:
+    """A task's error as its hash keeps it: `output.data` = {"error", "url"}, no next activities."""
+    return json.dumps({"error": error, "url": url}), UNDEFINED
+
+
 def encode_data(data) -> tuple[str, bool]:
     """A job's data as stored: a string as it is, any other JSON value as JSON text (flagged)."""
     return (data, False) if isinstance(data, str) else (json.dumps(data, ensure_ascii=False), True)
