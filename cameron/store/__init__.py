@@ -8,124 +8,47 @@ import math
 import time
 import uuid as uuid_module
 from dataclasses import dataclass
+from pathlib import Path
+from string import Template
 
 import redis
 
 from cameron import keys
 from cameron import messages as m
 
-#: Renews this engine's lease with a fresh value and reads every other engine's: a lease
-#: whose value does not change while this engine watches it for lease_ttl is dead. Returns
-#: this lease's previous value ('' when it had lapsed), then engine, value pairs.
-_RENEW = """
-local engines, lease = KEYS[1], KEYS[2]
-local me, prefix, value, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local out = {redis.call('GET', lease) or ''}
-redis.call('SET', lease, value, 'PX', ttl)
-redis.call('SADD', engines, me)
-for _, other in ipairs(redis.call('SMEMBERS', engines)) do
-  if other ~= me then
-    table.insert(out, other)
-    table.insert(out, redis.call('GET', prefix .. ':engine:' .. other .. ':lease') or '')
-  end
-end
-return out
-"""
-#: Takes over the jobs of the engines named in ARGV (engine, lease value pairs) whose lease
-#: still holds the value this engine saw unchanged for lease_ttl, atomically, so two engines
-#: that both see one dead can never both get its jobs; they go into this engine's job set and
-#: its adopting set. Returns the adopting set: what was taken over and not yet acknowledged
-#: as handed to the runners (a claim whose reply was lost is handed out by the next one).
-#: (It names keys it builds itself: fine on one Redis server, not on Redis Cluster.)
-_CLAIM = """
-local engines, adopting = KEYS[1], KEYS[2]
-local me, prefix = ARGV[1], ARGV[2]
-local mine = prefix .. ':engine:' .. me .. ':jobs'
-local function take(set)
-  for _, tag in ipairs(redis.call('SMEMBERS', set)) do
-    redis.call('SADD', mine, tag)
-    redis.call('SADD', adopting, tag)
-  end
-  redis.call('DEL', set)
-end
-for i = 3, #ARGV, 2 do
-  local other, seen = ARGV[i], ARGV[i + 1]
-  local base = prefix .. ':engine:' .. other
-  if other ~= me and (redis.call('GET', base .. ':lease') or '') == seen then
-    take(base .. ':jobs')
-    -- its inbox's jobs are in its job set
-    redis.call('DEL', base .. ':inbox', base .. ':taking', base .. ':adopting', base .. ':lease',
-               base .. ':written')
-    redis.call('SREM', engines, other)
-  end
-end
-return redis.call('SMEMBERS', adopting)
-"""
-#: Creates a job, with its markers and indexes, queues it in the engine's inbox and wakes the
-#: engine, all at once: a 201 means all of it is in Redis. With an idempotency key already
-#: used, answers the job it made instead. With a catalog key, refuses a process not in it.
-_CREATE = """
-local tag, pending, owned, all_jobs, scheduled, key_jobs, by_uuid, ikey, inbox, engines, catalog =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local engine, process, key, data, requestor, t, score, start_url, fingerprint, ittl, data_json = unpack(ARGV)
-if catalog ~= '' then
-  if redis.call('EXISTS', catalog) == 0 then return {'starting'} end
-  start_url = redis.call('HGET', catalog, process)
-  if not start_url or start_url == '' then return {'unknown'} end
-end
-if ikey ~= '' then
-  local known = redis.call('GET', ikey)
-  if known then
-    local first = cjson.decode(known)
-    local status = redis.call('HGET', first.tag, 'job.status.current')
-    if status then  -- else that job expired: the key is free again
-      if first.fingerprint ~= fingerprint then return {'conflict'} end
-      return {'same', first.tag, status}
-    end
-  end
-  redis.call('SET', ikey, cjson.encode({tag = tag, fingerprint = fingerprint}), 'EX', ittl)
-end
-redis.call('HSET', tag, 'job.key', key, 'job.data', data, 'job.requestor', requestor,
-           'job.status.current', 'scheduled', 'job.status.scheduled.time', t,
-           'job.process', process, 'job.start_url', start_url)
-if data_json == '1' then redis.call('HSET', tag, 'job.data.json', '1') end
-redis.call('SET', pending, t)
-redis.call('SADD', owned, tag)
-redis.call('ZADD', all_jobs, score, tag)
-redis.call('ZADD', scheduled, score, tag)
-redis.call('ZADD', key_jobs, score, tag)
-redis.call('SET', by_uuid, tag)
-redis.call('SADD', engines, engine)
-redis.call('RPUSH', inbox, tag)
-redis.call('PUBLISH', inbox, '')
-return {'created', tag}
-"""
+#: The fields of a job that a take off the inbox returns (what the scheduler needs to run it).
+TAKEN_FIELDS = (keys.JOB_KEY, keys.JOB_DATA, keys.JOB_REQUESTOR, keys.JOB_PROCESS, keys.JOB_START_URL,
+                keys.JOB_STATUS, keys.job_time(keys.SCHEDULED), keys.JOB_CANCEL_REQUESTED,
+                keys.JOB_DATA_JSON)
 
-#: Takes jobs off the inbox the reliable way: first forgets the tags JobData acknowledges
-#: (ARGV[2..]: handed to the scheduler), then moves jobs from the inbox to the taking list
-#: until it holds ARGV[1], and returns the whole taking list: tag, key, data, requestor,
-#: process, start URL, status, scheduled time and cancel request of each. A take whose reply
-#: is lost leaves its jobs in the taking list, and the next take returns them again.
-_TAKE = """
-local inbox, taking = KEYS[1], KEYS[2]
-for i = 2, #ARGV do redis.call('LREM', taking, 1, ARGV[i]) end
-local room = tonumber(ARGV[1]) - redis.call('LLEN', taking)
-if room > 0 then
-  local moved = redis.call('LRANGE', inbox, 0, room - 1)
-  if #moved > 0 then
-    redis.call('LTRIM', inbox, #moved, -1)
-    redis.call('RPUSH', taking, unpack(moved))
-  end
-end
-local out = {}
-for _, tag in ipairs(redis.call('LRANGE', taking, 0, -1)) do
-  table.insert(out, tag)
-  table.insert(out, redis.call('HMGET', tag, 'job.key', 'job.data', 'job.requestor', 'job.process',
-                               'job.start_url', 'job.status.current', 'job.status.scheduled.time',
-                               'job.cancel.requested', 'job.data.json'))
-end
-return out
-"""
+
+def _lua(value) -> str:
+    """A Lua literal of a string, or of a table of strings."""
+    if isinstance(value, tuple):
+        return "{" + ", ".join(_lua(v) for v in value) + "}"
+    return json.dumps(value)  # a JSON string is a valid Lua string literal for these names
+
+
+#: What the scripts' $NAMEs stand for: every key and field name comes from keys.py (key
+#: patterns with %s for an engine's id, for string.format).
+_NAMES = {
+    "JOB_KEY": keys.JOB_KEY, "JOB_DATA": keys.JOB_DATA, "JOB_REQUESTOR": keys.JOB_REQUESTOR,
+    "JOB_STATUS": keys.JOB_STATUS, "JOB_SCHEDULED_TIME": keys.job_time(keys.SCHEDULED),
+    "JOB_PROCESS": keys.JOB_PROCESS, "JOB_START_URL": keys.JOB_START_URL, "JOB_DATA_JSON": keys.JOB_DATA_JSON,
+    "SCHEDULED": keys.SCHEDULED, "TAKEN": TAKEN_FIELDS,
+    "ENGINE_JOBS": keys.engine_jobs("%s"), "ENGINE_LEASE": keys.engine_lease("%s"),
+    "ENGINE_INBOX": keys.engine_inbox("%s"), "ENGINE_TAKING": keys.engine_taking("%s"),
+    "ENGINE_ADOPTING": keys.engine_adopting("%s"), "ENGINE_WRITTEN": keys.engine_written("%s"),
+}
+
+
+def _script(name: str) -> str:
+    """The Lua script cameron/store/<name>.lua, its $NAMEs replaced (an unknown one raises)."""
+    text = (Path(__file__).parent / f"{name}.lua").read_text()
+    return Template(text).substitute({k: _lua(v) for k, v in _NAMES.items()})
+
+
+_RENEW, _CLAIM, _CREATE, _TAKE = (_script(n) for n in ("renew_lease", "claim_orphans", "create_job", "take_new"))
 
 #: Expired jobs taken out of the indexes per round trip.
 PRUNE_BATCH = 1000
@@ -287,10 +210,7 @@ class JobStore:
         names them in `handed`: call again with what was handed to the scheduler."""
         flat = self._take_script(keys=[keys.engine_inbox(self.engine), keys.engine_taking(self.engine)],
                                  args=[count, *handed])
-        names = [keys.JOB_KEY, keys.JOB_DATA, keys.JOB_REQUESTOR, keys.JOB_PROCESS, keys.JOB_START_URL,
-                 keys.JOB_STATUS, keys.job_time(keys.SCHEDULED), keys.JOB_CANCEL_REQUESTED,
-                 keys.JOB_DATA_JSON]
-        return [(flat[i], {n: v for n, v in zip(names, flat[i + 1]) if v is not None})
+        return [(flat[i], {n: v for n, v in zip(TAKEN_FIELDS, flat[i + 1]) if v is not None})
                 for i in range(0, len(flat), 2)]
 
     def publish_catalog(self, processes) -> None:
@@ -458,7 +378,7 @@ class JobStore:
         expired, or another engine took this one's jobs), and every other engine's lease
         value ('' for none), to watch for engines that stopped renewing."""
         reply = self._renew(keys=[keys.ENGINES, keys.engine_lease(self.engine)],
-                            args=[self.engine, keys.PREFIX, f"{time.time():.6f}", int(ttl * 1000)])
+                            args=[self.engine, f"{time.time():.6f}", int(ttl * 1000)])
         return reply[0] != "", dict(zip(reply[1::2], reply[2::2]))
 
     def claim_orphans(self, dead: dict | None = None) -> list[str]:
@@ -467,7 +387,7 @@ class JobStore:
         tag taken over and not yet acknowledged with adopted()."""
         pairs = [x for engine, value in (dead or {}).items() for x in (engine, value)]
         return self._claim(keys=[keys.ENGINES, keys.engine_adopting(self.engine)],
-                           args=[self.engine, keys.PREFIX, *pairs])
+                           args=[self.engine, *pairs])
 
     def adopted(self, tags) -> None:
         """The jobs taken over that are now handed to the runners."""
