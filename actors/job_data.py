@@ -11,6 +11,8 @@ from thespian.actors import ThespianWatch
 from cameron import keys
 from cameron import messages as m
 from cameron import store
+from cameron.lease import LeaseWatch
+from cameron.writes import InOrder
 
 from actors.base import CameronActor
 
@@ -49,29 +51,23 @@ class JobData(CameronActor):
         self.written = 0
         self.progress = time.time()  # when a write last reached Redis: jobs moved then
         self.lease = None  # None before the first renewal, then whether it was renewed in time
-        self.fenced = False  # the lease lapsed once: check every write's job is still ours
         self.disowned = set()  # tags of jobs other engines took over while we were away
         self.acks = []  # [runner address, highest seq written] not yet sent (not hashable)
-        self.writers = {}  # str(runner address) -> [next seq due, {seq: WriteBatch come early}]
-        self.replaced = set()  # str(address) of runners the Supervisor has replaced
+        self.order = InOrder()  # of the runners' write batches, by str(runner address)
         self.inbox = None  # the pub/sub subscription that says the inbox has new jobs
         self.taken = 0
         self.handed = []  # tags taken off the inbox and handed out, to acknowledge at the next take
         self.incarnation = uuid.uuid4().hex[:12]
         self.flushes = 0
         self.unsure = None  # (token, batches) of a write whose reply was lost
-        self.renewed = None  # (began, ended) of the last renewal of the lease Redis answered
-        self.seen = {}  # other engine -> [its lease value, seconds watched without a change]
+        self.watch = None  # the LeaseWatch of the other engines' leases
         self.stalled = None  # why Redis did not answer the last call, until one is answered
 
     def adopt(self, peers):
         before = self.peers
         super().adopt(peers)
         if self.peers is peers:
-            gone = {str(r) for r in before.runners} - {str(r) for r in peers.runners}
-            self.replaced |= gone
-            for writer in gone:
-                self.writers.pop(writer, None)
+            self.order.replace({str(r) for r in before.runners} - {str(r) for r in peers.runners})
 
     def setup(self, first):
         if first:
@@ -173,22 +169,11 @@ class JobData(CameronActor):
     # --- from the runners -------------------------------------------------
 
     def receiveMsg_WriteBatch(self, msg: m.WriteBatch, sender):
-        if str(sender) in self.replaced:
-            # From a runner that died, come late: its successor resumes from what Redis holds
-            # (it may already have read it), so this must not change it any more.
+        ready = self.order.arrived(str(sender), msg)
+        if ready is None:
             self.log.warning("dropped a write batch of a replaced runner (%d moments)", len(msg.ops))
             return
-        # A runner's batches must reach Redis in the order it made them: a task's start
-        # written after its end would leave it `running` for ever.
-        due, early = self.writers.setdefault(str(sender), [msg.floor + 1, {}])
-        if msg.seq < due:
-            return  # sent again after a JobData restart, and already taken
-        early[msg.seq] = msg
-        while due in early:
-            batch = early.pop(due)
-            self.backlog.append((batch.ops, batch.seq, sender))
-            due += 1
-        self.writers[str(sender)][0] = due
+        self.backlog.extend((batch.ops, batch.seq, sender) for batch in ready)
         if not self.flush_due and not self.retrying:
             self.flush_due = True
             self.wakeupAfter(COALESCE, payload=FLUSH)
@@ -329,41 +314,29 @@ class JobData(CameronActor):
         if not self.stalled:  # else nothing can be renewed: the probe renews once Redis answers
             self._renew()
 
+    @property
+    def fenced(self) -> bool:
+        """The lease lapsed once: every write checks that its job is still ours."""
+        return self.watch is not None and self.watch.fenced
+
     def _renew(self):
-        ttl = self.config.lease_ttl
+        if self.watch is None:
+            self.watch = LeaseWatch(self.config.lease_ttl)
         began = time.monotonic()
         try:
-            held, others = self.store.renew_lease(ttl)
+            held, others = self.store.renew_lease(self.config.lease_ttl)
         except redis.RedisError as e:
             self.log.warning("lease not renewed: %s", e)
             self._stalled(e)
             return
         self.stalled = None
-        ended = time.monotonic()
-        watched, gap = 0.0, self.renewed is None
-        if self.renewed is not None:
-            if not held or ended - self.renewed[0] > ttl:
-                if not self.fenced:
-                    self.log.error("this engine's lease may have lapsed (Redis out of reach or "
-                                   "stalled, or the engine stalled); from now on every write "
-                                   "checks that its job is still ours")
-                self.fenced = True
-            # Time counts as watched only between answers close together: across a longer gap
-            # Redis (or this engine) may have stood still, and nobody could renew; after one,
-            # every engine gets a whole lease, from the first answer, to show it lives.
-            if ended - self.renewed[0] <= ttl / 2:
-                watched = max(0.0, began - self.renewed[1])
-            else:
-                gap = True
-        self.renewed = (began, ended)
+        fenced = self.fenced
+        dead = self.watch.renewal(began, time.monotonic(), held, others)
+        if self.fenced and not fenced:
+            self.log.error("this engine's lease may have lapsed (Redis out of reach or stalled, or "
+                           "the engine stalled); from now on every write checks that its job is "
+                           "still ours")
         self.lease = True
-        seen = {}
-        for engine, value in others.items():
-            old = self.seen.get(engine)
-            same = old is not None and old[0] == value and not gap
-            seen[engine] = [value, old[1] + watched] if same else [value, 0.0]
-        self.seen = seen
-        dead = {engine: value for engine, (value, quiet) in seen.items() if quiet >= ttl}
         try:
             adopting = self.store.claim_orphans(dead)
             found = self.store.hashes(adopting) if adopting else []
@@ -406,4 +379,4 @@ class JobData(CameronActor):
                 "lease": self.lease, "fenced": self.fenced, "redis_stalled": self.stalled,
                 "retrying": self.retrying,
                 "disowned": len(self.disowned),
-                "out_of_order": sum(len(early) for _, early in self.writers.values())}
+                "out_of_order": self.order.waiting()}

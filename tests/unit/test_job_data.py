@@ -8,6 +8,7 @@ import redis
 from thespian.actors import WakeupMessage
 
 from actors.job_data import JobData, RETRY
+from cameron.lease import LeaseWatch
 from cameron import keys, store
 from cameron import messages as m
 from cameron.catalog import Process
@@ -61,7 +62,8 @@ def test_a_write_whose_reply_was_lost_is_known_applied_and_disowns_nothing(redis
                     tag=keys.job_tag("foo", "k", uuid), scheduled_time=store.now())
     actor.store.create(job)
     # Given an engine whose lease lapsed once (every write checks its jobs are still its own)
-    actor.fenced = True
+    actor.watch = LeaseWatch(1.0)
+    actor.watch.fenced = True
     # When a runner's batch that ends a job is written, Redis applies it, and the reply is lost
     actor.store.lose = True
     actor.receiveMsg_WriteBatch(m.WriteBatch([m.JobStarted(job.tag, store.now()),

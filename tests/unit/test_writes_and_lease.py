@@ -1,0 +1,52 @@
+"""JobData's two rules in plain Python: runners' batches in order (cameron.writes) and the
+watch of the other engines' leases (cameron.lease)."""
+
+from cameron import messages as m
+from cameron.lease import LeaseWatch
+from cameron.writes import InOrder
+
+
+def batch(seq, floor=0):
+    return m.WriteBatch([], seq, floor)
+
+
+def test_a_runners_batches_pass_in_its_order_whatever_order_they_come_in():
+    order = InOrder()
+    assert order.arrived("r1", batch(2)) == [] and order.waiting() == 1
+    assert [b.seq for b in order.arrived("r1", batch(1))] == [1, 2]
+    assert [b.seq for b in order.arrived("r2", batch(1))] == [1]  # runners apart
+    assert order.arrived("r1", batch(2)) == []  # sent again after a JobData restart: once only
+
+
+def test_a_new_jobdata_starts_from_the_floor_the_runner_sends():
+    assert [b.seq for b in InOrder().arrived("r1", batch(7, floor=6))] == [7]
+
+
+def test_the_batches_of_a_replaced_runner_are_dropped():
+    order = InOrder()
+    order.arrived("r1", batch(2))
+    order.replace({"r1"})
+    assert order.arrived("r1", batch(1)) is None and order.waiting() == 0
+
+
+def test_an_engine_is_dead_after_a_whole_lease_of_the_same_value_with_redis_answering():
+    watch = LeaseWatch(ttl=1.0)
+    assert watch.renewal(0.0, 0.01, True, {"other": "v1"}) == {}
+    t, dead = 0.0, None
+    while t < 1.25:  # renewals every quarter lease (0.24 s watched each), its value never changing
+        t += 0.25
+        assert dead in (None, {}), t  # not before a whole lease was watched
+        dead = watch.renewal(t, t + 0.01, True, {"other": "v1"})
+    assert dead == {"other": "v1"} and not watch.fenced
+
+
+def test_a_changed_value_or_a_gap_in_the_answers_starts_the_watch_again():
+    watch = LeaseWatch(ttl=1.0)
+    watch.renewal(0.0, 0.01, True, {"other": "v1"})
+    watch.renewal(0.25, 0.26, True, {"other": "v1"})
+    watch.renewal(0.5, 0.51, True, {"other": "v2"})  # it renewed: alive
+    assert watch.seen["other"] == ["v2", 0.0]
+    # Redis stalled 2 s: nobody could renew; the first answer after starts a new watch, and
+    # this engine's own lease may have lapsed
+    assert watch.renewal(2.5, 2.51, False, {"other": "v2"}) == {}
+    assert watch.seen["other"] == ["v2", 0.0] and watch.fenced
