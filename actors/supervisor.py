@@ -8,7 +8,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from cameron import actorsys
+from cameron import actorsys, procfs
 from cameron import messages as m
 
 from actors.base import CameronActor
@@ -184,4 +184,4 @@ def _alive(pid: int) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)
         return done == 0
     except ChildProcessError:
-        return os.path.exists(f"/proc/{pid}")  # not our child (already reaped): gone if absent
+        return procfs.alive(pid)  # not our child (already reaped): gone once it is not alive

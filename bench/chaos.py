@@ -20,7 +20,7 @@ import time
 import requests
 
 from bench.stack import KEY, Stack, wait_for
-from cameron import actorsys, keeper, keys, store
+from cameron import actorsys, keeper, keys, procfs, store
 from cameron.activity_server import ActivityServer
 
 #: Sizes of the processes the clients start (see bench.stack.catalog).
@@ -56,7 +56,7 @@ class CheckingServer(ActivityServer):
 
 
 def _tree(stack) -> dict:
-    return {p: actorsys._ppid(p) for p in actorsys.system_pids(stack.config)}
+    return {p: procfs.ppid(p) for p in actorsys.system_pids(stack.config)}
 
 
 def _engine_processes(stack) -> int:

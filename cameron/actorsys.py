@@ -1,6 +1,5 @@
 """Starting, joining and stopping the Thespian actor system that runs the engine's actors."""
 
-import contextlib
 import os
 import signal
 import socket
@@ -198,7 +197,7 @@ def _write_pidfile(config: Config):
     sid = _listener_sid(config.admin_port)
     if sid:
         members = _session_members(sid)
-        admin = next(p for p in members if _ppid(p) not in members)
+        admin = next(p for p in members if procfs.ppid(p) not in members)
         path = _pidfile(config)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"{sid} {admin}\n")
@@ -216,10 +215,7 @@ def held_by_us(port: int) -> bool:
     """Whether the process listening on `port` runs our interpreter (an actor system of ours,
     live or orphaned) rather than another program."""
     pid = _listener_pid(port)
-    try:
-        return pid is not None and os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(sys.executable)
-    except OSError:
-        return False
+    return pid is not None and procfs.exe(pid) == os.path.realpath(sys.executable)
 
 
 def _listener_pid(port: int) -> int | None:
@@ -244,14 +240,11 @@ def engine_ports(config: Config) -> set[int]:
     pids = []
     for pid in procfs.all_pids():
         try:
-            if os.getsid(pid) == session:
-                pids.append(pid)
-                continue
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"cameron.wsgi" in f.read():
-                    pids.append(pid)
+            ours = os.getsid(pid) == session
         except OSError:
-            pass
+            continue
+        if ours or b"cameron.wsgi" in procfs.cmdline(pid):
+            pids.append(pid)
     return {config.port, config.admin_port} | {port for _, _, port in procfs.listening(pids)}
 
 
@@ -262,20 +255,13 @@ def _session_members(sid: int) -> list[int]:
     pids = []
     for pid in procfs.all_pids():
         try:
-            if (os.getsid(pid) == sid and pid != os.getpid()
-                    and os.path.realpath(f"/proc/{pid}/exe") == python):
+            if os.getsid(pid) == sid and pid != os.getpid() and procfs.exe(pid) == python:
                 pids.append(pid)
         except OSError:
             pass
     return pids
 
 
-def _ppid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError):
-        return 0
 
 
 def stop_child(proc, timeout: float):
@@ -293,7 +279,7 @@ def stop_child(proc, timeout: float):
 
 def children(pid: int) -> list[int]:
     """PIDs of the processes whose parent is `pid` (gunicorn's workers, a runner's TaskActor)."""
-    return [p for p in procfs.all_pids() if _ppid(p) == pid]
+    return [p for p in procfs.all_pids() if procfs.ppid(p) == pid]
 
 
 alive = procfs.alive  # what callers of this module have always used

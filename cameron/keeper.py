@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from cameron import actorsys
+from cameron import actorsys, procfs
 from cameron import messages as m
 from cameron.config import Config
 
@@ -77,10 +77,9 @@ def running_pid(config: Config) -> int | None:
     """The background keeper's pid, if it runs."""
     try:
         pid = int(pidfile(config).read_text())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return pid if b"cameron.keeper" in f.read() else None  # else the pid was reused
     except (OSError, ValueError):
         return None
+    return pid if b"cameron.keeper" in procfs.cmdline(pid) else None  # else the pid was reused
 
 
 def stop(config: Config, timeout: float = 5.0) -> None:

@@ -8,7 +8,6 @@ import os
 import shutil
 from pathlib import Path
 
-import falcon
 import redis
 
 from cameron import keys

@@ -9,13 +9,42 @@ def all_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
-def alive(pid: int) -> bool:
-    """Whether the process runs (a zombie, exited but not yet reaped, does not)."""
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...); [] when gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, exited but not yet reaped, does not)."""
+    stat = _stat(pid)
+    return bool(stat) and stat[0] != "Z"
+
+
+def ppid(pid: int) -> int:
+    """The process's parent (0 when it is gone)."""
+    stat = _stat(pid)
+    return int(stat[1]) if stat else 0
+
+
+def cmdline(pid: int) -> bytes:
+    """The process's command line, NUL-separated (b"" when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
     except OSError:
-        return False
+        return b""
+
+
+def exe(pid: int) -> str:
+    """The program the process runs, resolved ("" when it is gone or not ours to look at)."""
+    try:
+        return os.path.realpath(f"/proc/{pid}/exe", strict=True)
+    except OSError:
+        return ""
 
 
 def _address(hex_addr: str) -> str:

@@ -89,10 +89,9 @@ class EmbeddedRedis:
         an unclean stop left behind); False when none runs."""
         try:
             pid = int((self.dir / "redis.pid").read_text())
-            exe = os.path.realpath(f"/proc/{pid}/exe")
         except (OSError, ValueError):
             return False
-        if os.path.basename(exe) != "redis-server":
+        if os.path.basename(procfs.exe(pid)) != "redis-server":
             return False  # the pid was reused by something that is not ours
         os.kill(pid, signal.SIGTERM)  # redis-server writes its data and exits
         deadline = time.monotonic() + timeout

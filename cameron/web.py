@@ -35,12 +35,10 @@ def running_pid(config: Config) -> int | None:
 def _running(path: Path, marker: bytes) -> int | None:
     try:
         pid = int(path.read_text())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
     except (OSError, ValueError):
         return None
     # The pid may have been reused by another program since.
-    return pid if marker in cmdline and procfs.alive(pid) else None
+    return pid if marker in procfs.cmdline(pid) and procfs.alive(pid) else None
 
 
 # --- the sample activity server -----------------------------------------------

@@ -25,7 +25,7 @@ TIME_FORMAT = re.compile(r"^\d\d-\d\d-\d{4} \d\d:\d\d:\d\d$")
 def descendants(root: int, parents: dict | None = None) -> set[int]:
     """The processes below `root`, by `parents` (pid -> parent pid; all of /proc by default)."""
     if parents is None:
-        parents = {p: actorsys._ppid(p) for p in procfs.all_pids()}
+        parents = {p: procfs.ppid(p) for p in procfs.all_pids()}
     found, frontier = set(), {root}
     while frontier:
         frontier = {p for p, parent in parents.items() if parent in frontier} - found

@@ -13,7 +13,7 @@ import requests
 
 from cameron import actorsys, procfs
 from cameron.activity_server import ActivityServer
-from conftest import start_engine, stop_engine, wait_until
+from conftest import start_engine, stop_engine
 
 pytestmark = pytest.mark.stack
 

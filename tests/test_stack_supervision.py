@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from cameron import actorsys, keeper, keys
+from cameron import actorsys, keeper, keys, procfs
 from conftest import descendants, start_engine, stop_engine, wait_until
 
 pytestmark = pytest.mark.stack
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.stack
 
 def tree(engine) -> dict:
     """The actor system's processes: pid -> parent pid."""
-    return {p: actorsys._ppid(p) for p in actorsys.system_pids(engine.config)}
+    return {p: procfs.ppid(p) for p in actorsys.system_pids(engine.config)}
 
 
 def test_a_killed_supervisor_takes_its_tree_along_and_is_replaced_unasked(short_tmp, redis_server, activities):

@@ -3,7 +3,6 @@ command but its reply never comes back."""
 
 import uuid as uuidlib
 
-import pytest
 import redis
 from thespian.actors import WakeupMessage
 
