@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cameron import activity
+from cameron import activity, activity_blocking
 from cameron.activity import ActivityError, ActivityResult, Definition, RetryPolicy, parse_answer
 from cameron.activity_loop import Call
 from cameron.activity_server import ActivityServer
@@ -199,7 +199,7 @@ def free_port() -> int:
 
 
 def loop_call(url, body, *, headers=None, retry=RetryPolicy(max_attempts=1), **limits):
-    """activity.call's contract through the TaskActor's selector loop: one call, waited for."""
+    """activity_blocking.call's contract through the TaskActor's selector loop: one call, waited for."""
     [(result, error)] = run([Call(None, url, body, retry=retry, headers=headers, **limits)])
     if error is not None:
         raise error
@@ -210,7 +210,7 @@ def loop_call(url, body, *, headers=None, retry=RetryPolicy(max_attempts=1), **l
 def client(request):
     """Both ways Cameron calls an activity: the blocking call (https, on threads) and the loop
     (plain http): the same requests, answers, errors and texts."""
-    return activity.call if request.param == "http.client" else loop_call
+    return activity_blocking.call if request.param == "http.client" else loop_call
 
 
 def call_error(client, url, **overrides) -> str:
