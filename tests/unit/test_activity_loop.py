@@ -83,18 +83,20 @@ def serve():
         s.close()
 
 
-def run(calls, timeout=15.0):
-    """Run calls on a loop; [(result, error)] in the order given."""
-    done, out = threading.Event(), {}
+def run(calls, timeout=15.0, in_turn=False):
+    """Run calls on one loop, all at once or (`in_turn`) each once the one before ended, so
+    that it finds that one's connection idle; [(result, error)] in the order given."""
+    out, ended = {}, threading.Semaphore(0)
 
     def on_done(call, result, error):
         out[call.token] = (result, error)
-        if len(out) == len(calls):
-            done.set()
+        ended.release()
     loop = CallLoop(on_done)
     try:
-        loop.submit(calls)
-        assert done.wait(timeout), f"{len(out)} of {len(calls)} calls ended"
+        for batch in [[c] for c in calls] if in_turn else [calls]:
+            loop.submit(batch)
+            for _ in batch:
+                assert ended.acquire(timeout=timeout), f"{len(out)} of {len(calls)} calls ended"
     finally:
         loop.close()
     return [out[c.token] for c in calls]
@@ -113,10 +115,12 @@ def test_a_chunked_answer_is_put_together_even_when_it_arrives_in_pieces(serve):
     body = b"4;ext=1\r\n" + ANSWER[:4] + b"\r\n" + b"%x\r\n" % (len(ANSWER) - 4) + ANSWER[4:] + b"\r\n0\r\nX-T: 1\r\n\r\n"
     raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
     server = serve(lambda n: ([raw[i:i + 7] for i in range(0, len(raw), 7)], False))
-    # When called twice / Expect both answers whole, on one kept-alive connection
-    [(r1, e1), (r2, e2)] = run([call(server.url + "/a", 1)]) + run([call(server.url + "/a", 2)])
+    # When called twice, one call after the other
+    [(r1, e1), (r2, e2)] = run([call(server.url + "/a", 1), call(server.url + "/a", 2)], in_turn=True)
+    # Expect both answers whole, on one kept-alive connection
     assert e1 is None and r1.data == {"ok": [1, 2, 3]}
     assert e2 is None and r2.name == "raw"
+    assert len(server.requests) == 2 and server.connections == 1
 
 
 def test_an_answer_without_length_ends_with_the_connection(serve):
@@ -128,19 +132,8 @@ def test_an_answer_without_length_ends_with_the_connection(serve):
 def test_a_kept_alive_connection_the_activity_closed_meanwhile_is_replaced_without_an_error(serve):
     # Given an activity that answers once per connection, then closes it without saying so
     server = serve(lambda n: (ok(), True))
-    done, results = threading.Event(), []
-
-    def on_done(c, result, error):
-        results.append((result, error))
-        done.set()
-    loop = CallLoop(on_done)
-    try:
-        for i in range(3):  # one after the other: each one finds the previous connection idle
-            done.clear()
-            loop.submit([call(server.url + "/a", i)])
-            assert done.wait(10)
-    finally:
-        loop.close()
+    # When called three times, each call finding the previous one's connection idle
+    results = run([call(server.url + "/a", i) for i in range(3)], in_turn=True)
     # Expect every call answered, on a new connection each, in a single attempt
     assert [e for _, e in results] == [None, None, None]
     assert server.connections == 3 and len(server.requests) == 3
