@@ -153,8 +153,8 @@ class TaskActor(CameronActor):
     def _call(self, call: m.ActivityCall, reply_to):
         """Runs on a pool thread, retries and all: no actor state is touched here but the queue."""
         started = time.monotonic()
-        result, error, attempts = activity_blocking.run(call.url, call.body, engine_ports=self.engine_ports,
-                                                        **self._options(call))
+        result, error, attempts = activity_blocking.call(call.url, call.body, engine_ports=self.engine_ports,
+                                                         **self._options(call))
         elapsed = int((time.monotonic() - started) * 1000)
         self._done.put((reply_to, m.ActivityOutcome(call.job_uuid, call.n, result,
                                                     None if error is None else str(error), elapsed, attempts)))

@@ -114,18 +114,9 @@ def _forget(scheme: str, netloc: str):
         conn.close()
 
 
-def call(url: str, body: dict, **kw) -> ActivityResult:
-    """POST `body` to the activity at `url` (with `run`'s arguments); return its checked
-    answer or raise the task's ActivityError."""
-    result, error, _ = run(url, body, **kw)
-    if error is not None:
-        raise error
-    return result
-
-
-def run(url: str, body: dict, *, connect_timeout: float, read_timeout: float, max_bytes: int,
-        max_fanout: int, retry: RetryPolicy = ONCE, headers: dict | None = None, allow=None,
-        engine_ports=_no_ports, signing_key: bytes | None = None) -> tuple:
+def call(url: str, body: dict, *, connect_timeout: float, read_timeout: float, max_bytes: int,
+         max_fanout: int, retry: RetryPolicy = ONCE, headers: dict | None = None, allow=None,
+         engine_ports=_no_ports, signing_key: bytes | None = None) -> tuple:
     """The call and its retries, waited for on this thread: (result, None, attempts) or
     (None, the task's ActivityError, attempts). `allow` (an AllowList) is checked against the
     address connected to; `read_timeout` bounds the whole answer."""

@@ -200,8 +200,16 @@ def free_port() -> int:
 
 
 def loop_call(url, body, *, headers=None, retry=RetryPolicy(max_attempts=1), **limits):
-    """activity_blocking.call's contract through the TaskActor's selector loop: one call, waited for."""
+    """blocking_call's contract through the TaskActor's selector loop: one call, waited for."""
     [(result, error)] = run([Call(None, url, body, retry=retry, headers=headers, **limits)])
+    if error is not None:
+        raise error
+    return result
+
+
+def blocking_call(url, body, **options):
+    """activity_blocking.call with the contract of an ordinary function: its answer, or its error raised."""
+    result, error, _ = activity_blocking.call(url, body, **options)
     if error is not None:
         raise error
     return result
@@ -211,7 +219,7 @@ def loop_call(url, body, *, headers=None, retry=RetryPolicy(max_attempts=1), **l
 def client(request):
     """Both ways Cameron calls an activity: the blocking call (https, on threads) and the loop
     (plain http): the same requests, answers, errors and texts."""
-    return activity_blocking.call if request.param == "http.client" else loop_call
+    return blocking_call if request.param == "http.client" else loop_call
 
 
 def call_error(client, url, **overrides) -> str:
