@@ -1,6 +1,5 @@
 """TaskActor: calls activities over HTTP, many at once, and reports their outcomes."""
 
-import os
 import queue
 import socket
 import threading
@@ -9,6 +8,7 @@ import time
 from thespian.actors import ThespianWatch
 
 from cameron import activity
+from cameron import activity_blocking
 from cameron import activity_loop
 from cameron import actorsys
 from cameron import messages as m
@@ -63,22 +63,22 @@ class TaskActor(CameronActor):
     def signing_key(self) -> bytes | None:
         return self.config.signing_key.encode() or None
 
+    def _options(self, call: m.ActivityCall) -> dict:
+        """What either transport takes besides the URL and body, for one call."""
+        return dict(connect_timeout=call.connect_timeout, read_timeout=call.read_timeout,
+                    max_bytes=self.config.max_response_bytes, max_fanout=self.config.max_fanout,
+                    retry=call.retry, allow=call.allow, signing_key=self.signing_key,
+                    headers=activity.task_headers(call.job_uuid, call.n, call.name))
+
     def receiveMsg_CallActivities(self, msg: m.CallActivities, sender):
         plain = []
-        key = self.signing_key
         for call in msg.calls:
             self.in_flight += 1
             if call.url.startswith("http://"):
                 try:
-                    plain.append(activity_loop.Call(
-                        (call, sender), call.url, call.body, connect_timeout=call.connect_timeout,
-                        read_timeout=call.read_timeout, max_bytes=self.config.max_response_bytes,
-                        max_fanout=self.config.max_fanout, retry=call.retry, allow=call.allow,
-                        signing_key=key, headers={
-                            "X-Cameron-Job": call.job_uuid, "X-Cameron-Task": f"{call.n}:{call.name}"}))
-                except ValueError as e:  # e.g. a space in the URL: the task ends in error
-                    self._done.put((sender, m.ActivityOutcome(call.job_uuid, call.n, None,
-                                                              f"request failed: {e}", 0, 1)))
+                    plain.append(activity_loop.Call((call, sender), call.url, call.body, **self._options(call)))
+                except activity.ActivityError as e:  # e.g. a space in the URL: the task ends in error
+                    self._done.put((sender, m.ActivityOutcome(call.job_uuid, call.n, None, str(e), 0, 1)))
                     self._wake()
                 continue
             self._todo.put((call, sender))
@@ -151,35 +151,13 @@ class TaskActor(CameronActor):
             pipe.put(reply_to, outcomes)
 
     def _call(self, call: m.ActivityCall, reply_to):
-        """Runs on a pool thread: no actor state is touched here but the queue. Retries sleep
-        on this thread; a waiting thread costs little, and the actor stays free."""
+        """Runs on a pool thread, retries and all: no actor state is touched here but the queue."""
         started = time.monotonic()
-        result = error = None
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                result = activity.call(
-                    call.url, call.body, connect_timeout=call.connect_timeout,
-                    read_timeout=call.read_timeout, max_bytes=self.config.max_response_bytes,
-                    max_fanout=self.config.max_fanout, allow=call.allow,
-                    engine_ports=self.engine_ports, signing_key=self.signing_key,
-                    headers={"X-Cameron-Job": call.job_uuid, "X-Cameron-Task": f"{call.n}:{call.name}",
-                             "X-Cameron-Attempt": str(attempt)})
-                error = None
-                break
-            except activity.ActivityError as e:
-                error = str(e)
-                if not e.retriable or attempt >= call.retry.max_attempts:
-                    break
-                time.sleep(call.retry.delay(attempt, e.retry_after))
-            except Exception as e:  # a bug of ours must still end the task, not leave it running
-                error = f"internal error calling the activity: {type(e).__name__}: {e}"
-                break
-        if error is not None and attempt > 1:
-            error = f"{error} (after {attempt} attempts)"
+        result, error, attempts = activity_blocking.call(call.url, call.body, engine_ports=self.engine_ports,
+                                                         **self._options(call))
         elapsed = int((time.monotonic() - started) * 1000)
-        self._done.put((reply_to, m.ActivityOutcome(call.job_uuid, call.n, result, error, elapsed, attempt)))
+        self._done.put((reply_to, m.ActivityOutcome(call.job_uuid, call.n, result,
+                                                    None if error is None else str(error), elapsed, attempts)))
         self._wake()
 
     def _wake(self):

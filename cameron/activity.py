@@ -1,15 +1,14 @@
-"""The activity protocol: the request Cameron sends, the answer it accepts, and a blocking
-client (http.client) for https activities."""
+"""The activity protocol, whatever carries it: the request Cameron sends (target, headers,
+signature, JSON body), the answer it accepts, the error recorded when a call fails, which
+failures are worth another call and how long to wait before it. The two transports,
+activity_loop (plain http, one selector loop) and activity_blocking (https, http.client on
+threads), only move the bytes and ask this module everything else."""
 
 import hashlib
-import heapq
 import hmac
-import http.client
-import itertools
 import json
 import random
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,6 +16,9 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import quote, urlsplit
 
 from cameron.allow import host_port, name_problem, url_problem
+
+#: Of an answer other than 200 at most this much is read: its text is not kept, only its status.
+ERROR_BODY = 65536
 
 
 class ActivityError(Exception):
@@ -51,6 +53,13 @@ class RetryPolicy:
             d = max(d, min(retry_after, self.backoff_max))
         return d
 
+    def wait_before(self, attempt: int, error: ActivityError) -> float | None:
+        """Seconds to wait before the next call after attempt number `attempt` failed with
+        `error`, or None: that failure is the task's (it will not change, or no attempt is left)."""
+        if error.retriable and attempt < self.max_attempts:
+            return self.delay(attempt, error.retry_after)
+        return None
+
 
 @dataclass(frozen=True)
 class Definition:
@@ -67,6 +76,45 @@ class ActivityResult:
     #: The answer's `next_activities` object as sent, or None when it had none (a leaf).
     next_activities: object
     definitions: tuple
+
+
+# --- the request -----------------------------------------------------------------------
+
+def task_headers(job_uuid: str, n: int, name: str) -> dict:
+    """The headers naming the job and task a call is for: an activity's key to tell a call it
+    already handled (`N:name`, unique in the job)."""
+    return {"X-Cameron-Job": job_uuid, "X-Cameron-Task": f"{n}:{name}"}
+
+
+class Request:
+    """One task's call as sent, the same for each attempt but for `attempt_headers`. Raises
+    ActivityError for a URL that must not be called."""
+
+    __slots__ = ("scheme", "netloc", "host", "port", "target", "payload", "headers", "signing_key")
+
+    def __init__(self, url: str, body: dict, *, headers: dict | None = None,
+                 signing_key: bytes | None = None):
+        problem = url_problem(url)
+        if problem:
+            raise ActivityError(f"request failed: the URL {problem}: {url[:200]!r}")
+        parts = urlsplit(url)
+        self.scheme, self.netloc = parts.scheme, parts.netloc
+        self.host, self.port = host_port(url)
+        self.target = request_target(url)
+        self.payload = json.dumps(body).encode()
+        #: (name, value) pairs sent with every attempt. Task names come from activities'
+        #: answers: no line breaks may reach the request.
+        self.headers = [("Content-Type", "application/json")] + [
+            (k, " ".join(str(v).splitlines())) for k, v in (headers or {}).items()]
+        self.signing_key = signing_key
+
+    def attempt_headers(self, attempt: int) -> list:
+        """The headers of attempt number `attempt` only: X-Cameron-Attempt, and with a key the
+        signature, fresh for each attempt (an activity may refuse an old one)."""
+        out = [("X-Cameron-Attempt", str(attempt))]
+        if self.signing_key:
+            out.append(("X-Cameron-Signature", signature(self.signing_key, self.payload)))
+        return out
 
 
 def request_target(url: str) -> str:
@@ -99,190 +147,72 @@ def signature_problem(key: bytes, header: str | None, body: bytes, *, tolerance:
     return None
 
 
-def _no_ports() -> set:
-    return set()
-
-
-class _Reaper:
-    """Ends https exchanges that outlive their deadline: http.client's timeout bounds each read,
-    so an answer that drips in a byte at a time would never time out. One thread for all."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._heap = []
-        self._seq = itertools.count()
-        self._thread = None
-
-    def watch(self, sock, seconds: float) -> list:
-        """A token: [expired, live, socket]; pass it to done() when the exchange is over."""
-        token = [False, True, sock]
-        with self._cond:
-            heapq.heappush(self._heap, (time.monotonic() + seconds, next(self._seq), token))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True, name="https-deadlines")
-                self._thread.start()
-            self._cond.notify()
-        return token
-
-    def done(self, token: list):
-        with self._cond:  # so the socket is never shut once its next call has begun
-            token[1] = False
-
-    def _run(self):
-        with self._cond:
-            while True:
-                while self._heap and not self._heap[0][2][1]:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                wait = self._heap[0][0] - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                token = heapq.heappop(self._heap)[2]
-                token[0] = True
-                try:
-                    # The plain socket's shutdown, even for TLS: the reading thread's blocked
-                    # recv returns, and its SSL object stays in place for it.
-                    socket.socket.shutdown(token[2], socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-
-_reaper = _Reaper()
-_local = threading.local()
-
-
-def _connection(scheme: str, netloc: str, connect_timeout: float) -> tuple[http.client.HTTPConnection, bool]:
-    """This thread's kept-alive connection to `netloc`, and whether it has served a call already.
-    http.client rather than requests: a call costs a fifth of the CPU, and at thousands of
-    calls a second the engine's TaskActors are CPU-bound."""
-    conns = getattr(_local, "conns", None)
-    if conns is None:
-        conns = _local.conns = {}
-    conn = conns.get((scheme, netloc))
-    if conn is not None and conn.sock is not None:
-        return conn, True
-    cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-    conn = conns[(scheme, netloc)] = cls(netloc, timeout=connect_timeout)
-    conn._create_connection = lambda address, timeout, source: _checked_connect(conn, address, timeout)
-    return conn, False
-
-
-def _check(allow, host, port, ip, engine_ports):
+def refusal(allow, host: str, port: int, ip: str, engine_ports) -> ActivityError | None:
+    """The error to record when the process's allow list forbids the address about to be
+    used (checked on every connection, new or kept alive), or None."""
     problem = allow.check(host, port, ip, engine_ports)
-    if problem:
-        raise ActivityError(f"request refused: {problem}")
+    return ActivityError(f"request refused: {problem}") if problem else None
 
 
-def _checked_connect(conn, address, timeout):
-    """http.client's connect, to the address the allow list was checked against (a name is
-    looked up once here, so a second lookup cannot point the connection elsewhere)."""
-    allow, engine_ports = conn.cameron_allow
-    host, port = address
-    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    if allow is not None:
-        _check(allow, host, port, sockaddr[0], engine_ports)
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect(sockaddr)
-    except BaseException:
-        sock.close()
-        raise
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
+# --- what went wrong ------------------------------------------------------------------
+
+def connection_failed(cause: Exception | str) -> ActivityError:
+    """The activity could not be reached, or broke the exchange off: worth calling again."""
+    return ActivityError(f"connection failed: {cause if isinstance(cause, str) else _reason(cause)}",
+                         retriable=True)
 
 
-def _forget(scheme: str, netloc: str):
-    conn = _local.conns.pop((scheme, netloc), None)
-    if conn is not None:
-        conn.close()
+def connect_timed_out(seconds: float) -> ActivityError:
+    return ActivityError(f"connect timed out after {seconds:g} s", retriable=True)
 
 
-def call(url: str, body: dict, *, connect_timeout: float, read_timeout: float,
-         max_bytes: int, max_fanout: int, headers: dict | None = None, allow=None,
-         engine_ports=_no_ports, signing_key: bytes | None = None) -> ActivityResult:
-    """POST `body` to the activity at `url`; return its checked answer or raise ActivityError.
-    `allow` (an AllowList) is checked against the address connected to; `read_timeout`
-    bounds the whole answer."""
-    problem = url_problem(url)
-    if problem:
-        raise ActivityError(f"request failed: the URL {problem}: {url[:200]!r}")
-    parts = urlsplit(url)
-    host, port = host_port(url)
-    path = request_target(url)
-    payload = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json", **(headers or {})}
-    if signing_key:
-        headers["X-Cameron-Signature"] = signature(signing_key, payload)
-    # UTF-8, as the selector loop sends them: http.client would refuse names beyond Latin-1.
-    headers = {k: str(v).encode() for k, v in headers.items()}
-    while True:
-        conn, reused = _connection(parts.scheme, parts.netloc, connect_timeout)
-        conn.cameron_allow = (allow, engine_ports)
-        try:
-            if reused and allow is not None:
-                _check(allow, host, port, conn.sock.getpeername()[0], engine_ports)
-            status, reason, retry_after, raw = _exchange(conn, path, payload, headers,
-                                                         connect_timeout, read_timeout, max_bytes)
-            break
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
-            _forget(parts.scheme, parts.netloc)
-            if reused:
-                continue  # the activity closed a kept-alive connection meanwhile: a new one
-            raise ActivityError(f"connection failed: {_reason(e)}", retriable=True) from None
-        except _ConnectTimeout:
-            _forget(parts.scheme, parts.netloc)
-            raise ActivityError(f"connect timed out after {connect_timeout:g} s", retriable=True) from None
-        except TimeoutError:
-            _forget(parts.scheme, parts.netloc)
-            raise ActivityError(f"no answer within {read_timeout:g} s (read timeout)", retriable=True) from None
-        except ActivityError:
-            _forget(parts.scheme, parts.netloc)  # an answer read only in part: the connection is spent
-            raise
-        except (OSError, http.client.HTTPException) as e:
-            _forget(parts.scheme, parts.netloc)
-            raise ActivityError(f"connection failed: {_reason(e)}", retriable=True) from None
+def read_timed_out(seconds: float) -> ActivityError:
+    """The whole answer did not come within the read timeout (not each read: a slow drip too)."""
+    return ActivityError(f"no answer within {seconds:g} s (read timeout)", retriable=True)
+
+
+def too_large(max_bytes: int) -> ActivityError:
+    return ActivityError(f"answer larger than the {max_bytes}-byte limit")
+
+
+def internal_error(e: Exception) -> ActivityError:
+    """A bug of ours while calling: it must still end the task, not leave it running."""
+    return ActivityError(f"internal error calling the activity: {type(e).__name__}: {e}")
+
+
+def final_error(error: ActivityError, attempts: int) -> ActivityError:
+    """The error recorded on the task: its last attempt's, saying how many were made."""
+    if attempts > 1:
+        return ActivityError(f"{error} (after {attempts} attempts)", retriable=error.retriable)
+    return error
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, ConnectionResetError):  # http.client's RemoteDisconnected too
+        return "connection reset"
+    if isinstance(e, socket.gaierror):
+        return "name or service not known"
+    return (str(e) or type(e).__name__)[:300]
+
+
+# --- the answer -------------------------------------------------------------------------
+
+def body_limit(status: int, max_bytes: int) -> int:
+    """How much of an answer's body to read: a 200's is held to max_bytes; of another, no
+    more than ERROR_BODY is read (then the connection goes), and its size is no error."""
+    return max_bytes if status == 200 else ERROR_BODY
+
+
+def answer(status: int, reason: str | None, retry_after: str | None, body: bytes, *,
+           max_fanout: int) -> ActivityResult:
+    """The result of an answer read whole (its status, reason phrase, Retry-After header and
+    body), or ActivityError: 5xx and 429 are worth another call, other statuses are not."""
     if status != 200:
         raise ActivityError(f"activity answered HTTP {status} {reason or ''}".rstrip(),
-                            retriable=status >= 500 or status == 429, retry_after=retry_after)
-    return parse_answer(raw, max_fanout=max_fanout)
-
-
-class _ConnectTimeout(Exception):
-    pass
-
-
-def _exchange(conn, path, payload, headers, connect_timeout, read_timeout, max_bytes):
-    """One request and its whole answer: (status, reason, Retry-After seconds, body)."""
-    if conn.sock is None:
-        try:
-            conn.connect()
-        except TimeoutError:
-            raise _ConnectTimeout() from None
-    conn.sock.settimeout(read_timeout)  # this call's own: a kept-alive connection had another's
-    deadline = _reaper.watch(conn.sock, read_timeout)
-    try:
-        conn.request("POST", path, payload, headers)
-        # Acknowledge the answer's first segment at once (see activity_loop._quick_ack).
-        conn.sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_QUICKACK", 12), 1)
-        resp = conn.getresponse()
-        raw = resp.read(max_bytes + 1) if resp.status == 200 else resp.read(65536)
-    except Exception:
-        if deadline[0]:
-            raise TimeoutError() from None  # the reaper cut an answer that came too slowly
-        raise
-    finally:
-        _reaper.done(deadline)
-    if deadline[0]:
-        raise TimeoutError()
-    if len(raw) > max_bytes:
-        raise ActivityError(f"answer larger than the {max_bytes}-byte limit")
-    if resp.will_close or not resp.isclosed():
-        conn.close()  # closing, or the rest of a long error page unread: not reusable
-    return resp.status, resp.reason, _retry_after(resp.getheader("Retry-After")), raw
+                            retriable=status >= 500 or status == 429, retry_after=_retry_after(retry_after))
+    return parse_answer(body, max_fanout=max_fanout)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -298,18 +228,6 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def _reason(e: Exception) -> str:
-    if isinstance(e, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(e, ConnectionResetError):
-        return "connection reset"
-    if isinstance(e, http.client.RemoteDisconnected):
-        return "remote end closed connection"
-    if isinstance(e, socket.gaierror):
-        return "name or service not known"
-    return (str(e) or type(e).__name__)[:300]
 
 
 def parse_answer(raw: bytes, *, max_fanout: int) -> ActivityResult:

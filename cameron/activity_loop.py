@@ -6,12 +6,12 @@ busiest process. Here a call is a small state machine on a non-blocking socket: 
 written, a status line, headers and a body (Content-Length, chunked, or up to the close)
 read; connections are kept alive and reused; deadlines are checked on a 50 ms tick, retry
 back-offs are timers. A read timeout here bounds the whole answer, not each read.
-The checks and the error texts are activity.py's, as for the blocking `activity.call`."""
+Transport only: the request, the answer's checks, the errors and the retries are the
+protocol's (cameron.activity), as for the blocking client (activity_blocking)."""
 
 import errno
 import heapq
 import itertools
-import json
 import logging
 import os
 import selectors
@@ -19,16 +19,12 @@ import socket
 import threading
 import time
 from collections import deque
-from urllib.parse import urlsplit
 
-from cameron.activity import (ActivityError, RetryPolicy, _reason, _retry_after, parse_answer,
-                               request_target, signature)
-from cameron.allow import url_problem
+from cameron import activity
+from cameron.activity import ActivityError, Request, RetryPolicy
 
 #: An answer's status line and headers may take this much; more is not an activity's answer.
 MAX_HEAD = 65536
-#: Of an answer other than 200 this much is read (its text is not kept): then the connection goes.
-ERROR_BODY = 65536
 #: Kept-alive connections unused for this long are closed (servers drop theirs after a while).
 IDLE_KEEP = 30.0
 #: Addresses of host names are looked up again after this long.
@@ -76,39 +72,30 @@ _TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
 class Call:
     """One task's activity call, across its attempts. `token` is the caller's, handed back."""
 
-    __slots__ = ("token", "host", "port", "head", "payload", "connect_timeout", "read_timeout",
-                 "max_bytes", "max_fanout", "retry", "attempt", "started", "allow", "signing_key")
+    __slots__ = ("token", "request", "host", "port", "head", "connect_timeout", "read_timeout",
+                 "max_bytes", "max_fanout", "retry", "attempt", "started", "allow")
 
     def __init__(self, token, url, body, *, connect_timeout, read_timeout, max_bytes, max_fanout,
                  retry: RetryPolicy, headers=None, allow=None, signing_key: bytes | None = None):
-        problem = url_problem(url)
-        if problem:
-            raise ValueError(f"the URL {problem}: {url[:200]!r}")
-        parts = urlsplit(url)
-        if parts.scheme != "http":
-            raise ValueError(f"not an http URL: {url[:200]!r}")
+        """Raises ActivityError for a URL that must not be called, or not by this loop."""
+        request = self.request = Request(url, body, headers=headers, signing_key=signing_key)
+        if request.scheme != "http":
+            raise ActivityError(f"request failed: not an http URL: {url[:200]!r}")
         self.token = token
-        self.host, self.port = parts.hostname, parts.port or 80
-        self.payload = json.dumps(body).encode()
-        lines = [f"POST {request_target(url)} HTTP/1.1", f"Host: {parts.netloc}",
-                 "Accept-Encoding: identity", "Content-Type: application/json",
-                 f"Content-Length: {len(self.payload)}"]
-        # Task names come from activities' answers: no line breaks may reach the request.
-        lines += [f"{k}: {' '.join(str(v).splitlines())}" for k, v in (headers or {}).items()]
-        self.head = "\r\n".join(lines).encode("utf-8")
+        self.host, self.port = request.host, request.port
+        lines = [f"POST {request.target} HTTP/1.1", f"Host: {request.netloc}", "Accept-Encoding: identity",
+                 f"Content-Length: {len(request.payload)}"] + [f"{k}: {v}" for k, v in request.headers]
+        self.head = "\r\n".join(lines).encode("utf-8")  # the same for every attempt: made once
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.max_bytes, self.max_fanout, self.retry = max_bytes, max_fanout, retry
-        self.allow, self.signing_key = allow, signing_key
+        self.allow = allow
         self.attempt = 0
         self.started = time.monotonic()
 
     def with_attempt(self, n: int) -> bytes:
-        """The request, its X-Cameron-Attempt header saying which attempt this is (and, with a
-        key, its signature, fresh for each attempt)."""
-        extra = f"\r\nX-Cameron-Attempt: {n}"
-        if self.signing_key:
-            extra += f"\r\nX-Cameron-Signature: {signature(self.signing_key, self.payload)}"
-        return self.head + extra.encode() + b"\r\n\r\n" + self.payload
+        """The request's bytes for attempt number `n`."""
+        extra = "".join(f"\r\n{k}: {v}" for k, v in self.request.attempt_headers(n))
+        return self.head + extra.encode("utf-8") + b"\r\n\r\n" + self.request.payload
 
 
 class _Exchange:
@@ -217,7 +204,7 @@ class CallLoop:
             what(arg)
         except Exception as e:
             if isinstance(arg, _Exchange) and not arg.done:
-                self._fail(arg, ActivityError(f"internal error calling the activity: {type(e).__name__}: {e}"))
+                self._fail(arg, activity.internal_error(e))
             else:
                 log.exception("activity loop: %s failed", getattr(what, "__name__", what))
 
@@ -247,12 +234,12 @@ class CallLoop:
         try:
             addr, family = self._address(key)
         except OSError as e:
-            return self._attempt_failed(call, ActivityError(f"connection failed: {_reason(e)}", retriable=True))
+            return self._attempt_failed(call, activity.connection_failed(e))
         if call.allow is not None:
             # Before any connection, new or kept alive (opened for another process's call).
-            problem = call.allow.check(call.host, call.port, addr[0], self.engine_ports)
-            if problem:
-                return self._attempt_failed(call, ActivityError(f"request refused: {problem}"))
+            refused = activity.refusal(call.allow, call.host, call.port, addr[0], self.engine_ports)
+            if refused:
+                return self._attempt_failed(call, refused)
         idle = self._idle.get((key, addr))
         if idle and not fresh:
             ex = _Exchange(call, idle.pop()[0], (key, addr), reused=True)
@@ -266,7 +253,7 @@ class CallLoop:
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError as e:
-            return self._attempt_failed(call, ActivityError(f"connection failed: {_reason(e)}", retriable=True))
+            return self._attempt_failed(call, activity.connection_failed(e))
         self._connecting[key] = self._connecting.get(key, 0) + 1
         ex = _Exchange(call, sock, (key, addr), reused=False)
         self._watch(ex, call.connect_timeout)
@@ -282,8 +269,7 @@ class CallLoop:
         self._syns.add(ex)
         err = ex.sock.connect_ex(ex.key[1])
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
-            return self._fail(ex, ActivityError(f"connection failed: {_reason(OSError(err, os.strerror(err)))}",
-                                                retriable=True))
+            return self._fail(ex, activity.connection_failed(OSError(err, os.strerror(err))))
         self.sel.register(ex.sock, selectors.EVENT_WRITE, ex)
 
     def _syn_again(self, ex: _Exchange):
@@ -368,7 +354,7 @@ class CallLoop:
         except OSError as e:
             if ex.reused and not ex.got_any:
                 return self._again(ex)
-            self._fail(ex, ActivityError(f"connection failed: {_reason(e)}", retriable=True))
+            self._fail(ex, activity.connection_failed(e))
 
     def _feed(self, ex: _Exchange, data: bytes):
         if ex.state == _HEAD:
@@ -396,7 +382,7 @@ class CallLoop:
                 del ex.body[ex.length:]
         if len(ex.body) > ex.limit:
             if ex.status == 200:
-                raise ActivityError(f"answer larger than the {ex.call.max_bytes}-byte limit")
+                raise activity.too_large(ex.call.max_bytes)
             ex.keep = False  # the rest of a long error page: not worth reading
             complete = True
         if complete:
@@ -410,8 +396,7 @@ class CallLoop:
             if not version.startswith("HTTP/"):
                 raise ValueError
         except ValueError:
-            raise ActivityError(f"connection failed: bad status line {status_line[:80]!r}",
-                                retriable=True) from None
+            raise activity.connection_failed(f"bad status line {status_line[:80]!r}") from None
         if 100 <= ex.status < 200:
             return
         headers = ex.headers = {}
@@ -419,7 +404,7 @@ class CallLoop:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         ex.keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-        ex.limit = ex.call.max_bytes if ex.status == 200 else ERROR_BODY
+        ex.limit = activity.body_limit(ex.status, ex.call.max_bytes)
         ex.state = _BODY
         if "chunked" in headers.get("transfer-encoding", "").lower():
             ex.chunk = -1
@@ -429,7 +414,7 @@ class CallLoop:
                 if ex.length < 0:
                     raise ValueError
             except ValueError:
-                raise ActivityError("connection failed: bad Content-Length", retriable=True) from None
+                raise activity.connection_failed("bad Content-Length") from None
         elif ex.status in (204, 304):
             ex.length = 0
         else:
@@ -454,7 +439,7 @@ class CallLoop:
             nl = buf.find(b"\r\n", pos)
             if nl < 0:
                 if len(buf) - pos > MAX_HEAD:
-                    raise ActivityError("connection failed: bad chunked answer", retriable=True)
+                    raise activity.connection_failed("bad chunked answer")
                 break
             line = bytes(buf[pos:nl])
             pos = nl + 2
@@ -466,7 +451,7 @@ class CallLoop:
             try:
                 size = int(line.split(b";")[0].strip(), 16)
             except ValueError:
-                raise ActivityError("connection failed: bad chunked answer", retriable=True) from None
+                raise activity.connection_failed("bad chunked answer") from None
             ex.chunk = size + 2 if size else -2
         del buf[:pos]
         return complete
@@ -479,7 +464,7 @@ class CallLoop:
         if ex.reused and not ex.got_any:
             return self._again(ex)  # it closed a kept-alive connection meanwhile
         reason = "remote end closed connection" if not ex.got_any else "answer cut short"
-        self._fail(ex, ActivityError(f"connection failed: {reason}", retriable=True))
+        self._fail(ex, activity.connection_failed(reason))
 
     def _again(self, ex: _Exchange):
         """A kept-alive connection turned out closed: the same attempt on a new one."""
@@ -502,23 +487,17 @@ class CallLoop:
             self._at(now + TICK, self._tick, None)
 
     def _expire(self, ex: _Exchange):
-        call = ex.call
         if ex.state == _CONNECTING:
-            error = ActivityError(f"connect timed out after {call.connect_timeout:g} s", retriable=True)
+            self._fail(ex, activity.connect_timed_out(ex.call.connect_timeout))
         else:
-            error = ActivityError(f"no answer within {call.read_timeout:g} s (read timeout)", retriable=True)
-        self._fail(ex, error)
+            self._fail(ex, activity.read_timed_out(ex.call.read_timeout))
 
     def _complete(self, ex: _Exchange):
         self._drop(ex, keep=ex.keep)
         body, ex.body = bytes(ex.body), None
-        if ex.status != 200:
-            return self._attempt_failed(ex.call, ActivityError(
-                f"activity answered HTTP {ex.status} {ex.reason}".rstrip(),
-                retriable=ex.status >= 500 or ex.status == 429,
-                retry_after=_retry_after(ex.headers.get("retry-after"))))
         try:
-            result = parse_answer(body, max_fanout=ex.call.max_fanout)
+            result = activity.answer(ex.status, ex.reason, ex.headers.get("retry-after"), body,
+                                     max_fanout=ex.call.max_fanout)
         except ActivityError as e:
             return self._attempt_failed(ex.call, e)
         self._end(ex.call, result, None)
@@ -545,13 +524,12 @@ class CallLoop:
 
     def _attempt_failed(self, call: Call, error: ActivityError):
         self.active -= 1
-        if error.retriable and call.attempt < call.retry.max_attempts:
-            self._at(time.monotonic() + call.retry.delay(call.attempt, error.retry_after), self._retry, call)
+        wait = call.retry.wait_before(call.attempt, error)
+        if wait is not None:
+            self._at(time.monotonic() + wait, self._retry, call)
             self._next_waiting()
             return
-        if call.attempt > 1:
-            error = ActivityError(f"{error} (after {call.attempt} attempts)", retriable=error.retriable)
-        self._end(call, None, error, counted=False)
+        self._end(call, None, activity.final_error(error, call.attempt), counted=False)
 
     def _retry(self, call: Call):
         self._begin(call)

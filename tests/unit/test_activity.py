@@ -3,11 +3,12 @@
 import json
 import socket
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cameron import activity
+from cameron import activity, activity_blocking
 from cameron.activity import ActivityError, ActivityResult, Definition, RetryPolicy, parse_answer
 from cameron.activity_loop import Call
 from cameron.activity_server import ActivityServer
@@ -199,8 +200,16 @@ def free_port() -> int:
 
 
 def loop_call(url, body, *, headers=None, retry=RetryPolicy(max_attempts=1), **limits):
-    """activity.call's contract through the TaskActor's selector loop: one call, waited for."""
+    """blocking_call's contract through the TaskActor's selector loop: one call, waited for."""
     [(result, error)] = run([Call(None, url, body, retry=retry, headers=headers, **limits)])
+    if error is not None:
+        raise error
+    return result
+
+
+def blocking_call(url, body, **options):
+    """activity_blocking.call with the contract of an ordinary function: its answer, or its error raised."""
+    result, error, _ = activity_blocking.call(url, body, **options)
     if error is not None:
         raise error
     return result
@@ -210,7 +219,7 @@ def loop_call(url, body, *, headers=None, retry=RetryPolicy(max_attempts=1), **l
 def client(request):
     """Both ways Cameron calls an activity: the blocking call (https, on threads) and the loop
     (plain http): the same requests, answers, errors and texts."""
-    return activity.call if request.param == "http.client" else loop_call
+    return blocking_call if request.param == "http.client" else loop_call
 
 
 def call_error(client, url, **overrides) -> str:
@@ -325,6 +334,22 @@ def test_a_fanout_over_the_limit_from_a_real_activity_is_an_activity_error(lab, 
     assert "fan-out limit of 4" in message
 
 
+def test_line_breaks_in_a_header_value_do_not_reach_the_request(recorder, client):
+    # Given a task name with a line break (names come from activities' answers)
+    url = f"http://127.0.0.1:{recorder.server_address[1]}/act"
+    client(url, BODY, headers={"X-Cameron-Task": "1:evil\r\nX-Injected: yes"}, **LIMITS)
+    # Expect it sent on one line, adding no header
+    headers = recorder.seen[0]["headers"]
+    assert headers["X-Cameron-Task"] == "1:evil X-Injected: yes" and "X-Injected" not in headers
+
+
+def test_an_error_status_is_reported_as_such_even_when_its_page_exceeds_max_bytes(lab, client):
+    # Given a 503 whose body is longer than the answer limit (only a 200's body is held to it)
+    error = call_exception(client, f"{lab.url}/lab/status/503", max_bytes=5)
+    # Expect the status, worth another call, not the size
+    assert str(error) == "activity answered HTTP 503 Service Unavailable" and error.retriable
+
+
 # --- which failures are worth calling again ---------------------------------
 
 def call_exception(client, url, **overrides) -> ActivityError:
@@ -340,6 +365,32 @@ def call_exception(client, url, **overrides) -> ActivityError:
 ])
 def test_only_5xx_and_429_answers_are_retriable(lab, path, retriable, client):
     assert call_exception(client, f"{lab.url}{path}").retriable is retriable
+
+
+def test_a_503_is_called_again_after_a_back_off_with_the_attempt_in_a_header(lab, client):
+    # Given an activity that answers 503 to attempts 1 and 2 (it reads X-Cameron-Attempt)
+    job = uuid.uuid4().hex
+    # When called with three attempts / Expect its answer, and the attempts numbered 1, 2, 3
+    result = client(f"{lab.url}/lab/flaky/2", BODY, headers={"X-Cameron-Job": job},
+                    **{**LIMITS, "retry": RetryPolicy(3, 0.01, 0.05)})
+    assert result.name == "flaky"
+    assert [c["attempt"] for c in lab.log(job)] == [1, 2, 3]
+
+
+def test_the_last_failure_is_reported_with_the_number_of_attempts(lab, client):
+    job = uuid.uuid4().hex
+    message = call_error(client, f"{lab.url}/lab/status/500", headers={"X-Cameron-Job": job},
+                         retry=RetryPolicy(2, 0.01, 0.05))
+    assert message == "activity answered HTTP 500 Internal Server Error (after 2 attempts)"
+    assert len(lab.log(job)) == 2
+
+
+def test_a_failure_that_will_not_change_is_not_called_again(lab, client):
+    job = uuid.uuid4().hex
+    message = call_error(client, f"{lab.url}/lab/status/404", headers={"X-Cameron-Job": job},
+                         retry=RetryPolicy(3, 0.01, 0.05))
+    assert message == "activity answered HTTP 404 Not Found"
+    assert len(lab.log(job)) == 1
 
 
 def test_refused_connections_and_timeouts_are_retriable(lab, client):
