@@ -68,7 +68,7 @@ class TaskActor(CameronActor):
         return dict(connect_timeout=call.connect_timeout, read_timeout=call.read_timeout,
                     max_bytes=self.config.max_response_bytes, max_fanout=self.config.max_fanout,
                     retry=call.retry, allow=call.allow, signing_key=self.signing_key,
-                    headers=activity.task_headers(call.job_uuid, call.n, call.name))
+                    headers=activity.task_headers(call.job_uuid, call.n, call.name, call.again))
 
     def receiveMsg_CallActivities(self, msg: m.CallActivities, sender):
         plain = []

@@ -40,8 +40,8 @@ class CheckingServer(ActivityServer):
         self.finished_calls = []  # (job, task, attempt, state recorded when it was called)
         self.looked_up = collections.Counter()
 
-    def count(self, path, job=None, task=None, attempt=1):
-        super().count(path, job, task, attempt)
+    def count(self, path, job=None, task=None, attempt=1, again=False):
+        super().count(path, job, task, attempt, again=again)
         if self.redis is None or not job or not task:
             return
         try:

@@ -80,10 +80,14 @@ class ActivityResult:
 
 # --- the request -----------------------------------------------------------------------
 
-def task_headers(job_uuid: str, n: int, name: str) -> dict:
+def task_headers(job_uuid: str, n: int, name: str, again: bool = False) -> dict:
     """The headers naming the job and task a call is for: an activity's key to tell a call it
-    already handled (`N:name`, unique in the job)."""
-    return {"X-Cameron-Job": job_uuid, "X-Cameron-Task": f"{n}:{name}"}
+    already handled (`N:name`, unique in the job); `X-Cameron-Again: 1` when the call is made
+    again because an engine part died while an earlier one was in flight."""
+    headers = {"X-Cameron-Job": job_uuid, "X-Cameron-Task": f"{n}:{name}"}
+    if again:
+        headers["X-Cameron-Again"] = "1"
+    return headers
 
 
 class Request:

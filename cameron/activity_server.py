@@ -127,7 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
         base = f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
         path = self.path.split("?", 1)[0]
         attempt = int(self.headers.get("X-Cameron-Attempt") or 1)
-        self.server.count(path, self.headers.get("X-Cameron-Job"), self.headers.get("X-Cameron-Task"), attempt)
+        self.server.count(path, self.headers.get("X-Cameron-Job"), self.headers.get("X-Cameron-Task"), attempt,
+                          again=self.headers.get("X-Cameron-Again") == "1")
         answer = foo_answer(path, body, base) if path.startswith("/foo/") else lab_answer(path, body, base, attempt)
         if answer is None:
             return self._reply(404, "application/json", b'{"error": "no such activity"}')
@@ -168,11 +169,11 @@ class ActivityServer(ThreadingHTTPServer):
         self._calls = Counter()
         self._log = deque(maxlen=200_000)  # bounded: the benchmark makes millions of calls
 
-    def count(self, path, job=None, task=None, attempt=1):
+    def count(self, path, job=None, task=None, attempt=1, again=False):
         with self._lock:
             self._calls[path] += 1
             self._log.append({"path": path, "job": job, "task": task, "attempt": attempt,
-                              "time": time.time()})
+                              "again": again, "time": time.time()})
 
     def calls(self) -> dict:
         with self._lock:

@@ -2,6 +2,7 @@
 and when the job ends. Each operation returns nothing but adds its effects (activity calls to
 make, moments to write) to an Effects; the JobRunner actor carries them out."""
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -81,7 +82,7 @@ class Job:
             if t["status"] != keys.TASK_RUNNING:
                 continue
             data = spec.data if parent < 0 else json.loads(tasks[parent]["output"])
-            call = job._call(n, t["id"], t["url"], data, t["requestor"])
+            call = job._call(n, t["id"], t["url"], data, t["requestor"], again=True)
             job.running[n] = Task(n, t["id"], depth[n], call, time.monotonic())
             fx.calls.append(call)
         if not job.running:
@@ -133,6 +134,7 @@ class Job:
             task = self.running.get(n)
             if task is not None:
                 task.recalled = True
+                task.call = dataclasses.replace(task.call, again=True)
                 fx.calls.append(task.call)
 
     # --- the rules ------------------------------------------------------------
@@ -173,7 +175,7 @@ class Job:
         self.taken.add(task_id)
         return task_id
 
-    def _call(self, n, task_id, url, data, requestor) -> m.ActivityCall:
+    def _call(self, n, task_id, url, data, requestor, again=False) -> m.ActivityCall:
         spec, p, c = self.spec, self.spec.process, self.config
         return m.ActivityCall(
             job_uuid=spec.uuid, n=n, name=task_id, url=url,
@@ -182,7 +184,7 @@ class Job:
             read_timeout=p.read_timeout or c.read_timeout,
             retry=RetryPolicy(p.max_attempts or c.max_attempts, p.retry_backoff or c.retry_backoff,
                               p.retry_backoff_max or c.retry_backoff_max),
-            allow=p.allow)
+            allow=p.allow, again=again)
 
     def _end(self, fx: Effects) -> None:
         self.final = keys.CANCELLED if self.cancelled else keys.DONE

@@ -239,6 +239,9 @@ class ActivityCall:
     read_timeout: float
     retry: RetryPolicy
     allow: Any = None  # the process's AllowList: checked against the address connected to
+    #: Made again because an engine part died with this task's call in flight: the earlier
+    #: call may have reached the activity (X-Cameron-Again tells it).
+    again: bool = False
 
 
 @dataclass(frozen=True)

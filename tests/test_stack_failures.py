@@ -58,6 +58,21 @@ def assert_all_done_once(engine, locations):
         assert [t["status"]["current"] for t in doc["tasks"]] == ["done"], doc["tasks"]
 
 
+def assert_calls_made_again_say_so(activities, jobs, at_least: int = 0):
+    """A task's call made again (not a retry within one call) carries X-Cameron-Again."""
+    repeats = 0
+    for job in jobs:
+        called = set()
+        for call in activities.log(job):
+            if call["attempt"] != 1:
+                continue  # a retry within one call: X-Cameron-Attempt says so
+            if call["task"] in called:
+                assert call["again"], (job, call)
+                repeats += 1
+            called.add(call["task"])
+    assert repeats >= at_least, repeats
+
+
 def test_jobs_survive_a_killed_task_actor(own_engine, activities):
     locations = start_slow_jobs(own_engine, activities, 10)
     for role, pid in actor_pids(own_engine).items():
@@ -65,6 +80,8 @@ def test_jobs_survive_a_killed_task_actor(own_engine, activities):
             for task_actor in actorsys.children(pid):
                 os.kill(task_actor, signal.SIGKILL)
     assert_all_done_once(own_engine, locations)
+    # Each call in flight was made again, and said so.
+    assert_calls_made_again_say_so(activities, [loc.rsplit("/", 1)[1] for loc in locations], at_least=10)
 
 
 def test_jobs_survive_killed_job_runners(own_engine, activities):
@@ -79,6 +96,7 @@ def test_jobs_survive_killed_job_runners(own_engine, activities):
         return all(now[r] not in (None, pids[r]) for r in pids if r.startswith("runner:"))
     wait_until(replaced, 15, "new runners", interval=0.2)
     assert_all_done_once(own_engine, locations)
+    assert_calls_made_again_say_so(activities, [loc.rsplit("/", 1)[1] for loc in locations], at_least=10)
 
 
 def test_unfinished_jobs_resume_after_the_admin_is_killed_and_the_engine_restarted(own_engine, activities):
@@ -286,6 +304,8 @@ def test_after_kill_9_of_the_whole_engine_under_load_no_accepted_job_is_lost_and
         calls = [c["task"] for c in activities.log(job)]
         again = {task for task in done if calls.count(task) != 1}
         assert not again, (job, again, calls)
+    # ... while a task that was in flight, called again by the restarted engine, says so
+    assert_calls_made_again_say_so(activities, done_before)
 
 
 def test_jobs_survive_killed_job_data_scheduler_and_catalog_under_load(own_engine, activities):

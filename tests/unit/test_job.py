@@ -37,7 +37,7 @@ def test_a_job_starts_by_calling_its_start_task_with_the_jobs_data():
     job, fx = started_job()
     assert kinds(fx) == ["JobStarted", "TaskStarted"]
     [call] = fx.calls
-    assert (call.n, call.name, call.url) == (0, "start", "http://a/start")
+    assert (call.n, call.name, call.url, call.again) == (0, "start", "http://a/start", False)
     assert call.body == {"job": UUID, "key": "k", "data": {"in": 1}, "requestor": "bob"}
     started = fx.moments[1]
     assert (started.id, started.parent, started.parent_id, started.tasks_csv) == ("start", -1, "", "start")
@@ -158,6 +158,7 @@ def test_resume_calls_running_tasks_again_with_their_parents_output_and_keeps_th
     assert not fx.moments
     [call] = fx.calls
     assert (call.n, call.name, call.body["data"], call.body["requestor"]) == (2, "a#2", {"who": 7}, "whois")
+    assert call.again  # the activity hears that an earlier call may have reached it
     # Its next children continue the names: a third `a` is a#3.
     fx = Effects()
     job.task_ended(outcome(2, answer(children=["a"])), fx)
@@ -184,7 +185,7 @@ def test_after_a_recall_only_the_new_calls_answer_ends_the_task():
     fx = Effects()
     assert job.task_ended(outcome(1, answer(leaf=True)), fx, from_dead_caller=True).id == "a"
     job.recall([1, 2], fx)
-    assert [c.name for c in fx.calls] == ["b"]
+    assert [(c.name, c.again) for c in fx.calls] == [("b", True)]
     # Once `b` is called again, the dead caller's answer for it is not the new call's.
     fx = Effects()
     assert job.task_ended(outcome(2, answer(leaf=True)), fx, from_dead_caller=True) is None
