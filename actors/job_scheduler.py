@@ -58,8 +58,7 @@ class JobScheduler(CameronActor):
         # accepted with.
         process = (self.processes or {}).get(name) or Process(name, h.get(keys.JOB_START_URL, ""))
         return m.JobSpec(process=process, key=h.get(keys.JOB_KEY, ""), data=store.decode_data(h) if keys.JOB_DATA in h else "",
-                         requestor=h.get(keys.JOB_REQUESTOR, ""), uuid=job_uuid, tag=tag,
-                         scheduled_time=h.get(keys.job_time(keys.SCHEDULED), ""))
+                         requestor=h.get(keys.JOB_REQUESTOR, ""), uuid=job_uuid, tag=tag)
 
     @staticmethod
     def _runner_of(job_uuid, runners):

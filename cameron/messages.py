@@ -18,7 +18,6 @@ class JobSpec:
     requestor: str
     uuid: str
     tag: str
-    scheduled_time: str
 
 
 # --- web layer -> actors, and the answers ---------------------------------

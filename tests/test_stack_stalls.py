@@ -273,17 +273,15 @@ def test_a_take_of_the_inbox_that_redis_runs_but_never_answers_loses_no_job(stal
 
 
 def test_a_job_the_engine_owns_but_no_runner_drives_is_found_and_run(stalling, activities):
-    from cameron import messages as m
-    from cameron.catalog import Process
     engine, _ = stalling
     # Given a job in the engine's job set that never reached a runner (as a hand-out whose
     # reply or message was lost would leave it): stored for a name no engine has, then moved
     uuid = store.new_uuid()
-    spec = m.JobSpec(process=Process("foo", f"{activities.url}/foo/v0.0.1/start"), key="orphan",
-                     data="d", requestor="r", uuid=uuid, tag=keys.job_tag("foo", "orphan", uuid),
-                     scheduled_time=store.now())
-    store.JobStore(engine.redis, "nobody:0").create(spec)
-    engine.redis.smove(keys.engine_jobs("nobody:0"), keys.engine_jobs(engine.config.engine), spec.tag)
+    tag = keys.job_tag("foo", "orphan", uuid)
+    engine.redis.hset(keys.engine_catalog("nobody:0"), "foo", f"{activities.url}/foo/v0.0.1/start")
+    store.JobStore(engine.redis, "nobody:0").start("foo", "orphan", "d", "r", job_id=uuid)
+    engine.redis.delete(keys.engine_catalog("nobody:0"))
+    engine.redis.smove(keys.engine_jobs("nobody:0"), keys.engine_jobs(engine.config.engine), tag)
     engine.redis.delete(keys.engine_inbox("nobody:0"))
     engine.redis.srem(keys.ENGINES, "nobody:0")
     # Then a reconciliation finds it and the engine runs it, once, without a restart

@@ -171,17 +171,6 @@ class JobStore:
         `job_id` (a new uuid by default) lets the caller name the job before it knows whether
         Redis answered."""
         job_id = job_id or new_uuid()
-        return self._create(process, key, data, requestor, job_id, now(), "",
-                            idempotency_key, fingerprint, client, check_catalog=True)
-
-    def create(self, job: m.JobSpec, idempotency_key: str = "", fingerprint: str = "") -> "Created":
-        """Store a job already specified (its process's start URL included), without the catalog."""
-        return self._create(job.process.name, job.key, job.data, job.requestor, job.uuid,
-                            job.scheduled_time, job.process.start_url, idempotency_key, fingerprint,
-                            "", check_catalog=False)
-
-    def _create(self, process, key, data, requestor, job_id, scheduled_time, start_url,
-                idempotency_key, fingerprint, client, *, check_catalog) -> "Created":
         tag = keys.job_tag(process, key, job_id)
         data, data_json = encode_data(data)
         reply = self._create_script(keys=[
@@ -190,8 +179,8 @@ class JobStore:
             keys.job_by_uuid(job_id),
             keys.idempotency(process, client, idempotency_key) if idempotency_key else "",
             keys.engine_inbox(self.engine), keys.ENGINES,
-            keys.engine_catalog(self.engine) if check_catalog else ""],
-            args=[self.engine, process, key, data, requestor, scheduled_time, ms(), start_url,
+            keys.engine_catalog(self.engine)],
+            args=[self.engine, process, key, data, requestor, now(), ms(),
                   fingerprint, self.idempotency_ttl, "1" if data_json else ""])
         outcome = reply[0]
         if outcome == "conflict":

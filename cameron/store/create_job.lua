@@ -1,14 +1,12 @@
 -- Creates a job, with its markers and indexes, queues it in the engine's inbox and wakes the
 -- engine, all at once: a 201 means all of it is in Redis. With an idempotency key already
--- used, answers the job it made instead. With a catalog key, refuses a process not in it.
+-- used, answers the job it made instead. Refuses a process not in the engine's catalog.
 local tag, pending, owned, all_jobs, scheduled, key_jobs, by_uuid, ikey, inbox, engines, catalog =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local engine, process, key, data, requestor, t, score, start_url, fingerprint, ittl, data_json = unpack(ARGV)
-if catalog ~= '' then
-  if redis.call('EXISTS', catalog) == 0 then return {'starting'} end
-  start_url = redis.call('HGET', catalog, process)
-  if not start_url or start_url == '' then return {'unknown'} end
-end
+local engine, process, key, data, requestor, t, score, fingerprint, ittl, data_json = unpack(ARGV)
+if redis.call('EXISTS', catalog) == 0 then return {'starting'} end
+local start_url = redis.call('HGET', catalog, process)
+if not start_url or start_url == '' then return {'unknown'} end
 if ikey ~= '' then
   local known = redis.call('GET', ikey)
   if known then

@@ -11,7 +11,7 @@ from cameron.job import Effects, Job
 
 UUID = "ab" * 16
 SPEC = m.JobSpec(process=Process("foo", "http://a/start"), key="k", data={"in": 1}, requestor="bob",
-                 uuid=UUID, tag=keys.job_tag("foo", "k", UUID), scheduled_time="t0")
+                 uuid=UUID, tag=keys.job_tag("foo", "k", UUID))
 CONFIG = Config(max_depth=3, max_tasks=6, max_job_bytes=10_000)
 
 
@@ -195,7 +195,7 @@ def test_after_a_recall_only_the_new_calls_answer_ends_the_task():
 
 def test_process_settings_override_the_engines_for_each_call():
     spec = m.JobSpec(process=Process("foo", "http://a/s", read_timeout=2.5, max_attempts=1), key="k",
-                     data="d", requestor="r", uuid=UUID, tag=SPEC.tag, scheduled_time="t0")
+                     data="d", requestor="r", uuid=UUID, tag=SPEC.tag)
     fx = Effects()
     Job.start(spec, CONFIG, fx)
     call = fx.calls[0]

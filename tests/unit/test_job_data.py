@@ -8,6 +8,7 @@ from thespian.actors import WakeupMessage
 
 from actors.job_data import JobData, RETRY
 from cameron.lease import LeaseWatch
+from test_store import create
 from cameron import keys, store
 from cameron import messages as m
 from cameron.catalog import Process
@@ -58,8 +59,8 @@ def test_a_write_whose_reply_was_lost_is_known_applied_and_disowns_nothing(redis
     actor = job_data(client)
     uuid = uuidlib.uuid4().hex
     job = m.JobSpec(process=FOO, key="k", data="d", requestor="r", uuid=uuid,
-                    tag=keys.job_tag("foo", "k", uuid), scheduled_time=store.now())
-    actor.store.create(job)
+                    tag=keys.job_tag("foo", "k", uuid))
+    create(actor.store, job)
     # Given an engine whose lease lapsed once (every write checks its jobs are still its own)
     actor.watch = LeaseWatch(1.0)
     actor.watch.fenced = True
@@ -86,8 +87,8 @@ def test_an_engine_is_dead_only_when_its_lease_stood_still_for_a_whole_lease_whi
     client, clock, actor, other = watching(redis_url, monkeypatch)
     uuid = uuidlib.uuid4().hex
     theirs = m.JobSpec(process=FOO, key="k", data="d", requestor="r", uuid=uuid,
-                       tag=keys.job_tag("foo", "k", uuid), scheduled_time=store.now())
-    other.create(theirs)
+                       tag=keys.job_tag("foo", "k", uuid))
+    create(other, theirs)
     other.renew_lease(60)  # its value stays: the other engine renews no more
 
     def renew_at(t):
@@ -127,8 +128,8 @@ def test_a_replaced_runners_late_batches_are_dropped_and_its_successors_taken(re
     actor = job_data(client)
     uuid = uuidlib.uuid4().hex
     job = m.JobSpec(process=FOO, key="k", data="d", requestor="r", uuid=uuid,
-                    tag=keys.job_tag("foo", "k", uuid), scheduled_time=store.now())
-    actor.store.create(job)
+                    tag=keys.job_tag("foo", "k", uuid))
+    create(actor.store, job)
     actor.adopt(m.Peers(runners=["runner-1", "runner-2"], generation=1))
     # When the Supervisor replaces runner-1, then a batch it sent before it died comes in
     actor.adopt(m.Peers(runners=["runner-1b", "runner-2"], generation=2))

@@ -5,7 +5,7 @@ import pytest
 
 from cameron import keys, store
 from cameron import messages as m
-from test_store import FOO, T1, T4, new_job, task_done, task_started  # noqa: F401 (fixtures below)
+from test_store import FOO, T1, T4, create, new_job, task_done, task_started  # noqa: F401 (fixtures below)
 from test_store import client, jobs  # noqa: F401
 
 
@@ -15,7 +15,7 @@ def states(client, process="foo"):
 
 def test_a_job_moves_through_the_state_indexes_of_its_process(client, jobs):
     job = new_job()
-    jobs.create(job)
+    create(jobs, job)
     assert states(client)["scheduled"] == {job.tag}
     jobs.apply([m.JobStarted(job.tag, T1)])
     assert states(client) == {"scheduled": set(), "running": {job.tag}, "done": set(), "cancelled": set()}
@@ -28,7 +28,7 @@ def test_a_job_moves_through_the_state_indexes_of_its_process(client, jobs):
 
 def test_a_job_cancelled_before_it_started_ends_cancelled_straight_from_scheduled(client, jobs):
     job = new_job()
-    jobs.create(job)
+    create(jobs, job)
     jobs.apply([m.JobEnded(job.tag, T4, errors=0, status=keys.CANCELLED)])
     assert states(client)["cancelled"] == {job.tag} and not states(client)["scheduled"]
     assert client.hget(job.tag, "job.status.current") == "cancelled"
@@ -40,7 +40,7 @@ def test_pages_go_newest_first_and_the_cursor_walks_every_job_once(client, jobs)
     created = []
     for i in range(7):
         job = new_job(key=f"k{i % 2}")
-        jobs.create(job)
+        create(jobs, job)
         created.append(job.uuid)
     seen, cursor = [], None
     while True:
@@ -61,11 +61,13 @@ def test_pages_go_newest_first_and_the_cursor_walks_every_job_once(client, jobs)
 
 def test_a_summary_names_the_job_and_its_state(client, jobs):
     job = new_job()
-    jobs.create(job)
+    create(jobs, job)
     [summary], cursor = jobs.list_jobs("foo", state="scheduled")
     assert cursor is None
     assert summary["uuid"] == job.uuid and summary["key"] == job.key and summary["process"] == "foo"
-    assert summary["status"] == {"current": "scheduled", "time": job.scheduled_time}
+    assert summary["status"] == {"current": "scheduled",
+                                 "time": client.hget(job.tag, keys.job_time(keys.SCHEDULED))}
+    assert summary["scheduled"] == summary["status"]["time"]
     assert summary["requestor"] == "bob_the_thin"
 
 
@@ -77,28 +79,28 @@ def test_a_cursor_the_server_did_not_make_is_refused(text):
 
 def test_a_job_is_found_by_its_uuid_alone(client, jobs):
     job = new_job(key="a:b/c")
-    jobs.create(job)
+    create(jobs, job)
     assert jobs.find(job.uuid)["key"] == "a:b/c"
     assert jobs.find("0" * 32) is None
 
 
 def test_the_same_idempotency_key_and_request_give_back_the_first_job(client, jobs):
     first, second = new_job(), new_job()
-    assert not jobs.create(first, "req-1", "fp").replayed
-    assert jobs.create(second, "req-1", "fp") == store.Created("foo", first.key, first.uuid, "scheduled", True)
+    assert not create(jobs, first, "req-1", "fp").replayed
+    assert create(jobs, second, "req-1", "fp") == store.Created("foo", first.key, first.uuid, "scheduled", True)
     assert not client.exists(second.tag)
     assert 0 < client.ttl(keys.idempotency("foo", "", "req-1")) <= 86400
 
 
 def test_the_same_idempotency_key_with_another_request_is_a_conflict(client, jobs):
-    jobs.create(new_job(), "req-2", "fp-a")
+    create(jobs, new_job(), "req-2", "fp-a")
     with pytest.raises(store.IdempotencyConflict):
-        jobs.create(new_job(), "req-2", "fp-b")
+        create(jobs, new_job(), "req-2", "fp-b")
 
 
 def test_a_cancel_is_recorded_once_and_refused_for_a_finished_job(client, jobs):
     job = new_job()
-    jobs.create(job)
+    create(jobs, job)
     status, requested = jobs.request_cancel("foo", job.key, job.uuid)
     assert status == "scheduled" and requested
     assert jobs.request_cancel("foo", job.key, job.uuid) == ("scheduled", requested)
@@ -112,7 +114,7 @@ def test_a_cancel_is_recorded_once_and_refused_for_a_finished_job(client, jobs):
 def test_with_a_retention_a_finished_job_expires_and_leaves_the_indexes(client):
     jobs = store.JobStore(client, "me:1", retention=60)
     job = new_job()
-    jobs.create(job)
+    create(jobs, job)
     jobs.apply([m.JobStarted(job.tag, T1), task_started(job, 0, "start"),
                 task_done(job, 0, {"x": 1}), m.JobEnded(job.tag, T4, errors=0, task_ids=("start",))])
     for key in (job.tag, f"{job.tag}:done", f"{job.tag}:start:done", keys.job_by_uuid(job.uuid)):
@@ -128,7 +130,7 @@ def test_with_a_retention_a_finished_job_expires_and_leaves_the_indexes(client):
 
 def test_a_listing_drops_a_job_that_expired_before_the_sweep(client, jobs):
     job = new_job()
-    jobs.create(job)
+    create(jobs, job)
     client.delete(job.tag)
     assert jobs.list_jobs("foo") == ([], None)
     assert client.zcard(keys.process_jobs("foo")) == 0
@@ -136,7 +138,7 @@ def test_a_listing_drops_a_job_that_expired_before_the_sweep(client, jobs):
 
 def test_without_a_retention_a_finished_job_stays(client, jobs):
     job = new_job()
-    jobs.create(job)
+    create(jobs, job)
     jobs.apply([m.JobEnded(job.tag, T4, errors=0)])
     assert client.ttl(job.tag) == -1 and client.zcard(keys.EXPIRING) == 0
 
@@ -164,7 +166,7 @@ def test_a_whole_job_written_in_one_batch_leaves_what_its_moments_one_by_one_lea
                 m.JobEnded(job.tag, T4, errors=1, task_ids=("start", "next"))]
     one_by_one, together = new_job(), new_job()
     for job in (one_by_one, together):
-        jobs.create(job)
+        create(jobs, job)
     # When one is written a moment per batch, the other all in one batch
     for op in moments(one_by_one):
         jobs.apply([op])
