@@ -12,7 +12,7 @@ from cameron import keys
 from cameron import messages as m
 from cameron import store
 from cameron.lease import LeaseWatch
-from cameron.writes import InOrder
+from cameron.writes import Backlog, InOrder
 
 from actors.base import CameronActor
 
@@ -44,22 +44,16 @@ class JobData(CameronActor):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.store = None
-        self.backlog = []  # write batches not yet in Redis, oldest first
+        self.backlog = Backlog(uuid.uuid4().hex[:12], MAX_COALESCED)  # write batches not yet in Redis
         self.loads = []  # (LoadUnfinished, sender) waiting for the backlog: reads must see it
         self.retrying = False
         self.flush_due = False
-        self.written = 0
-        self.progress = time.time()  # when a write last reached Redis: jobs moved then
         self.lease = None  # None before the first renewal, then whether it was renewed in time
         self.disowned = set()  # tags of jobs other engines took over while we were away
-        self.acks = []  # [runner address, highest seq written] not yet sent (not hashable)
         self.order = InOrder()  # of the runners' write batches, by str(runner address)
         self.inbox = None  # the pub/sub subscription that says the inbox has new jobs
         self.taken = 0
         self.handed = []  # tags taken off the inbox and handed out, to acknowledge at the next take
-        self.incarnation = uuid.uuid4().hex[:12]
-        self.flushes = 0
-        self.unsure = None  # (token, batches) of a write whose reply was lost
         self.watch = None  # the LeaseWatch of the other engines' leases
         self.stalled = None  # why Redis did not answer the last call, until one is answered
 
@@ -147,7 +141,7 @@ class JobData(CameronActor):
         if self.stalled:
             return
         try:
-            self.store.report_health(msg, self.progress)
+            self.store.report_health(msg, self.backlog.progress)
         except redis.RedisError as e:
             self._stalled(e)
 
@@ -173,7 +167,8 @@ class JobData(CameronActor):
         if ready is None:
             self.log.warning("dropped a write batch of a replaced runner (%d moments)", len(msg.ops))
             return
-        self.backlog.extend((batch.ops, batch.seq, sender) for batch in ready)
+        for batch in ready:
+            self.backlog.add(batch.ops, batch.seq, sender)
         if not self.flush_due and not self.retrying:
             self.flush_due = True
             self.wakeupAfter(COALESCE, payload=FLUSH)
@@ -183,9 +178,9 @@ class JobData(CameronActor):
             self._renew_lease()
             return
         if msg.payload == ACK:
-            for writer, seq in self.acks:
+            for writer, seq in self.backlog.acks:
                 self.send(writer, m.Written(seq))
-            self.acks = []
+            self.backlog.acks = []
             return
         if msg.payload == PRUNE:
             self._prune()
@@ -224,7 +219,7 @@ class JobData(CameronActor):
             self.log.warning("jobs not reconciled: %s", e)
             return
         # Jobs whose end waits in the backlog are no longer driven, and must not be.
-        tags -= {op.tag for ops, _, _ in self.backlog for op in ops if type(op) is m.JobEnded}
+        tags -= self.backlog.ending()
         if tags and self.peers.scheduler is not None:
             self.send(self.peers.scheduler, m.Reconcile(sorted(tags)))
 
@@ -254,54 +249,20 @@ class JobData(CameronActor):
         self.wakeupAfter(PRUNE_EVERY, payload=PRUNE)
 
     def _flush(self):
-        """Everything in the backlog to Redis, in order, many batches per MULTI/EXEC. Each
-        transaction also records a token: after one whose reply was lost, reading the token
-        back says whether it was applied, so it is neither lost nor checked again as if new
-        (a job it ended is no longer in the engine's set, which is not a job taken away)."""
+        """Everything in the backlog to Redis (see writes.Backlog), then the reads that waited
+        for it; while Redis does not answer, again every RETRY_AFTER."""
         if self.stalled:
             return  # the probe flushes once Redis answers
-        if self.unsure is not None:
-            token, count = self.unsure
-            try:
-                landed = self.store.written_token() == token
-            except redis.RedisError as e:
-                self._retry_later(e)
-                return
-            self.unsure = None
-            if landed:
-                self._written(self.backlog[:count], 0)
-        while self.backlog:
-            taken = self.backlog[:MAX_COALESCED]
-            self.flushes += 1
-            token = f"{self.incarnation}:{self.flushes}"
-            try:
-                ops = [op for batch, seq, writer in taken
-                       for op in (self._still_ours(batch, writer) if self.fenced else batch)]
-                self.store.apply(ops, token)
-            except redis.RedisError as e:
-                self.unsure = (token, len(taken))
-                self._retry_later(e)
-                return
+        acked = bool(self.backlog.acks)
+        try:
+            self.backlog.flush(self.store, self._still_ours if self.fenced else None)
+        except redis.RedisError as e:
+            self._retry_later(e)
+        else:
             self.stalled = None
-            self._written(taken, len(ops))
-        self._serve_loads()
-
-    def _written(self, taken, ops):
-        del self.backlog[:len(taken)]
-        self.written += ops
-        if ops:
-            self.progress = time.time()
-        for _, seq, writer in taken:
-            self._ack_later(writer, seq)
-
-    def _ack_later(self, writer, seq):
-        for ack in self.acks:
-            if ack[0] == writer:
-                ack[1] = max(ack[1], seq)
-                return
-        if not self.acks:
+            self._serve_loads()
+        if self.backlog.acks and not acked:
             self.wakeupAfter(ACK_EVERY, payload=ACK)
-        self.acks.append([writer, seq])
 
     # --- the lease: one engine per job --------------------------------------
 
@@ -375,7 +336,7 @@ class JobData(CameronActor):
             self.wakeupAfter(RETRY_AFTER, payload=RETRY)
 
     def status(self):
-        return {"writes": self.written, "jobs_taken": self.taken, "backlog": len(self.backlog),
+        return {"writes": self.backlog.written, "jobs_taken": self.taken, "backlog": len(self.backlog),
                 "lease": self.lease, "fenced": self.fenced, "redis_stalled": self.stalled,
                 "retrying": self.retrying,
                 "disowned": len(self.disowned),

@@ -1,5 +1,11 @@
-"""The runners' write batches put in order for Redis, in plain Python: JobData writes what
-this lets through."""
+"""The runners' write batches on their way to Redis, in plain Python: put in order (InOrder)
+and written, acknowledged and never lost when a reply is (Backlog). JobData carries them."""
+
+import time
+
+import redis
+
+from cameron import messages as m
 
 
 class InOrder:
@@ -39,3 +45,63 @@ class InOrder:
     def waiting(self) -> int:
         """Batches come early, waiting for one before them."""
         return sum(len(early) for _, early in self.writers.values())
+
+
+class Backlog:
+    """The batches on their way to Redis, oldest first, written many per MULTI/EXEC (at most
+    `most` batches each). Each transaction also records a token: after one whose reply was
+    lost, reading the token back says whether it was applied, so it is neither lost nor
+    written again as if new. What reached Redis waits in `acks` for its writers to hear."""
+
+    def __init__(self, incarnation: str, most: int):
+        self.incarnation, self.most = incarnation, most
+        self.batches = []  # (ops, seq, writer)
+        self.unsure = None  # (token, how many batches) of a write whose reply was lost
+        self.flushes = 0
+        self.written = 0  # moments written
+        self.progress = time.time()  # when a write last reached Redis: jobs moved then
+        self.acks = []  # [writer, highest seq written] not yet told (addresses are not hashable)
+
+    def __len__(self):
+        return len(self.batches)
+
+    def add(self, ops, seq, writer) -> None:
+        self.batches.append((ops, seq, writer))
+
+    def ending(self) -> set:
+        """Tags of the jobs whose end waits here."""
+        return {op.tag for ops, _, _ in self.batches for op in ops if type(op) is m.JobEnded}
+
+    def flush(self, store, keep=None) -> None:
+        """Everything to Redis, in order; `keep(ops, writer)`, if given, filters each batch's
+        moments first. A Redis error leaves the rest here (and what it was writing unsure)."""
+        if self.unsure is not None:
+            token, count = self.unsure
+            landed = store.written_token() == token
+            self.unsure = None
+            if landed:
+                self._written(count, 0)
+        while self.batches:
+            taken = self.batches[:self.most]
+            self.flushes += 1
+            token = f"{self.incarnation}:{self.flushes}"
+            try:
+                ops = [op for batch, _, writer in taken for op in (keep(batch, writer) if keep else batch)]
+                store.apply(ops, token)
+            except redis.RedisError:
+                self.unsure = (token, len(taken))
+                raise
+            self._written(len(taken), len(ops))
+
+    def _written(self, count: int, ops: int) -> None:
+        taken, self.batches = self.batches[:count], self.batches[count:]
+        self.written += ops
+        if ops:
+            self.progress = time.time()
+        for _, seq, writer in taken:
+            for ack in self.acks:
+                if ack[0] == writer:
+                    ack[1] = max(ack[1], seq)
+                    break
+            else:
+                self.acks.append([writer, seq])

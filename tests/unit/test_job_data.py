@@ -75,10 +75,10 @@ def test_a_write_whose_reply_was_lost_is_known_applied_and_disowns_nothing(redis
     # Then once Redis answers again, the write is known applied: acknowledged, not written
     # again, and the job (no longer in the engine's set: it ended) is not counted as taken away
     actor.receiveMsg_WakeupMessage(WakeupMessage(None, RETRY), None)
-    assert actor.stalled is None and actor.backlog == []
+    assert actor.stalled is None and len(actor.backlog) == 0
     assert actor.disowned == set()
     assert not [msg for _, msg in actor.sent if isinstance(msg, m.Disowned)]
-    assert actor.acks == [["runner-1", 1]]
+    assert actor.backlog.acks == [["runner-1", 1]]
     client.close()
 
 
@@ -136,10 +136,10 @@ def test_a_replaced_runners_late_batches_are_dropped_and_its_successors_taken(re
     actor.receiveMsg_WriteBatch(m.WriteBatch([m.JobStarted(job.tag, store.now())], 1, 0), "runner-1")
     # Then it changes nothing (the new runner resumes from what Redis holds), while the
     # batches of its successor and of the runner that lives on are written
-    assert actor.backlog == []
+    assert len(actor.backlog) == 0
     actor.receiveMsg_WriteBatch(m.WriteBatch([m.JobStarted(job.tag, store.now())], 1, 0), "runner-1b")
     actor.receiveMsg_WriteBatch(m.WriteBatch([], 1, 0), "runner-2")
     actor._flush()
     assert client.hget(job.tag, "job.status.current") == "running"
-    assert actor.acks == [["runner-1b", 1], ["runner-2", 1]]
+    assert actor.backlog.acks == [["runner-1b", 1], ["runner-2", 1]]
     client.close()

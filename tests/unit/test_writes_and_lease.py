@@ -1,9 +1,12 @@
 """JobData's two rules in plain Python: runners' batches in order (cameron.writes) and the
 watch of the other engines' leases (cameron.lease)."""
 
+import pytest
+import redis
+
 from cameron import messages as m
 from cameron.lease import LeaseWatch
-from cameron.writes import InOrder
+from cameron.writes import Backlog, InOrder
 
 
 def batch(seq, floor=0):
@@ -50,3 +53,54 @@ def test_a_changed_value_or_a_gap_in_the_answers_starts_the_watch_again():
     # this engine's own lease may have lapsed
     assert watch.renewal(2.5, 2.51, False, {"other": "v2"}) == {}
     assert watch.seen["other"] == ["v2", 0.0] and watch.fenced
+
+
+class FlakyStore:
+    """apply() that fails when told to, after (or before) Redis ran it; written_token() reads
+    what the last applied write recorded."""
+
+    def __init__(self):
+        self.applied, self.token, self.fail = [], None, None
+
+    def apply(self, ops, token):
+        if self.fail == "before":
+            raise redis.ConnectionError("down")
+        self.applied.append(ops)
+        self.token = token
+        if self.fail == "reply lost":
+            raise redis.TimeoutError("Timeout reading from socket")
+
+    def written_token(self):
+        return self.token
+
+
+def test_a_backlog_is_written_in_order_many_batches_a_time_and_acknowledged_per_writer():
+    backlog, redis_ = Backlog("x", most=2), FlakyStore()
+    for seq, writer in [(1, "r1"), (2, "r1"), (1, "r2")]:
+        backlog.add([f"{writer}-{seq}"], seq, writer)
+    backlog.flush(redis_)
+    assert redis_.applied == [["r1-1", "r1-2"], ["r2-1"]] and len(backlog) == 0
+    assert backlog.acks == [["r1", 2], ["r2", 1]] and backlog.written == 3
+
+
+def test_a_write_whose_reply_was_lost_is_not_written_twice_nor_lost():
+    backlog, redis_ = Backlog("x", most=10), FlakyStore()
+    backlog.add(["a"], 1, "r1")
+    redis_.fail = "reply lost"
+    with pytest.raises(redis.TimeoutError):
+        backlog.flush(redis_)
+    assert len(backlog) == 1 and backlog.acks == []  # not known to be in Redis yet
+    redis_.fail = None
+    backlog.flush(redis_)  # the token says it landed
+    assert redis_.applied == [["a"]] and backlog.acks == [["r1", 1]]
+
+
+def test_a_write_redis_never_ran_is_written_again():
+    backlog, redis_ = Backlog("x", most=10), FlakyStore()
+    backlog.add(["a"], 1, "r1")
+    redis_.fail = "before"
+    with pytest.raises(redis.ConnectionError):
+        backlog.flush(redis_)
+    redis_.fail = None
+    backlog.flush(redis_)
+    assert redis_.applied == [["a"]] and backlog.acks == [["r1", 1]]
