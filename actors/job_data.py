@@ -51,7 +51,7 @@ class JobData(CameronActor):
         self.lease = None  # None before the first renewal, then whether it was renewed in time
         self.disowned = set()  # tags of jobs other engines took over while we were away
         self.order = InOrder()  # of the runners' write batches, by str(runner address)
-        self.inbox = None  # the pub/sub subscription that says the inbox has new jobs
+        self.inbox = None  # the store.Wakeups that say the inbox has new jobs
         self.taken = 0
         self.handed = []  # tags taken off the inbox and handed out, to acknowledge at the next take
         self.watch = None  # the LeaseWatch of the other engines' leases
@@ -82,16 +82,11 @@ class JobData(CameronActor):
 
     def receiveMessage(self, message, sender):
         super().receiveMessage(message, sender)
-        sock = getattr(self.inbox and self.inbox.connection, "_sock", None)
-        return ThespianWatch([sock.fileno()]) if sock is not None else None
+        fileno = self.inbox and self.inbox.fileno()
+        return ThespianWatch([fileno]) if fileno is not None else None
 
     def receiveMsg_WatchMessage(self, msg, sender):
         self._take_new()
-
-    def _subscribe(self):
-        if self.inbox is None:
-            self.inbox = self.store.redis.pubsub(ignore_subscribe_messages=True)
-            self.inbox.subscribe(keys.engine_inbox(self.config.engine))
 
     def _take_new(self, probe=False):
         """Hand every job on the inbox to the scheduler, in batches. A take moves jobs to the
@@ -101,9 +96,9 @@ class JobData(CameronActor):
         if self.stalled and not probe:
             return
         try:
-            self._subscribe()
-            while self.inbox.get_message(timeout=0) is not None:
-                pass  # the wake-ups themselves say nothing: the inbox is the truth
+            if self.inbox is None:
+                self.inbox = store.Wakeups(self.store.redis, keys.engine_inbox(self.config.engine))
+            self.inbox.drain()
             while True:
                 jobs = self.store.take_new(INBOX_BATCH, self.handed)
                 self.stalled = None

@@ -145,6 +145,29 @@ def ms() -> int:
 HEALTH_TTL = 3
 
 
+class Wakeups:
+    """A pub/sub subscription to one channel, watched through its socket: a message only says
+    "look now" (the data it points at is the truth), so those waiting are drained unread."""
+
+    def __init__(self, client: redis.Redis, channel: str):
+        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(channel)
+
+    def fileno(self) -> int | None:
+        """The subscription's socket, to wait on (None once closed)."""
+        # redis-py keeps the socket private, and has no public way to wait on a subscription
+        # together with other sockets; this is its one reader.
+        sock = getattr(self.pubsub.connection, "_sock", None)
+        return sock.fileno() if sock is not None else None
+
+    def drain(self) -> None:
+        while self.pubsub.get_message(timeout=0) is not None:
+            pass
+
+    def close(self) -> None:
+        self.pubsub.close()
+
+
 class JobStore:
     """Writes and reads jobs; every write of one call goes in a single MULTI/EXEC round trip.
     `engine` is the engine this store works for: the jobs it creates are that engine's.
