@@ -1,7 +1,6 @@
 """The activity protocol: what Cameron sends to an activity and how it checks the answer."""
 
 import json
-import socket
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +11,7 @@ from cameron import activity, activity_blocking
 from cameron.activity import ActivityError, ActivityResult, Definition, RetryPolicy, parse_answer
 from cameron.activity_loop import Call
 from cameron.activity_server import ActivityServer
+from bench.stack import free_port
 from test_activity_loop import run
 
 LIMITS = dict(connect_timeout=2.0, read_timeout=5.0, max_bytes=1024 * 1024, max_fanout=100)
@@ -191,12 +191,6 @@ def recorder_server():
 def recorder(recorder_server):
     recorder_server.seen.clear()
     return recorder_server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def loop_call(url, body, *, headers=None, retry=RetryPolicy(max_attempts=1), **limits):

@@ -1,13 +1,13 @@
 """The TaskActor without Thespian: its pool of call threads (for https), and how it sends outcomes back."""
 
 import threading
-import time
 
 import pytest
 
 from actors import task_actor
 from cameron import messages as m
 from cameron.config import Config
+from bench.stack import wait_for as shared_wait_for
 
 
 @pytest.fixture
@@ -27,10 +27,7 @@ def actor(monkeypatch):
 
 
 def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+    shared_wait_for(predicate, timeout, "the task pool", interval=0.01)
 
 
 def calls(n):
