@@ -2,14 +2,14 @@
 message in, at most one batch of calls to its TaskActor and one write batch to JobData out."""
 
 import datetime
-import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 
 from thespian.actors import ActorExitRequest
 
 from cameron import keys, metrics
 from cameron import messages as m
 from cameron.job import Effects, Job
+from cameron.writes import Outbox
 
 from actors.base import CameronActor, Pipe
 from actors.task_actor import TaskActor
@@ -34,13 +34,12 @@ class JobRunner(CameronActor):
         self.task_actor = None
         self.finished = 0
         self.fx = Effects()  # what the message being handled asks for
-        self._seq = self._acked = 0
-        self._unacked = deque()  # WriteBatch not yet acknowledged by JobData, oldest first
+        self.outbox = Outbox()  # write batches until JobData acknowledges them
         self._job_data = None  # the JobData they were sent to
         self.early_cancels = OrderedDict()  # uuid -> tag
         self.ended = OrderedDict()  # uuids of the latest jobs ended here, oldest first
         self._to_tasks = Pipe(self, m.CallActivities)
-        self._to_data = Pipe(self, self._write_batch)
+        self._to_data = Pipe(self, self.outbox.batch)
         self._recall_generation = 0  # TaskActors replaced: a wake-up of an older one is stale
 
     def setup(self, first):
@@ -49,20 +48,17 @@ class JobRunner(CameronActor):
         self.send(self.task_actor, m.Setup(self.config, self.peers))
         if self.peers.job_data != self._job_data:
             self._job_data = self.peers.job_data
-            if self._unacked:
+            again = self.outbox.again()
+            if again:
                 # A new JobData: what the old one may have died with goes again, in order.
-                self.log.warning("JobData replaced; sending %d unacknowledged write batches again",
-                                 len(self._unacked))
-                for batch in self._unacked:
-                    # With today's floor: the new JobData starts counting from the oldest.
-                    self.send(self._job_data, m.WriteBatch(batch.ops, batch.seq, self._acked))
+                self.log.warning("JobData replaced; sending %d unacknowledged write batches again", len(again))
+                for batch in again:
+                    self.send(self._job_data, batch)
             # Writes waiting for the old JobData's delivery go to the new one now.
             self._to_data.put(self._job_data)
 
     def receiveMsg_Written(self, msg: m.Written, sender):
-        self._acked = max(self._acked, msg.seq)
-        while self._unacked and self._unacked[0].seq <= msg.seq:
-            self._unacked.popleft()
+        self.outbox.written(msg.seq)
 
     # --- from the scheduler -----------------------------------------------
 
@@ -130,7 +126,7 @@ class JobRunner(CameronActor):
             job = self.jobs.get(outcome.job_uuid)
             task = job and job.task_ended(outcome, self.fx, from_dead_caller=from_dead)
             if task:
-                _measure(job, task, outcome)
+                metrics.call_ended(job.spec.process.name, task.started, outcome.duration_ms, outcome.attempts)
                 self._settle(job)
         self._flush()
 
@@ -155,12 +151,6 @@ class JobRunner(CameronActor):
             self._to_tasks.put(self.task_actor, fx.calls)
         if fx.moments:
             self._to_data.put(self.peers.job_data, fx.moments)
-
-    def _write_batch(self, ops) -> m.WriteBatch:
-        self._seq += 1
-        batch = m.WriteBatch(ops, self._seq, self._acked)
-        self._unacked.append(batch)
-        return batch
 
     # --- supervision of the TaskActor -------------------------------------
 
@@ -196,15 +186,4 @@ class JobRunner(CameronActor):
     def status(self):
         return {"jobs": len(self.jobs), "finished": self.finished,
                 "tasks_running": sum(len(j.running) for j in self.jobs.values()),
-                "unacked_writes": len(self._unacked)}
-
-
-def _measure(job, task, outcome):
-    """A task's outcome in the metrics: its call, the engine's time around it, retries."""
-    process = job.spec.process.name
-    metrics.TASKS_IN_FLIGHT.dec()
-    call = outcome.duration_ms / 1000
-    metrics.CALL_SECONDS.labels(process).observe(call)
-    metrics.OVERHEAD_SECONDS.labels(process).observe(max(0.0, time.monotonic() - task.started - call))
-    if outcome.attempts > 1:
-        metrics.RETRIES.labels(process).inc(outcome.attempts - 1)
+                "unacked_writes": len(self.outbox.unacked)}

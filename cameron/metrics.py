@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import redis
@@ -90,6 +91,17 @@ def observe(moments) -> None:
             JOBS_STARTED.labels(process).inc()
         elif kind is m.JobEnded:
             JOBS_FINISHED.labels(process, op.status).inc()
+
+
+def call_ended(process: str, started: float, duration_ms: int, attempts: int) -> None:
+    """A task's call ended: its time, the engine's time around it (since the runner started the
+    task at time.monotonic() `started`), its retries."""
+    TASKS_IN_FLIGHT.dec()
+    call = duration_ms / 1000
+    CALL_SECONDS.labels(process).observe(call)
+    OVERHEAD_SECONDS.labels(process).observe(max(0.0, time.monotonic() - started - call))
+    if attempts > 1:
+        RETRIES.labels(process).inc(attempts - 1)
 
 
 def reset(config: Config):

@@ -1,7 +1,9 @@
-"""The runners' write batches on their way to Redis, in plain Python: put in order (InOrder)
-and written, acknowledged and never lost when a reply is (Backlog). JobData carries them."""
+"""The runners' write batches on their way to Redis, in plain Python: numbered and kept by the
+runner until acknowledged (Outbox), put back in order (InOrder) and written, acknowledged and
+never lost when a reply is (Backlog) by JobData."""
 
 import time
+from collections import deque
 
 import redis
 
@@ -105,3 +107,30 @@ class Backlog:
                     break
             else:
                 self.acks.append([writer, seq])
+
+
+class Outbox:
+    """A runner's side: its batches numbered in the order it makes them, each kept until JobData
+    acknowledges it (Written), to be sent again, in order, to a JobData that replaced one that
+    may have died with them."""
+
+    def __init__(self):
+        self.seq = 0
+        self.acked = 0  # every batch up to this one is in Redis
+        self.unacked = deque()  # m.WriteBatch, oldest first
+
+    def batch(self, ops) -> m.WriteBatch:
+        self.seq += 1
+        batch = m.WriteBatch(ops, self.seq, self.acked)
+        self.unacked.append(batch)
+        return batch
+
+    def written(self, seq: int) -> None:
+        self.acked = max(self.acked, seq)
+        while self.unacked and self.unacked[0].seq <= seq:
+            self.unacked.popleft()
+
+    def again(self) -> list:
+        """What a new JobData must get: every unacknowledged batch, with today's floor (where
+        the new JobData starts counting)."""
+        return [m.WriteBatch(b.ops, b.seq, self.acked) for b in self.unacked]

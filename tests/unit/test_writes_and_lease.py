@@ -6,7 +6,7 @@ import redis
 
 from cameron import messages as m
 from cameron.lease import LeaseWatch
-from cameron.writes import Backlog, InOrder
+from cameron.writes import Backlog, InOrder, Outbox
 
 
 def batch(seq, floor=0):
@@ -104,3 +104,17 @@ def test_a_write_redis_never_ran_is_written_again():
     redis_.fail = None
     backlog.flush(redis_)
     assert redis_.applied == [["a"]] and backlog.acks == [["r1", 1]]
+
+
+def test_a_runner_keeps_its_batches_until_acknowledged_and_sends_the_rest_again_in_order():
+    outbox = Outbox()
+    first, second, third = (outbox.batch([n]) for n in "abc")
+    assert [b.seq for b in (first, second, third)] == [1, 2, 3] and first.floor == 0
+    outbox.written(1)
+    assert outbox.batch(["d"]).floor == 1  # JobData may forget what is below it
+    again = outbox.again()
+    assert [(b.seq, b.ops, b.floor) for b in again] == [(2, ["b"], 1), (3, ["c"], 1), (4, ["d"], 1)]
+    # ... which a new JobData, starting from that floor, puts back in order
+    order = InOrder()
+    assert [b.seq for b in order.arrived("r", again[1])] == []
+    assert [b.seq for b in order.arrived("r", again[0])] == [2, 3]
