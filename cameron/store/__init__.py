@@ -1,62 +1,25 @@
-"""The job schema in Redis: how each moment of a job is written, and how a job is read back."""
+"""The job store: every read and write of the engine's Redis (JobStore), the connection
+rules, and the schema's parts re-exported: documents (encoding and reading back), moments
+(how each moment of a job is written) and scripts (the Lua)."""
 
-import base64
-import binascii
 import hashlib
 import json
-import math
 import time
 import uuid as uuid_module
 from dataclasses import dataclass
-from pathlib import Path
-from string import Template
 
 import redis
 
 from cameron import keys
 from cameron import messages as m
-
-#: The fields of a job that a take off the inbox returns (what the scheduler needs to run it).
-TAKEN_FIELDS = (keys.JOB_KEY, keys.JOB_DATA, keys.JOB_REQUESTOR, keys.JOB_PROCESS, keys.JOB_START_URL,
-                keys.JOB_STATUS, keys.job_time(keys.SCHEDULED), keys.JOB_CANCEL_REQUESTED,
-                keys.JOB_DATA_JSON)
-
-
-def _lua(value) -> str:
-    """A Lua literal of a string, or of a table of strings."""
-    if isinstance(value, tuple):
-        return "{" + ", ".join(_lua(v) for v in value) + "}"
-    return json.dumps(value)  # a JSON string is a valid Lua string literal for these names
-
-
-#: What the scripts' $NAMEs stand for: every key and field name comes from keys.py (key
-#: patterns with %s for an engine's id, for string.format).
-_NAMES = {
-    "JOB_KEY": keys.JOB_KEY, "JOB_DATA": keys.JOB_DATA, "JOB_REQUESTOR": keys.JOB_REQUESTOR,
-    "JOB_STATUS": keys.JOB_STATUS, "JOB_SCHEDULED_TIME": keys.job_time(keys.SCHEDULED),
-    "JOB_PROCESS": keys.JOB_PROCESS, "JOB_START_URL": keys.JOB_START_URL, "JOB_DATA_JSON": keys.JOB_DATA_JSON,
-    "SCHEDULED": keys.SCHEDULED, "TAKEN": TAKEN_FIELDS,
-    "ENGINE_JOBS": keys.engine_jobs("%s"), "ENGINE_LEASE": keys.engine_lease("%s"),
-    "ENGINE_INBOX": keys.engine_inbox("%s"), "ENGINE_TAKING": keys.engine_taking("%s"),
-    "ENGINE_ADOPTING": keys.engine_adopting("%s"), "ENGINE_WRITTEN": keys.engine_written("%s"),
-}
-
-
-def _script(name: str) -> str:
-    """The Lua script cameron/store/<name>.lua, its $NAMEs replaced (an unknown one raises)."""
-    text = (Path(__file__).parent / f"{name}.lua").read_text()
-    return Template(text).substitute({k: _lua(v) for k, v in _NAMES.items()})
-
-
-_RENEW, _CLAIM, _CREATE, _TAKE = (_script(n) for n in ("renew_lease", "claim_orphans", "create_job", "take_new"))
+from cameron.store.documents import (UNDEFINED, decode_cursor, decode_data, document, encode_answer,  # noqa: F401
+                                     encode_cursor, encode_data, encode_error, ms, now, summary,
+                                     SUMMARY_FIELDS, tasks_of)
+from cameron.store.moments import WRITERS, NetWrites, event, unindex
+from cameron.store.scripts import CLAIM, CREATE, RENEW, TAKE, TAKEN_FIELDS
 
 #: Expired jobs taken out of the indexes per round trip.
 PRUNE_BATCH = 1000
-
-
-def now() -> str:
-    """The time format of the original (`MM-DD-YYYY hh:mm:ss`), in UTC."""
-    return time.strftime("%m-%d-%Y %H:%M:%S", time.gmtime())
 
 
 def connect(url: str, timeout: float = 5.0) -> redis.Redis:
@@ -99,33 +62,6 @@ class Created:
     replayed: bool
 
 
-#: `output.next_activities` of a leaf (an answer without next_activities) and of an error,
-#: as the original wrote it.
-UNDEFINED = "undefined"
-
-
-def encode_answer(data, next_activities) -> tuple[str, str]:
-    """A task's answer as its hash keeps it: `output.data` and `output.next_activities`, as
-    JSON text (UNDEFINED for a leaf)."""
-    return json.dumps(data), UNDEFINED if next_activities is None else json.dumps(next_activities)
-
-
-def encode_error(error: str, url: str) -> tuple[str, str]:
-    """A task's error as its hash keeps it: `output.data` = {"error", "url"}, no next activities."""
-    return json.dumps({"error": error, "url": url}), UNDEFINED
-
-
-def encode_data(data) -> tuple[str, bool]:
-    """A job's data as stored: a string as it is, any other JSON value as JSON text (flagged)."""
-    return (data, False) if isinstance(data, str) else (json.dumps(data, ensure_ascii=False), True)
-
-
-def decode_data(h: dict):
-    """A job's data from its hash fields, as the client gave it."""
-    data = h.get(keys.JOB_DATA)
-    return json.loads(data) if data is not None and h.get(keys.JOB_DATA_JSON) == "1" else data
-
-
 def fingerprint(process: str, key: str, data, requestor: str) -> str:
     """What a start asked for: the same Idempotency-Key with another request is refused."""
     return hashlib.sha256(json.dumps([process, key, data, requestor]).encode()).hexdigest()
@@ -133,11 +69,6 @@ def fingerprint(process: str, key: str, data, requestor: str) -> str:
 
 def new_uuid() -> str:
     return uuid_module.uuid4().hex
-
-
-def ms() -> int:
-    """Index scores: milliseconds since the epoch."""
-    return int(time.time() * 1000)
 
 
 #: Seconds the engine's health record outlives its last report (one a second): gone, it says
@@ -179,10 +110,10 @@ class JobStore:
         self.redis = client
         self.engine = engine
         self.owned = keys.engine_jobs(engine)
-        self._claim = client.register_script(_CLAIM)
-        self._renew = client.register_script(_RENEW)
-        self._create_script = client.register_script(_CREATE)
-        self._take_script = client.register_script(_TAKE)
+        self._claim = client.register_script(CLAIM)
+        self._renew = client.register_script(RENEW)
+        self._create_script = client.register_script(CREATE)
+        self._take_script = client.register_script(TAKE)
         self.retention = retention
         self.idempotency_ttl = idempotency_ttl
 
@@ -239,10 +170,10 @@ class JobStore:
         """Write a batch of job moments (messages.JobStarted, TaskStarted, ...) atomically, as
         if one after the other: what they leave behind, in a few commands (_NetWrites). With a
         `token`, the same transaction records it (written_token() reads it back)."""
-        net = _NetWrites()
+        net = NetWrites()
         events = {}  # tag -> the job's changes in this batch, for its event stream
         for op in ops:
-            _WRITERS[type(op)](net, op)
+            WRITERS[type(op)](net, op)
             events.setdefault(op.tag, []).append(event(op))
             if type(op) is m.JobEnded:
                 net.srem(self.owned, op.tag)
@@ -292,7 +223,7 @@ class JobStore:
         if tags:
             pipe = self.redis.pipeline(transaction=True)
             for tag in tags:
-                _unindex(pipe, tag)
+                unindex(pipe, tag)
             pipe.execute()
         return len(tags)
 
@@ -338,10 +269,10 @@ class JobStore:
         next_cursor = (page[-1][1], page[-1][0]) if len(rows) > limit else None
         pipe = self.redis.pipeline(transaction=False)
         for tag, _ in page:
-            pipe.hmget(tag, *_SUMMARY_FIELDS)
+            pipe.hmget(tag, *SUMMARY_FIELDS)
         jobs, gone = [], []
         for (tag, _), values in zip(page, pipe.execute() if page else []):
-            h = {f: v for f, v in zip(_SUMMARY_FIELDS, values) if v is not None}
+            h = {f: v for f, v in zip(SUMMARY_FIELDS, values) if v is not None}
             if not h:
                 gone.append(tag)  # expired before the sweep took it out
             elif key is None or state is None or h[keys.JOB_STATUS] == state:
@@ -349,7 +280,7 @@ class JobStore:
         if gone:
             pipe = self.redis.pipeline(transaction=True)
             for tag in gone:
-                _unindex(pipe, tag)
+                unindex(pipe, tag)
             pipe.execute()
         return jobs, next_cursor
 
@@ -422,261 +353,3 @@ class JobStore:
         if not h:
             return None
         return document(process, key, uuid, h)
-
-
-class _NetWrites:
-    """Takes the writers' commands (the redis-py names they use) and keeps only what they
-    leave behind: one HSET per hash, one MSET, one DEL, one ZADD and one ZREM per sorted set,
-    one SREM per set. Inside MULTI/EXEC nobody sees the steps between, so this is the same
-    write; a foo job went from 48 commands to about 8, and JobData's time with them.
-    Later calls win, as they would in order: a task's `running` marker set and deleted in one
-    batch ends deleted."""
-
-    def __init__(self):
-        self.hashes = {}  # key -> {field: value}
-        self.strings = {}  # key -> value, or None: deleted
-        self.zsets = {}  # key -> {member: score, or None: removed}
-        self.sets = {}  # key -> {members removed}
-        self.expires = {}  # key -> seconds: after everything else (SET clears a TTL)
-        self.streams = []  # (key, JSON text): stream entries, in order
-        self.messages = []  # (channel, text): published once the rest is written
-
-    def hset(self, key, mapping):
-        self.hashes.setdefault(key, {}).update(mapping)
-
-    def set(self, key, value):
-        self.strings[key] = value
-
-    def delete(self, *names):
-        for name in names:
-            self.strings[name] = None
-
-    def zadd(self, key, mapping):
-        self.zsets.setdefault(key, {}).update(mapping)
-
-    def zrem(self, key, *members):
-        z = self.zsets.setdefault(key, {})
-        for member in members:
-            z[member] = None
-
-    def srem(self, key, *members):
-        self.sets.setdefault(key, set()).update(members)
-
-    def expire(self, key, seconds):
-        self.expires[key] = seconds
-
-    def xadd(self, key, text):
-        self.streams.append((key, text))
-
-    def publish(self, channel, text):
-        self.messages.append((channel, text))
-
-    def write(self, pipe):
-        for key, mapping in self.hashes.items():
-            pipe.hset(key, mapping=mapping)
-        kept = {k: v for k, v in self.strings.items() if v is not None}
-        if kept:
-            pipe.mset(kept)
-        gone = [k for k, v in self.strings.items() if v is None]
-        if gone:
-            pipe.delete(*gone)
-        for key, members in self.zsets.items():
-            added = {member: score for member, score in members.items() if score is not None}
-            removed = [member for member, score in members.items() if score is None]
-            if added:
-                pipe.zadd(key, added)
-            if removed:
-                pipe.zrem(key, *removed)
-        for key, members in self.sets.items():
-            pipe.srem(key, *members)
-        for key, text in self.streams:
-            pipe.xadd(key, {"e": text})
-        for key, seconds in self.expires.items():
-            pipe.expire(key, seconds)
-        for channel, text in self.messages:
-            pipe.publish(channel, text)
-
-
-def _job_started(pipe, op: m.JobStarted):
-    pipe.hset(op.tag, mapping={keys.JOB_STATUS: keys.RUNNING, keys.job_time(keys.RUNNING): op.time})
-    pipe.delete(keys.job_marker(op.tag, keys.SCHEDULED))
-    pipe.set(keys.job_marker(op.tag, keys.RUNNING), op.time)
-    _move(pipe, op.tag, keys.SCHEDULED, keys.RUNNING)
-
-
-def _task_started(pipe, op: m.TaskStarted):
-    t = op.id
-    pipe.hset(op.tag, mapping={
-        keys.task_field(t, "requestor"): op.requestor,
-        keys.task_field(t, "status.current"): keys.TASK_RUNNING,
-        keys.task_time(t, keys.TASK_RUNNING): op.time,
-        keys.JOB_TASKS: op.tasks_csv,
-        # Ours: what a resume needs (the start order, the parent) and what the API shows.
-        keys.task_field(t, "index"): op.n,
-        keys.task_field(t, "name"): op.name,
-        keys.task_field(t, "url"): op.url,
-        keys.task_field(t, "parent"): op.parent_id,
-    })
-    pipe.set(keys.task_marker(op.tag, t, keys.TASK_RUNNING), op.time)
-
-
-def _task_ended(pipe, op: m.TaskEnded):
-    t = op.id
-    fields = {
-        keys.task_field(t, "status.current"): op.status,
-        keys.task_time(t, op.status): op.time,
-        keys.task_field(t, "output.data"): op.data_json,
-        keys.task_field(t, "duration_ms"): op.duration_ms,
-        keys.task_field(t, "attempts"): op.attempts,
-    }
-    if op.status == keys.TASK_DONE:
-        fields[keys.task_field(t, "output.next_activities")] = op.next_json
-    pipe.hset(op.tag, mapping=fields)
-    pipe.delete(keys.task_marker(op.tag, t, keys.TASK_RUNNING))
-    pipe.set(keys.task_marker(op.tag, t, op.status), op.time)
-
-
-def _job_ended(pipe, op: m.JobEnded):
-    pipe.hset(op.tag, mapping={keys.JOB_STATUS: op.status, keys.job_time(op.status): op.time,
-                               keys.JOB_ERRORS: op.errors})
-    # A job cancelled before it started ends straight from scheduled.
-    pipe.delete(keys.job_marker(op.tag, keys.RUNNING), keys.job_marker(op.tag, keys.SCHEDULED))
-    pipe.set(keys.job_marker(op.tag, op.status), op.time)
-    _move(pipe, op.tag, keys.RUNNING, op.status)
-    pipe.zrem(keys.process_jobs(keys.parse_tag(op.tag)[0], keys.SCHEDULED), op.tag)
-
-
-def _move(pipe, tag: str, old: str, new: str):
-    """Move a job between its process's state indexes, scored by when it entered the new state."""
-    process = keys.parse_tag(tag)[0]
-    pipe.zrem(keys.process_jobs(process, old), tag)
-    pipe.zadd(keys.process_jobs(process, new), {tag: ms()})
-
-
-def _unindex(pipe, tag: str):
-    process, key, _ = keys.parse_tag(tag)
-    pipe.zrem(keys.process_jobs(process), tag)
-    for state in keys.JOB_STATES:
-        pipe.zrem(keys.process_jobs(process, state), tag)
-    pipe.zrem(keys.key_jobs(process, key), tag)
-    pipe.zrem(keys.EXPIRING, tag)
-
-
-def event(op) -> dict:
-    """A job moment as its event stream tells it: small, without the task's output (the job
-    document has it)."""
-    if type(op) is m.TaskStarted:
-        return {"type": "task", "n": op.n, "id": op.id, "name": op.name, "status": keys.TASK_RUNNING,
-                "time": op.time, "parent": op.parent, "requestor": op.requestor}
-    if type(op) is m.TaskEnded:
-        return {"type": "task", "n": op.n, "id": op.id, "status": op.status, "time": op.time,
-                "duration_ms": op.duration_ms, "attempts": op.attempts}
-    if type(op) is m.JobStarted:
-        return {"type": "job", "status": keys.RUNNING, "time": op.time}
-    return {"type": "job", "status": op.status, "time": op.time, "errors": op.errors}
-
-
-_WRITERS = {m.JobStarted: _job_started, m.TaskStarted: _task_started,
-            m.TaskEnded: _task_ended, m.JobEnded: _job_ended}
-
-
-def document(process: str, key: str, uuid: str, h: dict) -> dict:
-    """Turn a job hash into the API's job document (the original's field names), tasks in start order."""
-    status = h.get(keys.JOB_STATUS, "")
-    tasks = []
-    for t in tasks_of(h):
-        n, current = t["id"], t["status"]
-        task = {
-            "id": t["id"],
-            "name": t["name"],
-            "requestor": t["requestor"],
-            "status": {"current": current, "time": h.get(keys.task_time(n, current))},
-            "data": _json_or_text(t["output"]) if t["output"] is not None else None,
-            "index": t["n"],
-            "url": t["url"],
-            "parent": t["parent"] if t["parent"] >= 0 else None,
-        }
-        duration = h.get(keys.task_field(n, "duration_ms"))
-        if duration is not None:
-            task["duration_ms"] = int(duration)
-        attempts = h.get(keys.task_field(n, "attempts"))
-        if attempts is not None:
-            task["attempts"] = int(attempts)
-        tasks.append(task)
-    doc = {
-        "process": process,
-        "uuid": uuid,
-        "key": key,
-        "data": decode_data(h),
-        "requestor": h.get(keys.JOB_REQUESTOR),
-        "status": {"current": status, "time": h.get(keys.job_time(status))},
-        "tasks": tasks,
-    }
-    if keys.JOB_ERRORS in h:
-        doc["errors"] = int(h[keys.JOB_ERRORS])
-    if keys.JOB_CANCEL_REQUESTED in h:
-        doc["cancel_requested"] = h[keys.JOB_CANCEL_REQUESTED]
-    return doc
-
-
-_SUMMARY_FIELDS = (keys.JOB_STATUS, keys.JOB_REQUESTOR, keys.job_time(keys.SCHEDULED), keys.JOB_ERRORS,
-                   keys.JOB_CANCEL_REQUESTED) + tuple(keys.job_time(s) for s in keys.JOB_STATES[1:])
-
-
-def summary(tag: str, h: dict) -> dict:
-    """A job as the listings show it: who, when, and how it stands, without its tasks."""
-    process, key, uuid = keys.parse_tag(tag)
-    status = h.get(keys.JOB_STATUS, "")
-    s = {"process": process, "key": key, "uuid": uuid, "requestor": h.get(keys.JOB_REQUESTOR),
-         "status": {"current": status, "time": h.get(keys.job_time(status))},
-         "scheduled": h.get(keys.job_time(keys.SCHEDULED))}
-    if keys.JOB_ERRORS in h:
-        s["errors"] = int(h[keys.JOB_ERRORS])
-    if keys.JOB_CANCEL_REQUESTED in h:
-        s["cancel_requested"] = h[keys.JOB_CANCEL_REQUESTED]
-    return s
-
-
-def encode_cursor(cursor: tuple | None) -> str | None:
-    """The listing cursor as the API hands it out: opaque, URL-safe."""
-    if cursor is None:
-        return None
-    return base64.urlsafe_b64encode(json.dumps(list(cursor)).encode()).decode().rstrip("=")
-
-
-def decode_cursor(text: str) -> tuple:
-    """Inverse of encode_cursor; ValueError for anything it did not make."""
-    try:
-        score, tag = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        keys.parse_tag(tag)
-        # NaN or an infinity (Python's JSON reads them) would make Redis refuse the range.
-        if not isinstance(score, (int, float)) or not math.isfinite(score):
-            raise ValueError
-    except (binascii.Error, UnicodeDecodeError, TypeError, ValueError, OverflowError):
-        raise ValueError("not a cursor this server handed out") from None
-    if not isinstance(tag, str) or not tag.startswith(keys.PREFIX):
-        raise ValueError("not a cursor this server handed out")
-    return float(score), tag
-
-
-def tasks_of(h: dict) -> list[dict]:
-    """The tasks recorded in a job hash, in start order, as a runner needs them to resume:
-    `n` its start order, `parent` its parent's n (-1 for the start task)."""
-    tasks = []
-    for t in keys.task_ids(h):
-        f = lambda name: h.get(keys.task_field(t, name))  # noqa: E731
-        tasks.append({"n": int(f("index")), "id": t, "name": f("name"), "url": f("url"),
-                      "requestor": f("requestor"), "parent": f("parent") or "",
-                      "status": f("status.current"), "output": f("output.data")})
-    tasks.sort(key=lambda task: task["n"])
-    index = {task["id"]: task["n"] for task in tasks}
-    for task in tasks:
-        task["parent"] = index[task["parent"]] if task["parent"] else -1
-    return tasks
-
-
-def _json_or_text(s: str):
-    try:
-        return json.loads(s)
-    except ValueError:
-        return s

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 from cameron import store
+from cameron.store import scripts
 
 
 def test_the_scripts_spell_no_key_or_field_name_of_their_own():
@@ -15,6 +16,6 @@ def test_the_scripts_spell_no_key_or_field_name_of_their_own():
 
 
 def test_every_name_is_filled_in():
-    for script in (store._RENEW, store._CLAIM, store._CREATE, store._TAKE):
+    for script in (scripts.RENEW, scripts.CLAIM, scripts.CREATE, scripts.TAKE):
         assert "$" not in script
-    assert '"job.status.current"' in store._CREATE and '"cameron:engine:%s:lease"' in store._CLAIM
+    assert '"job.status.current"' in scripts.CREATE and '"cameron:engine:%s:lease"' in scripts.CLAIM
