@@ -18,17 +18,16 @@ from cameron.gateway import EngineUnavailable
 #: proxies from closing the connection.
 KEEPALIVE = 15.0
 #: Seconds between looks at the job's stream without a wake-up. Wake-ups are lost only while
-#: the subscription is down, and every stream reads again once it is back; this is a net
-#: under that, kept wide: a thousand quiet streams read Redis 17 times a second, not 200.
-POLL = 60.0
+#: the subscription is down, and every stream reads again once it is back (its channel's
+#: `subscribe` answer wakes it); this is a net under that, kept wide: a thousand quiet
+#: streams look 3 times a second.
+POLL = 300.0
 #: What a browser's EventSource waits before it reconnects, in ms.
 RETRY_MS = 2000
 #: Stream entries read per round trip.
 BATCH = 200
 #: Redis connections a web worker's streams read with, at most.
 READERS = 16
-#: Seconds between the Hub's looks at which channels its streams want (while any is open).
-TICK = 0.05
 
 log = logging.getLogger("cameron.events")
 #: Every Hub of this process, for stop_all().
@@ -47,7 +46,10 @@ class Hub:
     open stream watches, for as long as one does, and wakes those streams when a
     write batch changed their job. A thousand open streams cost a thousand idle greenlets
     (gevent patches `threading`) and one Redis connection, not a thread or a poll each; and
-    the worker hears only of the jobs someone watches."""
+    the worker hears only of the jobs someone watches. The listener blocks on the connection
+    until a message comes: a stream subscribes and unsubscribes its channel itself (writes,
+    under the lock), so nothing wakes on a timer (a 20 Hz look at the channels wanted was
+    most of what a thousand idle streams cost a worker)."""
 
     def __init__(self, client: redis.Redis):
         self.client = client
@@ -56,6 +58,7 @@ class Hub:
         self.lock = threading.Lock()
         self.channels = {}  # channel -> {threading.Event of each stream on it}
         self.thread = None
+        self.pubsub = None  # the listener's, once it has subscribed
 
     @functools.cached_property
     def reader(self) -> redis.Redis:
@@ -73,10 +76,13 @@ class Hub:
         subscription is active)."""
         wake = threading.Event()
         with self.lock:
-            self.channels.setdefault(channel, set()).add(wake)
+            watchers = self.channels.setdefault(channel, set())
+            watchers.add(wake)
             if self.thread is None:
                 self.thread = threading.Thread(target=self._listen, name="cameron-events", daemon=True)
                 self.thread.start()
+            elif len(watchers) == 1:
+                self._send("subscribe", channel)
         try:
             yield wake
         finally:
@@ -85,6 +91,17 @@ class Hub:
                 watchers.discard(wake)
                 if not watchers:
                     self.channels.pop(channel, None)
+                    self._send("unsubscribe", channel)
+
+    def _send(self, command: str, channel: str):
+        """(Un)subscribe on the listener's connection, if it has one (else it subscribes to
+        what is wanted when it connects). A failure is the listener's to see: its read fails
+        too, and it subscribes again to everything."""
+        if self.pubsub is not None:
+            try:
+                getattr(self.pubsub, command)(channel)
+            except Exception as e:
+                log.debug("event subscription: %s %s failed (%s)", command, channel, e)
 
     def stop(self):
         with self.lock:
@@ -97,45 +114,47 @@ class Hub:
                 wake.set()
 
     def _listen(self):
-        """Runs while a stream watches: (un)subscribes as streams come and go (this greenlet
-        alone uses the connection) and passes messages on."""
+        """Runs while a stream watches: subscribes to every channel wanted, then passes
+        messages on as they come; ends once no stream watches (the last unsubscribe's
+        answer wakes it)."""
         pool = self.client.connection_pool
         client = redis.Redis(connection_pool=redis.ConnectionPool(
             connection_class=pool.connection_class,
             **{**pool.connection_kwargs, "socket_timeout": None}))
         while True:
             pubsub = client.pubsub()
-            subscribed = set()
             try:
+                with self.lock:
+                    if not self.channels:
+                        self.thread = None
+                        pubsub.close()
+                        return
+                    pubsub.subscribe(*self.channels)
+                    self.pubsub = pubsub
                 while True:
+                    message = pubsub.get_message(timeout=None)
                     with self.lock:
-                        wanted = set(self.channels)
-                        if not wanted:
-                            self.thread = None
+                        if message is not None:
+                            self._on(message)
+                        if not self.channels:
+                            self.thread = self.pubsub = None
                             pubsub.close()
                             return
-                    if wanted - subscribed:
-                        pubsub.subscribe(*(wanted - subscribed))
-                    if subscribed - wanted:
-                        pubsub.unsubscribe(*(subscribed - wanted))
-                    subscribed = wanted
-                    message = pubsub.get_message(timeout=TICK)
-                    while message is not None:
-                        self._on(message)
-                        message = pubsub.get_message(timeout=0)
-            except Exception as e:  # Redis gone: the streams poll until it is back
+            except Exception as e:  # Redis gone: the streams wait for it to come back
                 log.warning("event subscription lost (%s); retrying in 1 s", e)
                 with self.lock:
+                    self.pubsub = None
                     self._wake_all()
                 pubsub.close()
                 time.sleep(1)
 
     def _on(self, message):
+        """(Under the lock.) Wake the streams of the message's channel; a `subscribe` answer
+        too, so that a stream reads once more after its subscription is active."""
         if message["type"] not in ("message", "subscribe"):
             return
-        with self.lock:
-            for wake in self.channels.get(message["channel"], ()):
-                wake.set()
+        for wake in self.channels.get(message["channel"], ()):
+            wake.set()
 
 
 def _frame(event: str, data, event_id: str | None = None) -> bytes:
