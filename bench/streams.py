@@ -124,6 +124,19 @@ def loop_jobs_per_s(stack: Stack, api: figures.Api, clients: int, seconds: float
                                        if calls > 0.01}}
 
 
+def upkeep(stack: Stack, seconds: float) -> dict:
+    """CPU ms per second of the web workers and Redis, and Redis's commands per second, with
+    no job moving but the sleeping ones: what the open streams cost by themselves."""
+    pids = {"web": web_workers(stack), "redis": [stack.redis.proc.pid]}
+    before = {k: sum(_cpu_ms(p) for p in v) for k, v in pids.items()}
+    commands = _redis_usec(stack)
+    time.sleep(seconds)
+    after = {k: sum(_cpu_ms(p) for p in v) for k, v in pids.items()}
+    calls = sum(c for c, _ in _redis_usec(stack).values()) - sum(c for c, _ in commands.values())
+    return {**{f"{k}_cpu_ms_per_s": round((after[k] - before[k]) / seconds, 2) for k in pids},
+            "redis_commands_per_s": round(calls / seconds, 1)}
+
+
 def _subscribed(stack: Stack) -> int:
     """Job channels some web worker is subscribed to: 0 once every stream's end was noticed."""
     return len(stack.store.pubsub_channels(f"{keys.PREFIX}:job:*"))
@@ -135,6 +148,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=FULL["clients"])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=3, help="pairs of runs, without and with streams")
+    parser.add_argument("--idle-seconds", type=float, default=30.0,
+                        help="how long the streams' upkeep is measured, the engine idle")
     parser.add_argument("--out", help="also write the results (JSON) here")
     args = parser.parse_args(argv)
 
@@ -150,8 +165,11 @@ def main(argv=None) -> int:
         sleepers = [api.start("inflight") for _ in range(args.streams)]
         wait_for(lambda: stack.store.zcard("cameron:process:inflight:jobs:running") == args.streams,
                  60, "the sleeping jobs to run")
-        figures._closed_loop(args.clients, 5, lambda: stack.watcher.wait(api.start("foo"), figures.JOB_DEADLINE))
         events = 0
+        time.sleep(2)
+        out["upkeep_without"] = upkeep(stack, args.idle_seconds)
+        say(f"upkeep without streams: {out['upkeep_without']}")
+        figures._closed_loop(args.clients, 5, lambda: stack.watcher.wait(api.start("foo"), figures.JOB_DEADLINE))
 
         def without():
             run = loop_jobs_per_s(stack, api, args.clients, args.seconds)
@@ -168,6 +186,9 @@ def main(argv=None) -> int:
                 say(f"{streams.opened} open, errors: {streams.errors[:5]} ({len(streams.errors)})")
                 raise
             time.sleep(1)
+            if "upkeep_with" not in out:
+                out["upkeep_with"] = upkeep(stack, args.idle_seconds)
+                say(f"upkeep with {args.streams} streams: {out['upkeep_with']}")
             run = loop_jobs_per_s(stack, api, args.clients, args.seconds)
             run["workers"] = {pid: dict(zip(("threads", "rss_mib"), _threads_and_rss(pid)))
                               for pid in web_workers(stack)}
