@@ -274,3 +274,88 @@ class JobEvents:
             return [_frame(c["type"], c, f"0-0.{i}") for i, c in enumerate(changes) if i > seen]
         return [_frame("job", changes[-1], f"{entry}.{seen + 1}")]
 
+
+
+def _stream_id(entry: str) -> tuple[int, int]:
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq)
+
+
+class JobsEvents:
+    """`GET /api/events`: every job's job-level changes, of every process, as SSE `job` events
+    (`{"status":"running"}` when it starts, its final state and errors when it ends, with its
+    process, key and uuid), each with an id. Without `Last-Event-ID` it begins with what
+    happens from then on (read the lists you show after it answered: nothing falls between);
+    with one it goes on after that event, or, if the capped stream no longer holds what
+    followed it, sends a `reset` event first: read your lists again. It ends only when the
+    client goes (or the web worker stops)."""
+
+    #: Seconds a woken stream waits for more before it reads: under load, a read every tenth
+    #: of a second holds many write batches, not one per batch.
+    GATHER = 0.1
+
+    def __init__(self, hub: Hub | None):
+        self.hub = hub
+
+    def on_get(self, req, resp):
+        given = req.get_header("Last-Event-ID")
+        entry, seen = _position(given)
+        if self.hub is None:
+            raise EngineUnavailable("job store unavailable: no Redis")
+        try:
+            pipe = self.hub.reader.pipeline(transaction=False)
+            pipe.xrange(keys.JOBS_EVENTS, count=1)
+            pipe.xrevrange(keys.JOBS_EVENTS, count=1)
+            first, last = pipe.execute()
+        except redis.RedisError as e:
+            raise EngineUnavailable(f"job store unavailable: {e}") from None
+        head = []
+        if not given or not first or _stream_id(entry) < _stream_id(first[0][0]):
+            # From now on: after the last entry written (from the start of a stream yet to be).
+            entry, seen = (last[0][0], len(json.loads(last[0][1]["e"])) - 1) if last else ("0-0", -1)
+            if given:
+                head.append(_frame("reset", {"reason": "the changes after that event are no longer kept"},
+                                   f"{entry}.{seen}" if last else None))
+        resp.content_type = "text/event-stream"
+        resp.set_header("Cache-Control", "no-store")
+        resp.set_header("X-Accel-Buffering", "no")
+        resp.stream = self._stream(entry, seen, head)
+
+    def _stream(self, entry: str, seen: int, head: list):
+        start = "-" if entry == "0-0" else entry  # the resumed entry again: its later changes
+        with self.hub.watch(keys.JOBS_EVENTS) as wake:
+            yield f"retry: {RETRY_MS}\n\n".encode()
+            yield from head
+            while not self.hub.stopping:
+                wake.clear()
+                try:
+                    pipe = self.hub.reader.pipeline(transaction=False)
+                    pipe.xrange(keys.JOBS_EVENTS, count=1)
+                    pipe.xrevrange(keys.JOBS_EVENTS, count=1)
+                    pipe.xrange(keys.JOBS_EVENTS, min=start, count=BATCH)
+                    first, last, entries = pipe.execute()
+                except redis.RedisError:
+                    first = last = entries = []
+                if first and entry != "0-0" and _stream_id(first[0][0]) > _stream_id(entry):
+                    # This client fell behind the capped stream: what it missed is gone.
+                    entry, seen = last[0][0], len(json.loads(last[0][1]["e"])) - 1
+                    yield _frame("reset", {"reason": "this client fell behind: changes were dropped"},
+                                 f"{entry}.{seen}")
+                    start = "(" + entry
+                    continue
+                for entry_id, fields in entries:
+                    changes = json.loads(fields["e"])
+                    for i, change in enumerate(changes):
+                        if entry_id != entry or i > seen:
+                            yield _frame("job", change, f"{entry_id}.{i}")
+                    entry, seen = entry_id, len(changes) - 1
+                if entries:
+                    start = "(" + entry
+                    if len(entries) == BATCH:
+                        continue
+                waited = 0.0
+                while waited < POLL and not self.hub.stopping and not wake.wait(KEEPALIVE):
+                    yield b": keepalive\n\n"
+                    waited += KEEPALIVE
+                if wake.is_set() and not self.hub.stopping:
+                    time.sleep(self.GATHER)
