@@ -118,6 +118,8 @@ def loop_jobs_per_s(stack: Stack, api: figures.Api, clients: int, seconds: float
     return {"jobs_per_s": round(len(spans) / seconds, 1), "p50_ms": round(figures.percentile(lat, 50), 1),
             "p99_ms": round(figures.percentile(lat, 99), 1),
             **{f"{k}_cpu_ms_per_job": round((after[k] - before[k]) / jobs, 3) for k in pids},
+            # The stack's: everything but the bench's own process (its clients, and the streams' reader).
+            "stack_cpu_ms_per_job": round(sum(after[k] - before[k] for k in pids if k != "bench") / jobs, 3),
             "redis_us_per_job": round(sum(us for _, us in redis_us.values()), 1),
             "redis_commands_per_job": {name: [round(calls, 2), round(us, 1)]
                                        for name, (calls, us) in sorted(redis_us.items(), key=lambda i: -i[1][1])
@@ -203,7 +205,8 @@ def main(argv=None) -> int:
             order = [("without", without), ("with", with_streams)]
             run = {name: phase() for name, phase in (order if i % 2 == 0 else order[::-1])}
             run["change_pct"] = round(100 * (run["with"]["jobs_per_s"] / run["without"]["jobs_per_s"] - 1), 1)
-            say(f"round {i + 1}: {run['without']['jobs_per_s']} -> {run['with']['jobs_per_s']} jobs/s ({run['change_pct']:+} %)")
+            say(f"round {i + 1}: {run['without']['jobs_per_s']} -> {run['with']['jobs_per_s']} jobs/s ({run['change_pct']:+} %), "
+                f"CPU per job {run['without']['stack_cpu_ms_per_job']} -> {run['with']['stack_cpu_ms_per_job']} ms")
             out["runs"].append(run)
         out["events_read"] = events
     runs = out["runs"]
@@ -211,7 +214,10 @@ def main(argv=None) -> int:
     out["median_with"] = statistics.median(r["with"]["jobs_per_s"] for r in runs)
     out["change_pct"] = [r["change_pct"] for r in runs]
     out["median_change_pct"] = statistics.median(out["change_pct"])
-    for part in ("web", "redis", "actors", "activities", "bench"):
+    out["stack_cpu_change_pct"] = [round(100 * (r["with"]["stack_cpu_ms_per_job"] / r["without"]["stack_cpu_ms_per_job"] - 1), 1)
+                                   for r in runs]
+    out["median_stack_cpu_change_pct"] = statistics.median(out["stack_cpu_change_pct"])
+    for part in ("web", "redis", "actors", "activities", "bench", "stack"):
         for phase in ("without", "with"):
             out[f"median_{part}_cpu_ms_per_job_{phase}"] = statistics.median(
                 r[phase][f"{part}_cpu_ms_per_job"] for r in runs)

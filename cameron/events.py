@@ -4,6 +4,7 @@ job's Redis stream and woken by one pub/sub subscription per web worker."""
 import functools
 import json
 import logging
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -39,6 +40,37 @@ def stop_all():
     reconnects, to another worker, with its Last-Event-ID, instead of holding the stop up."""
     for hub in _HUBS:
         hub.stop()
+
+
+class _ClientWatch:
+    """Whether the client of a stream has gone. Under gunicorn's gevent worker a greenlet
+    peeks at the connection, which a streaming client never writes to: when it reads the end
+    (the client closed), the stream is woken and ends at once, instead of at its second
+    keep-alive comment after, up to 30 s later. Elsewhere (no gevent, no socket) it never
+    says gone: the keep-alive comments find such clients."""
+
+    def __init__(self, req, wake: threading.Event):
+        self.gone = False
+        self.greenlet = None
+        sock = req.env.get("gunicorn.socket")
+        if sock is None or not hasattr(sock, "_wait"):  # not a gevent socket
+            return
+        import gevent
+
+        def peek():
+            try:
+                self.gone = sock.recv(1, socket.MSG_PEEK) == b""
+            except socket.timeout:
+                return  # not known: the keep-alive comments will tell
+            except OSError:
+                self.gone = True
+            if self.gone:
+                wake.set()
+        self.greenlet = gevent.spawn(peek)
+
+    def close(self):
+        if self.greenlet is not None:
+            self.greenlet.kill()
 
 
 class Hub:
@@ -225,44 +257,53 @@ class JobEvents:
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-store")
         resp.set_header("X-Accel-Buffering", "no")  # nginx: pass each event on at once
-        resp.stream = self._stream(uuid, tag, after)
+        resp.stream = self._stream(req, uuid, tag, after)
 
-    def _stream(self, uuid: str, tag: str, after: tuple[str, int]):
+    def _stream(self, req, uuid: str, tag: str, after: tuple[str, int]):
         stream_key = keys.job_events(uuid)
         entry, seen = after
         start = "-" if entry == "0-0" else entry  # the resumed entry again: its later changes
         with self.hub.watch(keys.job_events(uuid)) as wake:
-            yield f"retry: {RETRY_MS}\n\n".encode()
-            quiet = False
-            while not self.hub.stopping:
-                wake.clear()
-                try:
-                    entries = self.hub.reader.xrange(stream_key, min=start, count=BATCH)
-                    if not entries and (entry == "0-0" or quiet):
-                        ending = self._ending(tag, entry, seen)
-                        if ending is not None:
-                            yield from ending
-                            return
-                except redis.RedisError:
-                    entries = []
-                for entry_id, fields in entries:
-                    changes = json.loads(fields["e"])
-                    for i, change in enumerate(changes):
-                        if entry_id != entry or i > seen:
-                            yield _frame(change["type"], change, f"{entry_id}.{i}")
-                        if _final(change):
-                            return
-                    entry, seen = entry_id, len(changes) - 1
-                if entries:
-                    start = "(" + entry
-                    if len(entries) == BATCH:
-                        continue
-                # Until a wake-up: a comment every KEEPALIVE s, and a look anyway after POLL s.
-                waited = 0.0
-                while waited < POLL and not self.hub.stopping and not wake.wait(KEEPALIVE):
-                    yield b": keepalive\n\n"
-                    waited += KEEPALIVE
-                quiet = waited >= POLL
+            client = _ClientWatch(req, wake)
+            try:
+                yield from self._follow(stream_key, tag, entry, seen, start, wake, client)
+            finally:
+                client.close()
+
+    def _follow(self, stream_key, tag, entry, seen, start, wake, client):
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        quiet = False
+        while not self.hub.stopping and not client.gone:
+            wake.clear()
+            try:
+                entries = self.hub.reader.xrange(stream_key, min=start, count=BATCH)
+                if not entries and (entry == "0-0" or quiet):
+                    ending = self._ending(tag, entry, seen)
+                    if ending is not None:
+                        yield from ending
+                        return
+            except redis.RedisError:
+                entries = []
+            for entry_id, fields in entries:
+                changes = json.loads(fields["e"])
+                for i, change in enumerate(changes):
+                    if entry_id != entry or i > seen:
+                        yield _frame(change["type"], change, f"{entry_id}.{i}")
+                    if _final(change):
+                        return
+                entry, seen = entry_id, len(changes) - 1
+            if entries:
+                start = "(" + entry
+                if len(entries) == BATCH:
+                    continue
+            # Until a wake-up: a comment every KEEPALIVE s, and a look anyway after POLL s.
+            waited = 0.0
+            while waited < POLL and not self.hub.stopping and not wake.wait(KEEPALIVE):
+                yield b": keepalive\n\n"
+                waited += KEEPALIVE
+            quiet = waited >= POLL
+            if client.gone:
+                return
 
     def _ending(self, tag: str, entry: str, seen: int):
         """The frames that end the stream of a job that is final but whose stream has nothing
@@ -319,43 +360,52 @@ class JobsEvents:
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-store")
         resp.set_header("X-Accel-Buffering", "no")
-        resp.stream = self._stream(entry, seen, head)
+        resp.stream = self._stream(req, entry, seen, head)
 
-    def _stream(self, entry: str, seen: int, head: list):
-        start = "-" if entry == "0-0" else entry  # the resumed entry again: its later changes
+    def _stream(self, req, entry: str, seen: int, head: list):
         with self.hub.watch(keys.JOBS_EVENTS) as wake:
-            yield f"retry: {RETRY_MS}\n\n".encode()
-            yield from head
-            while not self.hub.stopping:
-                wake.clear()
-                try:
-                    pipe = self.hub.reader.pipeline(transaction=False)
-                    pipe.xrange(keys.JOBS_EVENTS, count=1)
-                    pipe.xrevrange(keys.JOBS_EVENTS, count=1)
-                    pipe.xrange(keys.JOBS_EVENTS, min=start, count=BATCH)
-                    first, last, entries = pipe.execute()
-                except redis.RedisError:
-                    first = last = entries = []
-                if first and entry != "0-0" and _stream_id(first[0][0]) > _stream_id(entry):
-                    # This client fell behind the capped stream: what it missed is gone.
-                    entry, seen = last[0][0], len(json.loads(last[0][1]["e"])) - 1
-                    yield _frame("reset", {"reason": "this client fell behind: changes were dropped"},
-                                 f"{entry}.{seen}")
-                    start = "(" + entry
+            client = _ClientWatch(req, wake)
+            try:
+                yield from self._follow(entry, seen, head, wake, client)
+            finally:
+                client.close()
+
+    def _follow(self, entry, seen, head, wake, client):
+        start = "-" if entry == "0-0" else entry  # the resumed entry again: its later changes
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        yield from head
+        while not self.hub.stopping and not client.gone:
+            wake.clear()
+            try:
+                pipe = self.hub.reader.pipeline(transaction=False)
+                pipe.xrange(keys.JOBS_EVENTS, count=1)
+                pipe.xrevrange(keys.JOBS_EVENTS, count=1)
+                pipe.xrange(keys.JOBS_EVENTS, min=start, count=BATCH)
+                first, last, entries = pipe.execute()
+            except redis.RedisError:
+                first = last = entries = []
+            if first and entry != "0-0" and _stream_id(first[0][0]) > _stream_id(entry):
+                # This client fell behind the capped stream: what it missed is gone.
+                entry, seen = last[0][0], len(json.loads(last[0][1]["e"])) - 1
+                yield _frame("reset", {"reason": "this client fell behind: changes were dropped"},
+                             f"{entry}.{seen}")
+                start = "(" + entry
+                continue
+            for entry_id, fields in entries:
+                changes = json.loads(fields["e"])
+                for i, change in enumerate(changes):
+                    if entry_id != entry or i > seen:
+                        yield _frame("job", change, f"{entry_id}.{i}")
+                entry, seen = entry_id, len(changes) - 1
+            if entries:
+                start = "(" + entry
+                if len(entries) == BATCH:
                     continue
-                for entry_id, fields in entries:
-                    changes = json.loads(fields["e"])
-                    for i, change in enumerate(changes):
-                        if entry_id != entry or i > seen:
-                            yield _frame("job", change, f"{entry_id}.{i}")
-                    entry, seen = entry_id, len(changes) - 1
-                if entries:
-                    start = "(" + entry
-                    if len(entries) == BATCH:
-                        continue
-                waited = 0.0
-                while waited < POLL and not self.hub.stopping and not wake.wait(KEEPALIVE):
-                    yield b": keepalive\n\n"
-                    waited += KEEPALIVE
-                if wake.is_set() and not self.hub.stopping:
-                    time.sleep(self.GATHER)
+            waited = 0.0
+            while waited < POLL and not self.hub.stopping and not wake.wait(KEEPALIVE):
+                yield b": keepalive\n\n"
+                waited += KEEPALIVE
+            if client.gone:
+                return
+            if wake.is_set() and not self.hub.stopping:
+                time.sleep(self.GATHER)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import requests
-from conftest import Engine, free_port, start_web
+from conftest import Engine, free_port, start_web, wait_until
 
 from cameron import keys
 
@@ -111,6 +111,25 @@ def test_unknown_job_and_bad_ids(engine):
     uuid = engine.run_job("foo")["uuid"]
     resp = stream(engine, uuid, last_event_id="nonsense")
     assert resp.status_code == 400 and resp.json()["title"] == "Invalid Last-Event-ID"
+
+
+def test_a_client_that_goes_away_ends_its_stream_at_once(engine):
+    # A job that never moves: only its client's going can end its stream.
+    uuid = "6" * 32
+    tag = keys.job_tag("foo", "still", uuid)
+    engine.redis.hset(tag, mapping={keys.JOB_STATUS: "running", keys.job_time("running"): "t"})
+    engine.redis.set(keys.job_by_uuid(uuid), tag)
+    watchers = lambda: engine.redis.pubsub_numsub(keys.job_events(uuid))[0][1]  # noqa: E731
+    try:
+        resp = stream(engine, uuid)
+        lines = resp.iter_lines(decode_unicode=True)  # kept: dropping it would close the connection
+        assert next(lines).startswith("retry:")
+        wait_until(lambda: watchers() == 1, 5, "the stream's subscription")
+        resp.close()
+        # Not at the second keep-alive comment after, up to 30 s later.
+        wait_until(lambda: watchers() == 0, 5, "the stream to end with its client")
+    finally:
+        engine.redis.delete(tag, keys.job_by_uuid(uuid))
 
 
 def test_a_stopping_web_worker_ends_its_streams_at_once(engine):
