@@ -20,6 +20,11 @@ from bench.stack import Stack, wait_for
 from cameron import actorsys, keys
 
 
+#: Seconds each phase waits before its loop, with or without streams alike: a loop that
+#: starts right after another runs slower than one after a pause (an A/A run showed it).
+SETTLE = 2.0
+
+
 def _threads_and_rss(pid: int) -> tuple[int, int]:
     fields = {}
     with open(f"/proc/{pid}/status") as f:
@@ -174,6 +179,7 @@ def main(argv=None) -> int:
         figures._closed_loop(args.clients, 5, lambda: stack.watcher.wait(api.start("foo"), figures.JOB_DEADLINE))
 
         def without():
+            time.sleep(SETTLE)
             run = loop_jobs_per_s(stack, api, args.clients, args.seconds)
             say(f"without streams: {run['jobs_per_s']} jobs/s {json.dumps(run)}")
             return run
@@ -187,7 +193,7 @@ def main(argv=None) -> int:
             except RuntimeError:
                 say(f"{streams.opened} open, errors: {streams.errors[:5]} ({len(streams.errors)})")
                 raise
-            time.sleep(1)
+            time.sleep(SETTLE)
             if "upkeep_with" not in out:
                 out["upkeep_with"] = upkeep(stack, args.idle_seconds)
                 say(f"upkeep with {args.streams} streams: {out['upkeep_with']}")

@@ -1,5 +1,6 @@
-"""Server-Sent Events of a job's state changes (`GET /api/job/{uuid}/events`), read from the
-job's Redis stream and woken by one pub/sub subscription per web worker."""
+"""Server-Sent Events of a job's state changes (`GET /api/job/{uuid}/events`) and of every
+job's start and end (`GET /api/events`), read from Redis streams and woken by one pub/sub
+subscription per web worker."""
 
 import functools
 import json
@@ -55,7 +56,7 @@ class _ClientWatch:
         sock = req.env.get("gunicorn.socket")
         if sock is None or not hasattr(sock, "_wait"):  # not a gevent socket
             return
-        import gevent
+        import gevent  # here: only a gevent worker gets this far
 
         def peek():
             try:
