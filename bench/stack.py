@@ -52,13 +52,16 @@ def _http_ok(url: str) -> bool:
 
 def catalog(acts: str, sizes: dict) -> str:
     """One process per figure; the lab paths carry the sizes (fan-out width, sleep times)."""
-    return "\n".join(f'[processes.{name}]\nstart = "{acts}{path}"\n' for name, path in [
-        ("chain", f"/lab/chain/{sizes['chain'] - 1}"),  # start + (chain - 1) more tasks
-        ("chain1", "/lab/chain/0"),  # one task: the fixed cost of a job, for the marginal hop
-        ("foo", "/foo/v0.0.1/start"),
-        ("fanout", f"/lab/fanout/{sizes['fanout_n']}/{sizes['fanout_ms']}"),
-        ("inflight", f"/lab/sleep/{sizes['inflight_ms']}"),
-        ("accept", "/lab/echo"),
+    # A long sleep must not outlast the default read timeout (30 s): it would be cut and
+    # called again, and the retries would weigh on what is measured meanwhile.
+    long_sleep = f"read_timeout = {sizes['inflight_ms'] // 1000 + 30}\n" if sizes["inflight_ms"] > 20_000 else ""
+    return "\n".join(f'[processes.{name}]\nstart = "{acts}{path}"\n{extra}' for name, path, extra in [
+        ("chain", f"/lab/chain/{sizes['chain'] - 1}", ""),  # start + (chain - 1) more tasks
+        ("chain1", "/lab/chain/0", ""),  # one task: the fixed cost of a job, for the marginal hop
+        ("foo", "/foo/v0.0.1/start", ""),
+        ("fanout", f"/lab/fanout/{sizes['fanout_n']}/{sizes['fanout_ms']}", ""),
+        ("inflight", f"/lab/sleep/{sizes['inflight_ms']}", long_sleep),
+        ("accept", "/lab/echo", ""),
     ])
 
 

@@ -483,6 +483,7 @@ def create_app(gateway, redis_client=None, jobs=None, config: Config | None = No
     app.add_route("/api/job/{uuid}", JobByUuid(gateway, jobs))
     hub = events.Hub(redis_client) if redis_client is not None else None
     app.add_route("/api/job/{uuid}/events", events.JobEvents(redis_client, hub))
+    app.add_route("/api/events", events.JobsEvents(hub))
     app.add_route("/metrics", metrics.Metrics(jobs, config))
     dashboard.add_routes(app, jobs)
     app.add_sink(_not_found, "/")

@@ -1,9 +1,11 @@
-"""Server-Sent Events of a job's state changes (`GET /api/job/{uuid}/events`), read from the
-job's Redis stream and woken by one pub/sub subscription per web worker."""
+"""Server-Sent Events of a job's state changes (`GET /api/job/{uuid}/events`) and of every
+job's start and end (`GET /api/events`), read from Redis streams and woken by one pub/sub
+subscription per web worker."""
 
 import functools
 import json
 import logging
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -18,17 +20,16 @@ from cameron.gateway import EngineUnavailable
 #: proxies from closing the connection.
 KEEPALIVE = 15.0
 #: Seconds between looks at the job's stream without a wake-up. Wake-ups are lost only while
-#: the subscription is down, and every stream reads again once it is back; this is a net
-#: under that, kept wide: a thousand quiet streams read Redis 17 times a second, not 200.
-POLL = 60.0
+#: the subscription is down, and every stream reads again once it is back (its channel's
+#: `subscribe` answer wakes it); this is a net under that, kept wide: a thousand quiet
+#: streams look 3 times a second.
+POLL = 300.0
 #: What a browser's EventSource waits before it reconnects, in ms.
 RETRY_MS = 2000
 #: Stream entries read per round trip.
 BATCH = 200
 #: Redis connections a web worker's streams read with, at most.
 READERS = 16
-#: Seconds between the Hub's looks at which channels its streams want (while any is open).
-TICK = 0.05
 
 log = logging.getLogger("cameron.events")
 #: Every Hub of this process, for stop_all().
@@ -42,12 +43,46 @@ def stop_all():
         hub.stop()
 
 
+class _ClientWatch:
+    """Whether the client of a stream has gone. Under gunicorn's gevent worker a greenlet
+    peeks at the connection, which a streaming client never writes to: when it reads the end
+    (the client closed), the stream is woken and ends at once, instead of at its second
+    keep-alive comment after, up to 30 s later. Elsewhere (no gevent, no socket) it never
+    says gone: the keep-alive comments find such clients."""
+
+    def __init__(self, req, wake: threading.Event):
+        self.gone = False
+        self.greenlet = None
+        sock = req.env.get("gunicorn.socket")
+        if sock is None or not hasattr(sock, "_wait"):  # not a gevent socket
+            return
+        import gevent  # here: only a gevent worker gets this far
+
+        def peek():
+            try:
+                self.gone = sock.recv(1, socket.MSG_PEEK) == b""
+            except socket.timeout:
+                return  # not known: the keep-alive comments will tell
+            except OSError:
+                self.gone = True
+            if self.gone:
+                wake.set()
+        self.greenlet = gevent.spawn(peek)
+
+    def close(self):
+        if self.greenlet is not None:
+            self.greenlet.kill()
+
+
 class Hub:
     """The web worker's one pub/sub connection: it subscribes to the channel of each job an
     open stream watches, for as long as one does, and wakes those streams when a
     write batch changed their job. A thousand open streams cost a thousand idle greenlets
     (gevent patches `threading`) and one Redis connection, not a thread or a poll each; and
-    the worker hears only of the jobs someone watches."""
+    the worker hears only of the jobs someone watches. The listener blocks on the connection
+    until a message comes: a stream subscribes and unsubscribes its channel itself (writes,
+    under the lock), so nothing wakes on a timer (a 20 Hz look at the channels wanted was
+    most of what a thousand idle streams cost a worker)."""
 
     def __init__(self, client: redis.Redis):
         self.client = client
@@ -56,6 +91,7 @@ class Hub:
         self.lock = threading.Lock()
         self.channels = {}  # channel -> {threading.Event of each stream on it}
         self.thread = None
+        self.pubsub = None  # the listener's, once it has subscribed
 
     @functools.cached_property
     def reader(self) -> redis.Redis:
@@ -73,10 +109,13 @@ class Hub:
         subscription is active)."""
         wake = threading.Event()
         with self.lock:
-            self.channels.setdefault(channel, set()).add(wake)
+            watchers = self.channels.setdefault(channel, set())
+            watchers.add(wake)
             if self.thread is None:
                 self.thread = threading.Thread(target=self._listen, name="cameron-events", daemon=True)
                 self.thread.start()
+            elif len(watchers) == 1:
+                self._send("subscribe", channel)
         try:
             yield wake
         finally:
@@ -85,6 +124,17 @@ class Hub:
                 watchers.discard(wake)
                 if not watchers:
                     self.channels.pop(channel, None)
+                    self._send("unsubscribe", channel)
+
+    def _send(self, command: str, channel: str):
+        """(Un)subscribe on the listener's connection, if it has one (else it subscribes to
+        what is wanted when it connects). A failure is the listener's to see: its read fails
+        too, and it subscribes again to everything."""
+        if self.pubsub is not None:
+            try:
+                getattr(self.pubsub, command)(channel)
+            except Exception as e:
+                log.debug("event subscription: %s %s failed (%s)", command, channel, e)
 
     def stop(self):
         with self.lock:
@@ -97,45 +147,47 @@ class Hub:
                 wake.set()
 
     def _listen(self):
-        """Runs while a stream watches: (un)subscribes as streams come and go (this greenlet
-        alone uses the connection) and passes messages on."""
+        """Runs while a stream watches: subscribes to every channel wanted, then passes
+        messages on as they come; ends once no stream watches (the last unsubscribe's
+        answer wakes it)."""
         pool = self.client.connection_pool
         client = redis.Redis(connection_pool=redis.ConnectionPool(
             connection_class=pool.connection_class,
             **{**pool.connection_kwargs, "socket_timeout": None}))
         while True:
             pubsub = client.pubsub()
-            subscribed = set()
             try:
+                with self.lock:
+                    if not self.channels:
+                        self.thread = None
+                        pubsub.close()
+                        return
+                    pubsub.subscribe(*self.channels)
+                    self.pubsub = pubsub
                 while True:
+                    message = pubsub.get_message(timeout=None)
                     with self.lock:
-                        wanted = set(self.channels)
-                        if not wanted:
-                            self.thread = None
+                        if message is not None:
+                            self._on(message)
+                        if not self.channels:
+                            self.thread = self.pubsub = None
                             pubsub.close()
                             return
-                    if wanted - subscribed:
-                        pubsub.subscribe(*(wanted - subscribed))
-                    if subscribed - wanted:
-                        pubsub.unsubscribe(*(subscribed - wanted))
-                    subscribed = wanted
-                    message = pubsub.get_message(timeout=TICK)
-                    while message is not None:
-                        self._on(message)
-                        message = pubsub.get_message(timeout=0)
-            except Exception as e:  # Redis gone: the streams poll until it is back
+            except Exception as e:  # Redis gone: the streams wait for it to come back
                 log.warning("event subscription lost (%s); retrying in 1 s", e)
                 with self.lock:
+                    self.pubsub = None
                     self._wake_all()
                 pubsub.close()
                 time.sleep(1)
 
     def _on(self, message):
+        """(Under the lock.) Wake the streams of the message's channel; a `subscribe` answer
+        too, so that a stream reads once more after its subscription is active."""
         if message["type"] not in ("message", "subscribe"):
             return
-        with self.lock:
-            for wake in self.channels.get(message["channel"], ()):
-                wake.set()
+        for wake in self.channels.get(message["channel"], ()):
+            wake.set()
 
 
 def _frame(event: str, data, event_id: str | None = None) -> bytes:
@@ -206,44 +258,53 @@ class JobEvents:
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-store")
         resp.set_header("X-Accel-Buffering", "no")  # nginx: pass each event on at once
-        resp.stream = self._stream(uuid, tag, after)
+        resp.stream = self._stream(req, uuid, tag, after)
 
-    def _stream(self, uuid: str, tag: str, after: tuple[str, int]):
+    def _stream(self, req, uuid: str, tag: str, after: tuple[str, int]):
         stream_key = keys.job_events(uuid)
         entry, seen = after
         start = "-" if entry == "0-0" else entry  # the resumed entry again: its later changes
         with self.hub.watch(keys.job_events(uuid)) as wake:
-            yield f"retry: {RETRY_MS}\n\n".encode()
-            quiet = False
-            while not self.hub.stopping:
-                wake.clear()
-                try:
-                    entries = self.hub.reader.xrange(stream_key, min=start, count=BATCH)
-                    if not entries and (entry == "0-0" or quiet):
-                        ending = self._ending(tag, entry, seen)
-                        if ending is not None:
-                            yield from ending
-                            return
-                except redis.RedisError:
-                    entries = []
-                for entry_id, fields in entries:
-                    changes = json.loads(fields["e"])
-                    for i, change in enumerate(changes):
-                        if entry_id != entry or i > seen:
-                            yield _frame(change["type"], change, f"{entry_id}.{i}")
-                        if _final(change):
-                            return
-                    entry, seen = entry_id, len(changes) - 1
-                if entries:
-                    start = "(" + entry
-                    if len(entries) == BATCH:
-                        continue
-                # Until a wake-up: a comment every KEEPALIVE s, and a look anyway after POLL s.
-                waited = 0.0
-                while waited < POLL and not self.hub.stopping and not wake.wait(KEEPALIVE):
-                    yield b": keepalive\n\n"
-                    waited += KEEPALIVE
-                quiet = waited >= POLL
+            client = _ClientWatch(req, wake)
+            try:
+                yield from self._follow(stream_key, tag, entry, seen, start, wake, client)
+            finally:
+                client.close()
+
+    def _follow(self, stream_key, tag, entry, seen, start, wake, client):
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        quiet = False
+        while not self.hub.stopping and not client.gone:
+            wake.clear()
+            try:
+                entries = self.hub.reader.xrange(stream_key, min=start, count=BATCH)
+                if not entries and (entry == "0-0" or quiet):
+                    ending = self._ending(tag, entry, seen)
+                    if ending is not None:
+                        yield from ending
+                        return
+            except redis.RedisError:
+                entries = []
+            for entry_id, fields in entries:
+                changes = json.loads(fields["e"])
+                for i, change in enumerate(changes):
+                    if entry_id != entry or i > seen:
+                        yield _frame(change["type"], change, f"{entry_id}.{i}")
+                    if _final(change):
+                        return
+                entry, seen = entry_id, len(changes) - 1
+            if entries:
+                start = "(" + entry
+                if len(entries) == BATCH:
+                    continue
+            # Until a wake-up: a comment every KEEPALIVE s, and a look anyway after POLL s.
+            waited = 0.0
+            while waited < POLL and not self.hub.stopping and not wake.wait(KEEPALIVE):
+                yield b": keepalive\n\n"
+                waited += KEEPALIVE
+            quiet = waited >= POLL
+            if client.gone:
+                return
 
     def _ending(self, tag: str, entry: str, seen: int):
         """The frames that end the stream of a job that is final but whose stream has nothing
@@ -255,3 +316,97 @@ class JobEvents:
             return [_frame(c["type"], c, f"0-0.{i}") for i, c in enumerate(changes) if i > seen]
         return [_frame("job", changes[-1], f"{entry}.{seen + 1}")]
 
+
+
+def _stream_id(entry: str) -> tuple[int, int]:
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq)
+
+
+class JobsEvents:
+    """`GET /api/events`: every job's job-level changes, of every process, as SSE `job` events
+    (`{"status":"running"}` when it starts, its final state and errors when it ends, with its
+    process, key and uuid), each with an id. Without `Last-Event-ID` it begins with what
+    happens from then on (read the lists you show after it answered: nothing falls between);
+    with one it goes on after that event, or, if the capped stream no longer holds what
+    followed it, sends a `reset` event first: read your lists again. It ends only when the
+    client goes (or the web worker stops)."""
+
+    #: Seconds a woken stream waits for more before it reads: under load, a read every tenth
+    #: of a second holds many write batches, not one per batch.
+    GATHER = 0.1
+
+    def __init__(self, hub: Hub | None):
+        self.hub = hub
+
+    def on_get(self, req, resp):
+        given = req.get_header("Last-Event-ID")
+        entry, seen = _position(given)
+        if self.hub is None:
+            raise EngineUnavailable("job store unavailable: no Redis")
+        try:
+            pipe = self.hub.reader.pipeline(transaction=False)
+            pipe.xrange(keys.JOBS_EVENTS, count=1)
+            pipe.xrevrange(keys.JOBS_EVENTS, count=1)
+            first, last = pipe.execute()
+        except redis.RedisError as e:
+            raise EngineUnavailable(f"job store unavailable: {e}") from None
+        head = []
+        if not given or not first or _stream_id(entry) < _stream_id(first[0][0]):
+            # From now on: after the last entry written (from the start of a stream yet to be).
+            entry, seen = (last[0][0], len(json.loads(last[0][1]["e"])) - 1) if last else ("0-0", -1)
+            if given:
+                head.append(_frame("reset", {"reason": "the changes after that event are no longer kept"},
+                                   f"{entry}.{seen}" if last else None))
+        resp.content_type = "text/event-stream"
+        resp.set_header("Cache-Control", "no-store")
+        resp.set_header("X-Accel-Buffering", "no")
+        resp.stream = self._stream(req, entry, seen, head)
+
+    def _stream(self, req, entry: str, seen: int, head: list):
+        with self.hub.watch(keys.JOBS_EVENTS) as wake:
+            client = _ClientWatch(req, wake)
+            try:
+                yield from self._follow(entry, seen, head, wake, client)
+            finally:
+                client.close()
+
+    def _follow(self, entry, seen, head, wake, client):
+        start = "-" if entry == "0-0" else entry  # the resumed entry again: its later changes
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        yield from head
+        while not self.hub.stopping and not client.gone:
+            wake.clear()
+            try:
+                pipe = self.hub.reader.pipeline(transaction=False)
+                pipe.xrange(keys.JOBS_EVENTS, count=1)
+                pipe.xrevrange(keys.JOBS_EVENTS, count=1)
+                pipe.xrange(keys.JOBS_EVENTS, min=start, count=BATCH)
+                first, last, entries = pipe.execute()
+            except redis.RedisError:
+                first = last = entries = []
+            if first and entry != "0-0" and _stream_id(first[0][0]) > _stream_id(entry):
+                # This client fell behind the capped stream: what it missed is gone.
+                entry, seen = last[0][0], len(json.loads(last[0][1]["e"])) - 1
+                yield _frame("reset", {"reason": "this client fell behind: changes were dropped"},
+                             f"{entry}.{seen}")
+                start = "(" + entry
+                continue
+            for entry_id, fields in entries:
+                changes = json.loads(fields["e"])
+                for i, change in enumerate(changes):
+                    if entry_id != entry or i > seen:
+                        yield _frame("job", change, f"{entry_id}.{i}")
+                entry, seen = entry_id, len(changes) - 1
+            if entries:
+                start = "(" + entry
+                if len(entries) == BATCH:
+                    continue
+            waited = 0.0
+            while waited < POLL and not self.hub.stopping and not wake.wait(KEEPALIVE):
+                yield b": keepalive\n\n"
+                waited += KEEPALIVE
+            if client.gone:
+                return
+            if wake.is_set() and not self.hub.stopping:
+                time.sleep(self.GATHER)

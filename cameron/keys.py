@@ -162,6 +162,13 @@ def job_events(uuid: str) -> str:
     return f"{PREFIX}:job:{uuid}:events"
 #: Seconds a finished job's event stream is kept (less when job_retention is shorter).
 EVENTS_TTL = 3600
+#: A capped Redis stream of every job's job-level changes (started; ended, with its final
+#: state): one entry per write batch that had any, holding them as JSON (field `e`). Also the
+#: pub/sub channel on which each such write says the stream grew.
+JOBS_EVENTS = f"{PREFIX}:jobs:events"
+#: Entries JOBS_EVENTS keeps, about (Redis trims it as it grows): seconds of history under
+#: full load, hours when the engine is quiet. A reader that falls further behind is told so.
+JOBS_EVENTS_KEEP = 2000
 
 
 def idempotency(process: str, client: str, key: str) -> str:

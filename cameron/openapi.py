@@ -126,6 +126,12 @@ _EVENTS = {"description": "An event stream: events with a name, JSON data and an
                "type": "object", "required": ["event", "data"],
                "properties": {"event": {"enum": ["job", "task", "cancel"]}, "data": _STRING,
                               "id": _STRING, "retry": _INT}}}}}
+_JOBS_EVENTS = {"description": "An event stream that lasts until the client goes: `job` events "
+                               "with JSON data and an id, and `reset` when changes were dropped",
+                "content": {"text/event-stream": {"schema": {
+                    "type": "object", "required": ["event", "data"],
+                    "properties": {"event": {"enum": ["job", "reset"]}, "data": _STRING,
+                                   "id": _STRING, "retry": _INT}}}}}
 _PAGE = {"description": "A file of the dashboard",
          "content": {t: {"schema": _STRING} for t in ("text/html", "text/javascript", "text/css", "image/svg+xml")}}
 
@@ -188,6 +194,15 @@ PATHS = {
                                "description": "resume after this event"}],
         "responses": {"200": _EVENTS, "400": _error("A Last-Event-ID this server did not hand out"),
                       "404": _error("No such job"), "503": _UNAVAILABLE}}},
+    "/api/events": {"get": {
+        "summary": "Every job's start and end (`job` events: process, key, uuid, status, time, and "
+                   "errors at the end) as Server-Sent Events, each with an id, from now on or after "
+                   "Last-Event-ID; a `reset` event when the changes after it are no longer kept (read "
+                   "your lists again). The stream lasts until the client goes",
+        "parameters": [{"name": "Last-Event-ID", "in": "header", "schema": _STRING,
+                        "description": "resume after this event"}],
+        "responses": {"200": _JOBS_EVENTS, "400": _error("A Last-Event-ID this server did not hand out"),
+                      "503": _UNAVAILABLE}}},
     "/api/process/{name}/counts": {"get": {
         "summary": "How many of the process's jobs are in each state", "parameters": [_PROCESS],
         "responses": {"200": _json({"type": "object", "properties": {s: _INT for s in STATES}},

@@ -133,6 +133,47 @@ def test_start_watch_open_output_and_cancel(engine, browser):
     d.save_screenshot(str(SHOTS / "7-phone.png"))
 
 
+def list_row_state(driver, uuid: str) -> str | None:
+    """The state word of a job's row on the list, None while it is not there."""
+    return driver.execute_script(
+        "const a = document.querySelector(`.jobs a[aria-label='job ${arguments[0]}']`);"
+        "return a ? a.closest('tr').querySelector('.badge').textContent : null", uuid)
+
+
+def list_reads(driver) -> int:
+    """How many times the page has read a list of jobs."""
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource').filter(e => /\\/job\\?/.test(e.name)).length")
+
+
+def counts_of(driver, process: str) -> list[str]:
+    return texts(driver, f".catalog a[aria-label$=' jobs of {process}']")
+
+
+def test_the_job_list_changes_as_jobs_run_pushed_not_polled(engine, browser):
+    d = browser
+    d.get(engine.base_url + "/#/?process=slowchain")
+    wait(d, lambda d: texts(d, "#list-live") == ["Live: jobs appear and change as they run."], "the list's stream")
+    wait(d, lambda d: counts_of(d, "slowchain"), "the counts")
+    done_before = next(t for t in counts_of(d, "slowchain") if t.endswith(" done"))
+    d.execute_script("window.notReloaded = true")
+
+    # A job started elsewhere joins the list, running, then turns done in place.
+    resp = engine.start_job("slowchain", key="listed-live")
+    assert resp.status_code == 201, resp.text
+    uuid = resp.json()["uuid"]
+    wait(d, lambda d: list_row_state(d, uuid) == "running", "the new job on the list, running")
+    d.save_screenshot(str(SHOTS / "10-list-running.png"))
+    reads = list_reads(d)
+    wait(d, lambda d: list_row_state(d, uuid) == "done", "the job done on the list")
+    assert list_reads(d) == reads, "its row changed in place, from the stream, not by reading the list again"
+    # The catalog's counts follow too.
+    done_after = f"{int(done_before.split()[0]) + 1} done"
+    wait(d, lambda d: done_after in counts_of(d, "slowchain"), "the done count grown by one")
+    d.save_screenshot(str(SHOTS / "11-list-done.png"))
+    assert d.execute_script("return window.notReloaded") is True
+
+
 @pytest.fixture(scope="module")
 def wide_engine(short_tmp, redis_server, activities):
     # Tokens on: the page must ask for one before it shows anything.

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import requests
-from conftest import Engine, free_port, start_web
+from conftest import Engine, free_port, start_web, wait_until
 
 from cameron import keys
 
@@ -113,6 +113,25 @@ def test_unknown_job_and_bad_ids(engine):
     assert resp.status_code == 400 and resp.json()["title"] == "Invalid Last-Event-ID"
 
 
+def test_a_client_that_goes_away_ends_its_stream_at_once(engine):
+    # A job that never moves: only its client's going can end its stream.
+    uuid = "6" * 32
+    tag = keys.job_tag("foo", "still", uuid)
+    engine.redis.hset(tag, mapping={keys.JOB_STATUS: "running", keys.job_time("running"): "t"})
+    engine.redis.set(keys.job_by_uuid(uuid), tag)
+    watchers = lambda: engine.redis.pubsub_numsub(keys.job_events(uuid))[0][1]  # noqa: E731
+    try:
+        resp = stream(engine, uuid)
+        lines = resp.iter_lines(decode_unicode=True)  # kept: dropping it would close the connection
+        assert next(lines).startswith("retry:")
+        wait_until(lambda: watchers() == 1, 5, "the stream's subscription")
+        resp.close()
+        # Not at the second keep-alive comment after, up to 30 s later.
+        wait_until(lambda: watchers() == 0, 5, "the stream to end with its client")
+    finally:
+        engine.redis.delete(tag, keys.job_by_uuid(uuid))
+
+
 def test_a_stopping_web_worker_ends_its_streams_at_once(engine):
     # A job that never moves: its stream would stay open for as long as the job.
     uuid = "5" * 32
@@ -139,3 +158,66 @@ def test_a_stopping_web_worker_ends_its_streams_at_once(engine):
             web.kill()
             web.wait()
         engine.redis.delete(tag, keys.job_by_uuid(uuid))
+
+
+def jobs_stream(engine, last_event_id: str | None = None):
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    return requests.get(f"{engine.base_url}/api/events", headers=headers, stream=True, timeout=30)
+
+
+def events_until(response, done) -> list[dict]:
+    """Events of a stream that does not end, read until `done(events)` is true."""
+    events, current = [], {}
+    for line in response.iter_lines(decode_unicode=True):
+        if line == "":
+            if "event" in current:
+                events.append(current)
+                if done(events):
+                    response.close()
+                    return events
+            current = {}
+        elif not line.startswith(":"):
+            field, _, value = line.partition(": ")
+            current[field] = json.loads(value) if field == "data" else value
+    raise AssertionError(f"the stream ended: {events}")
+
+
+def of_job(events: list[dict], uuid: str) -> list[tuple[str, str]]:
+    return [(e["event"], e["data"]["status"]) for e in events if e["data"].get("uuid") == uuid]
+
+
+def test_the_jobs_stream_tells_every_start_and_end_and_resumes(engine):
+    resp = jobs_stream(engine)
+    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+    # Started once the stream has answered: its changes are in it.
+    first, second = started_uuid(engine, "slowchain"), started_uuid(engine, "foo")
+    events = events_until(resp, lambda ev: ("job", "done") in of_job(ev, first))
+    assert of_job(events, first) == [("job", "running"), ("job", "done")]
+    start, end = [e for e in events if e["data"]["uuid"] == first]
+    assert {k: start["data"][k] for k in ("process", "key", "uuid")} == {"process": "slowchain", "key": "k1", "uuid": first}
+    assert end["data"]["errors"] == 0 and end["data"]["time"] >= start["data"]["time"]
+    ids = [e["id"] for e in events]
+    assert len(set(ids)) == len(ids)
+    # foo is over long before the chain: its start and end came before the chain's end.
+    assert of_job(events, second) == [("job", "running"), ("job", "done")]
+
+    # Resumed after the chain's start: the same events from there on, nothing before.
+    after_start = ids.index(start["id"])
+    again = events_until(jobs_stream(engine, start["id"]), lambda ev: len(ev) >= len(events) - after_start - 1)
+    assert again == events[after_start + 1:]
+
+
+def test_the_jobs_stream_says_reset_when_what_followed_an_id_is_gone(engine):
+    engine.run_job("foo")  # the stream holds something
+    resp = jobs_stream(engine, "1-0.0")  # older than anything it keeps
+    assert resp.status_code == 200
+    reset = events_until(resp, lambda ev: True)[0]
+    assert reset["event"] == "reset" and reset["data"]["reason"]
+    # Its id is where the stream goes on from: resuming from it is no reset.
+    resumed = jobs_stream(engine, reset["id"])
+    uuid = started_uuid(engine, "foo")
+    resumed_events = events_until(resumed, lambda ev: ("job", "done") in of_job(ev, uuid))
+    assert of_job(resumed_events, uuid) == [("job", "running"), ("job", "done")]
+    assert "reset" not in [e["event"] for e in resumed_events]
+    bad = jobs_stream(engine, "nonsense")
+    assert bad.status_code == 400 and bad.json()["title"] == "Invalid Last-Event-ID"

@@ -22,7 +22,10 @@ def fuzz(base_url: str, cwd: Path, examples: int, *options: str):
         [str(Path(sys.executable).parent / "schemathesis"), "run", f"{base_url}/api/openapi.json",
          "--checks", ",".join(CHECKS), "--max-examples", str(examples), "--seed", "12", "--workers", "1",
          "--request-timeout", "10", "--generation-database", "none", "--no-color",
-         "--phases", "examples,coverage,fuzzing", *options],
+         "--phases", "examples,coverage,fuzzing", *options,
+         # A stream that lasts until the client goes cannot be answered within a request's
+         # timeout; test_stack_events.py tests its answers.
+         "--exclude-path", "/api/events"],
         cwd=cwd, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
 

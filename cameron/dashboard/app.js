@@ -1,10 +1,10 @@
 // Cameron's dashboard: plain JavaScript, no build step. Views: "#/" (catalog, start form,
-// recent jobs) and "#/job/<uuid>" (the job's task tree, live from its event stream).
+// recent jobs, live from the stream of every job's start and end) and "#/job/<uuid>" (the
+// job's task tree, live from its own event stream).
 "use strict";
 
 const STATES = ["scheduled", "running", "done", "cancelled"];
 const FINAL = new Set(["done", "cancelled"]);
-const LIST_EVERY_MS = 2000;
 const $ = (sel, root = document) => root.querySelector(sel);
 const enc = encodeURIComponent;
 let token = sessionStorage.getItem("cameron-token") || "";
@@ -51,16 +51,20 @@ function askToken() {
   $("#token-input").focus();
 }
 
-// --- the event stream: fetch, so that it can send the token as a header -------------------
+// --- event streams: fetch, so that they can send the token as a header --------------------
 
-async function follow(uuid, onEvent, signal) {
+// Reads the Server-Sent Events at `path` into onEvent(name, data) and, when the connection
+// drops, connects again with the last id seen (Last-Event-ID), until `signal` aborts or
+// `endsWith(name, data)` says the stream is over. `onOpen` runs each time the server has
+// answered, `onDown` each time a connection failed or ended early.
+async function follow(path, onEvent, signal, { endsWith = () => false, onOpen = () => {}, onDown = () => {} } = {}) {
   let last = null;
   while (!signal.aborted) {
     try {
-      const resp = await fetch(`api/job/${uuid}/events`,
-        { headers: headers(last ? { "Last-Event-ID": last } : {}), signal });
+      const resp = await fetch(path, { headers: headers(last ? { "Last-Event-ID": last } : {}), signal });
       if (resp.status === 401) { askToken(); return; }
       if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+      onOpen();
       const reader = resp.body.getReader();
       const decoder = new TextDecoder();
       let buf = "";
@@ -79,17 +83,24 @@ async function follow(uuid, onEvent, signal) {
             ev[line.slice(0, i)] = line.slice(i + 1).replace(/^ /, "");
           }
           if (!ev.event) continue;
-          last = ev.id;
+          if (ev.id) last = ev.id;
           const data = JSON.parse(ev.data);
           onEvent(ev.event, data);
-          if (ev.event === "job" && FINAL.has(data.status)) return;
+          if (endsWith(ev.event, data)) return;
         }
       }
     } catch (e) {
       if (signal.aborted) return;
     }
+    onDown();
     await new Promise((r) => setTimeout(r, 2000)); // then resume from the last event seen
   }
+}
+
+// fn() at most once per `ms`, however often this is called.
+function throttled(fn, ms) {
+  let pending = null;
+  return () => { if (!pending) pending = setTimeout(() => { pending = null; fn(); }, ms); };
 }
 
 // --- home: catalog, start form, recent jobs ------------------------------------------------
@@ -114,17 +125,17 @@ async function home(signal) {
   startSelect.value = filter.process.value;
 
   const body = $(".catalog tbody");
+  const readCounts = new Map(); // process -> reads its counts again, at most once a second
   for (const p of processes) {
     const cell = el("td", { class: "counts-cell" });
     body.append(el("tr", {}, el("td", {}, el("a", { href: `#/?process=${enc(p.name)}`, text: p.name })),
       cell, el("td", { class: "mono", text: p.start })));
-    api(`api/process/${enc(p.name)}/counts`, { signal }).then((counts) => {
-      for (const s of STATES) {
-        const link = el("a", { href: `#/?process=${enc(p.name)}&status=${s}`, class: `badge s-${s}`,
-                               text: `${counts[s]} ${s}`, "aria-label": `${counts[s]} ${s} jobs of ${p.name}` });
-        cell.append(link);
-      }
+    const read = () => api(`api/process/${enc(p.name)}/counts`, { signal }).then((counts) => {
+      cell.replaceChildren(...STATES.map((s) => el("a", {
+        href: `#/?process=${enc(p.name)}&status=${s}`, class: `badge s-${s}`,
+        text: `${counts[s]} ${s}`, "aria-label": `${counts[s]} ${s} jobs of ${p.name}` })));
     }).catch(() => {});
+    readCounts.set(p.name, throttled(read, 1000));
   }
 
   $("#start-form").addEventListener("submit", async (e) => {
@@ -147,6 +158,15 @@ async function home(signal) {
 
   // Pages: the cursors of the pages seen so far, to go back.
   const cursors = [params.get("cursor") || ""];
+  const rows = new Map(); // uuid -> its row on the page shown
+  const row = (j) => {
+    const tr = el("tr", {}, el("td", {}, badge(j.status.current)),
+      el("td", { class: "mono" }, el("a", { href: `#/job/${j.uuid}`, text: j.uuid.slice(0, 12) + "…", "aria-label": `job ${j.uuid}` })),
+      el("td", { text: j.key }), el("td", { text: j.requestor || "" }),
+      el("td", { class: "mono", text: j.scheduled || "" }), el("td", { text: j.errors ?? "" }));
+    rows.set(j.uuid, tr);
+    return tr;
+  };
   const show = async () => {
     const q = new URLSearchParams({ limit: filter.limit.value });
     if (filter.status.value) q.set("status", filter.status.value);
@@ -157,35 +177,45 @@ async function home(signal) {
     const path = filter.key.value ? `api/process/${enc(process)}/key/${enc(filter.key.value)}/job`
                                   : `api/process/${enc(process)}/job`;
     const page = await api(`${path}?${q}`, { signal });
-    const rows = $(".jobs tbody");
-    rows.replaceChildren(...page.jobs.map((j) => el("tr", {},
-      el("td", {}, badge(j.status.current)),
-      el("td", { class: "mono" }, el("a", { href: `#/job/${j.uuid}`, text: j.uuid.slice(0, 12) + "…", "aria-label": `job ${j.uuid}` })),
-      el("td", { text: j.key }), el("td", { text: j.requestor || "" }),
-      el("td", { class: "mono", text: j.scheduled || "" }), el("td", { text: j.errors ?? "" }))));
-    if (!page.jobs.length) rows.append(el("tr", {}, el("td", { colspan: "6", text: "No jobs." })));
+    rows.clear();
+    const tbody = $(".jobs tbody");
+    tbody.replaceChildren(...page.jobs.map(row));
+    if (!page.jobs.length) tbody.append(el("tr", {}, el("td", { colspan: "6", text: "No jobs." })));
     $("#next").disabled = !page.next_cursor;
     $("#next").onclick = () => { cursors.push(page.next_cursor); show(); };
     $("#prev").disabled = cursors.length < 2;
     $("#prev").onclick = () => { cursors.pop(); show(); };
     return page;
   };
-  await show();
-  // The first page is read again every few seconds while it shows a job that has not ended
-  // (a job's own page is pushed by its event stream).
-  const refresh = async () => {
-    while (!signal.aborted) {
-      await new Promise((r) => setTimeout(r, LIST_EVERY_MS));
-      if (signal.aborted) return;
-      const unfinished = texts(".jobs tbody .badge").some((t) => !FINAL.has(t));
-      if (cursors.length === 1 && unfinished && !document.hidden) await show().catch(() => {});
-    }
-  };
-  refresh();
-}
+  const showSoon = throttled(() => show().catch(() => {}), 300);
 
-function texts(selector) {
-  return [...document.querySelectorAll(selector)].map((e) => e.textContent);
+  // Live: the server pushes every job's start and end (api/events). The list and the counts
+  // are read each time the stream has answered, so no change falls between the read and the
+  // stream; then a job's row changes in place, and the page is read again (at most every
+  // 0.3 s) when a job joins or leaves it.
+  const live = $("#list-live");
+  let shown = false;
+  const readAll = () => {
+    show().then(() => { shown = true; }).catch((err) => { if (!(err instanceof Unauthorized) && !signal.aborted) flash(err.message); });
+    for (const read of readCounts.values()) read();
+  };
+  follow("api/events", (type, e) => {
+    if (type === "reset") { readAll(); return; }
+    if (type !== "job") return;
+    readCounts.get(e.process)?.();
+    if (e.process !== filter.process.value) return;
+    const tr = rows.get(e.uuid);
+    const fits = !filter.status.value || filter.status.value === e.status;
+    if (tr && fits) {
+      tr.cells[0].replaceChildren(badge(e.status));
+      if (e.errors != null) tr.cells[5].textContent = e.errors;
+    } else if (cursors.length === 1 && (tr || (fits && (!filter.key.value || filter.key.value === e.key)))) {
+      showSoon();
+    }
+  }, signal, {
+    onOpen: () => { live.textContent = "Live: jobs appear and change as they run."; readAll(); },
+    onDown: () => { live.textContent = "Reconnecting…"; if (!shown) readAll(); },
+  });
 }
 
 // --- a job: facts, cancel, the task tree ---------------------------------------------------
@@ -282,7 +312,7 @@ async function jobPage(uuid, signal) {
   });
 
   if (FINAL.has(job.status)) return;
-  follow(uuid, (type, e) => {
+  follow(`api/job/${uuid}/events`, (type, e) => {
     if (type === "job") {
       if (FINAL.has(e.status)) api(`api/job/${uuid}`, { signal }).then((d) => { doc = d; facts(d); setJob(e.status); }).catch(() => {});
       setJob(e.status);
@@ -298,7 +328,7 @@ async function jobPage(uuid, signal) {
       if (t.node.open) showOutput(t).catch(() => {});
       counts();
     }
-  }, signal);
+  }, signal, { endsWith: (type, e) => type === "job" && FINAL.has(e.status) });
 }
 
 // --- routing --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from cameron import messages as m
 from cameron.store.documents import (UNDEFINED, decode_cursor, decode_data, document, encode_answer,  # noqa: F401
                                      encode_cursor, encode_data, encode_error, ms, now, summary,
                                      SUMMARY_FIELDS, tasks_of)
-from cameron.store.moments import WRITERS, NetWrites, event, unindex
+from cameron.store.moments import WRITERS, NetWrites, event, job_list_changes, unindex
 from cameron.store.scripts import CLAIM, CREATE, RENEW, TAKE, TAKEN_FIELDS
 
 #: Expired jobs taken out of the indexes per round trip.
@@ -188,6 +188,7 @@ class JobStore:
             net.publish(keys.job_events(tag[-32:]), "")
         pipe = self.redis.pipeline(transaction=True)
         net.write(pipe)
+        job_list_changes(pipe, ops)
         if token:
             pipe.set(keys.engine_written(self.engine), token)
         pipe.execute()

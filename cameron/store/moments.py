@@ -1,6 +1,8 @@
 """How each moment of a job (messages.JobStarted, TaskStarted, TaskEnded, JobEnded) is written:
 its fields, markers and index entries, gathered into the few commands they leave behind."""
 
+import json
+
 from cameron import keys
 from cameron import messages as m
 from cameron.store.documents import ms
@@ -156,6 +158,22 @@ def event(op) -> dict:
     if type(op) is m.JobStarted:
         return {"type": "job", "status": keys.RUNNING, "time": op.time}
     return {"type": "job", "status": op.status, "time": op.time, "errors": op.errors}
+
+
+def job_list_changes(pipe, ops: list) -> None:
+    """A write batch's job-level changes (a job started; a job ended, with its final state and
+    errors) as one entry of the capped stream keys.JOBS_EVENTS, and a wake-up on its channel:
+    what keeps a list of jobs live (GET /api/events). One XADD and one PUBLISH per batch that
+    has any, not per job; nothing for a batch of task changes only."""
+    changes = []
+    for op in ops:
+        if type(op) is m.JobStarted or type(op) is m.JobEnded:
+            process, key, uuid = keys.parse_tag(op.tag)
+            changes.append({**event(op), "process": process, "key": key, "uuid": uuid})
+    if changes:
+        pipe.xadd(keys.JOBS_EVENTS, {"e": json.dumps(changes, separators=(",", ":"))},
+                  maxlen=keys.JOBS_EVENTS_KEEP, approximate=True)
+        pipe.publish(keys.JOBS_EVENTS, "")
 
 
 WRITERS = {m.JobStarted: _job_started, m.TaskStarted: _task_started,

@@ -72,6 +72,48 @@ def test_a_write_batch_adds_one_entry_per_job_and_wakes_listeners(redis_client):
     assert heard == [(keys.job_events(UUID), "")] * 2  # a wake-up per batch that changed the job
 
 
+def test_a_batch_adds_its_job_starts_and_ends_to_the_jobs_stream_in_one_entry(redis_client):
+    jobs = store.JobStore(redis_client, "e1")
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.JOBS_EVENTS)
+    other = keys.job_tag("bar", "a:key", "cd" * 16)
+    jobs.apply([m.JobStarted(TAG, "t0"), m.TaskStarted(TAG, 0, "start", "start", "http://a", "bob", -1, "", "start", "t1"),
+                m.JobStarted(other, "t0")])
+    jobs.apply([m.TaskEnded(TAG, 0, "start", "done", "{}", "undefined", "t2", 12, 2)])  # no job-level change
+    jobs.apply([m.JobEnded(TAG, "t3", 1, ("start",)), m.JobEnded(other, "t4", 0, status="cancelled")])
+    entries = [json.loads(f["e"]) for _, f in redis_client.xrange(keys.JOBS_EVENTS)]
+    assert entries == [
+        [{"type": "job", "status": "running", "time": "t0", "process": "foo", "key": "k", "uuid": UUID},
+         {"type": "job", "status": "running", "time": "t0", "process": "bar", "key": "a:key", "uuid": "cd" * 16}],
+        [{"type": "job", "status": "done", "time": "t3", "errors": 1, "process": "foo", "key": "k", "uuid": UUID},
+         {"type": "job", "status": "cancelled", "time": "t4", "errors": 0, "process": "bar", "key": "a:key",
+          "uuid": "cd" * 16}]]
+    assert redis_client.ttl(keys.JOBS_EVENTS) == -1  # capped by length, not by time
+    heard = []
+    for _ in range(10):  # the subscription's answer first, which reads as None
+        message = pubsub.get_message(timeout=0.1)
+        if message:
+            heard.append((message["channel"], message["data"]))
+    assert heard == [(keys.JOBS_EVENTS, "")] * 2  # none for the batch of task changes
+
+
+def test_the_jobs_stream_is_capped():
+    pipe = _Recorder()
+    store.job_list_changes(pipe, [m.JobStarted(TAG, "t0")])
+    (name, args, kwargs), _ = pipe.calls
+    assert name == "xadd" and kwargs == {"maxlen": keys.JOBS_EVENTS_KEEP, "approximate": True}
+    store.job_list_changes(pipe := _Recorder(), [m.TaskStarted(TAG, 0, "start", "start", "u", "bob", -1, "", "start", "t1")])
+    assert pipe.calls == []
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+
+
 def test_a_finished_job_without_a_stream_is_rebuilt_from_its_hash():
     h = {keys.JOB_STATUS: "done", keys.job_time("running"): "t0", keys.job_time("done"): "t9", "job.errors": "1",
          "task.start.status.current": "done", "task.start.name": "start", "task.start.parent": "",
