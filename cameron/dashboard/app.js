@@ -295,7 +295,7 @@ async function jobPage(uuid, signal) {
   facts(doc);
   setJob(doc.status.current);
   for (const d of doc.tasks) {
-    const t = add(d.index, d.name, d.parent, d.requestor);
+    const t = add(d.index, d.id || d.name, d.parent, d.requestor);
     Object.assign(t, { status: d.status.current, duration_ms: d.duration_ms, attempts: d.attempts });
     if (d.status.current === "running") t.started = d.status.time; else t.ended = d.status.time;
     render(t);
@@ -319,7 +319,7 @@ async function jobPage(uuid, signal) {
     } else if (type === "cancel") {
       doc.cancel_requested = e.time; facts(doc); setJob(job.status);
     } else if (type === "task") {
-      const t = e.status === "running" ? add(e.n, e.name, e.parent, e.requestor) : tasks.get(e.n);
+      const t = e.status === "running" ? add(e.n, e.id || e.name, e.parent, e.requestor) : tasks.get(e.n);
       if (!t) return;
       t.status = e.status;
       if (e.status === "running") t.started = e.time;
