@@ -2,10 +2,9 @@
 and when the job ends. Each operation returns nothing but adds its effects (activity calls to
 make, moments to write) to an Effects; the JobRunner actor carries them out."""
 
-import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cameron import keys, store
 from cameron import messages as m
@@ -92,8 +91,8 @@ class Job:
     def task_ended(self, outcome: m.ActivityOutcome, fx: Effects, *, from_dead_caller: bool = False):
         """A call's outcome: the task ends done (its next activities start, with its data) or
         error (nothing starts after it); the job ends when no task runs. Returns the ended Task,
-        or None for an outcome that ends nothing: a task no longer running, or an answer from a
-        caller that died to a task since called again."""
+        or None for an outcome that ends nothing: one for a task no longer running, or one from
+        a caller that died (`from_dead_caller`) for a task called again since."""
         task = self.running.get(outcome.n)
         if task is None or (from_dead_caller and task.recalled):
             return None
@@ -134,7 +133,7 @@ class Job:
             task = self.running.get(n)
             if task is not None:
                 task.recalled = True
-                task.call = dataclasses.replace(task.call, again=True)
+                task.call = replace(task.call, again=True)
                 fx.calls.append(task.call)
 
     # --- the rules ------------------------------------------------------------
