@@ -116,7 +116,11 @@ class Job:
                                           outcome.duration_ms, outcome.attempts))
             for d in result.definitions:
                 # Children get the parent's answer: its data, and its name as their requestor.
-                self._start_task(fx, d.name, d.url, result.data, result.name, parent=task)
+                self._start_task(fx, d.name, d.url, result.data, result.name, parent=task, last=False)
+            if result.definitions and not self.cancelled:
+                # job.tasks goes with the last of them only: a fan-out of a thousand would
+                # otherwise carry a thousand ever longer copies of the list to JobData.
+                fx.moments[-1] = replace(fx.moments[-1], tasks_csv=",".join(self.ids))
         if not self.running:
             self._end(fx)
         return task
@@ -152,7 +156,7 @@ class Job:
                     f"of {c.max_job_bytes} bytes of stored answers")
         return None
 
-    def _start_task(self, fx: Effects, name, url, data, requestor, *, parent: Task | None):
+    def _start_task(self, fx: Effects, name, url, data, requestor, *, parent: Task | None, last=True):
         if self.cancelled:
             return
         n, task_id = len(self.ids), self._unique(name)
@@ -161,7 +165,7 @@ class Job:
         self.running[n] = Task(n, task_id, 0 if parent is None else parent.depth + 1, call, time.monotonic())
         fx.moments.append(m.TaskStarted(
             self.spec.tag, n, task_id, name, url, requestor, -1 if parent is None else parent.n,
-            "" if parent is None else parent.id, ",".join(self.ids), store.now()))
+            "" if parent is None else parent.id, ",".join(self.ids) if last else "", store.now()))
         fx.calls.append(call)
 
     def _unique(self, name: str) -> str:

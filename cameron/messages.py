@@ -181,7 +181,7 @@ class TaskStarted:
     requestor: str
     parent: int  # the parent's n; -1 for the start task
     parent_id: str  # "" for the start task
-    tasks_csv: str  # job.tasks after this task joined it
+    tasks_csv: str  # job.tasks after this task joined it; "" but on the last one an answer started
     time: str
 
 

@@ -90,17 +90,19 @@ def _job_started(pipe, op: m.JobStarted):
 
 def _task_started(pipe, op: m.TaskStarted):
     t = op.id
-    pipe.hset(op.tag, mapping={
+    fields = {
         keys.task_field(t, "requestor"): op.requestor,
         keys.task_field(t, "status.current"): keys.TASK_RUNNING,
         keys.task_time(t, keys.TASK_RUNNING): op.time,
-        keys.JOB_TASKS: op.tasks_csv,
         # Ours: what a resume needs (the start order, the parent) and what the API shows.
         keys.task_field(t, "index"): op.n,
         keys.task_field(t, "name"): op.name,
         keys.task_field(t, "url"): op.url,
         keys.task_field(t, "parent"): op.parent_id,
-    })
+    }
+    if op.tasks_csv:  # the last task started by one answer carries job.tasks for all of them
+        fields[keys.JOB_TASKS] = op.tasks_csv
+    pipe.hset(op.tag, mapping=fields)
     pipe.set(keys.task_marker(op.tag, t, keys.TASK_RUNNING), op.time)
 
 
