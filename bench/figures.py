@@ -216,7 +216,16 @@ def requests_client(stack: Stack, *, threads: int, seconds: float) -> dict:
     def post(url, body):
         session = getattr(local, "session", None) or setattr(local, "session", requests.Session()) \
             or local.session
-        resp = session.post(url, json=body, timeout=30)
+        for attempt in range(10):
+            try:
+                resp = session.post(url, json=body, timeout=30)
+                break
+            except requests.ConnectionError:
+                # A reset under a burst (a small listen backlog) is called again, as the engine
+                # and the limit's client do: else one reset ends the whole figure.
+                if attempt == 9:
+                    raise
+                time.sleep(min(0.5, 0.01 * 2 ** attempt))
         resp.raise_for_status()
         return resp.json()
 
