@@ -236,6 +236,45 @@ def _final(change: dict) -> bool:
     return change["type"] == "job" and change["status"] in keys.FINAL_STATES
 
 
+def _respond(resp, hub: Hub, req, channel: str, follow) -> None:
+    """Answer with an event stream: the frames `follow(wake, client)` yields, woken by the
+    wake-ups of `channel` and by the client going away."""
+    resp.content_type = "text/event-stream"
+    resp.set_header("Cache-Control", "no-store")
+    resp.set_header("X-Accel-Buffering", "no")  # nginx: pass each event on at once
+    resp.stream = _watched(hub, req, channel, follow)
+
+
+def _watched(hub: Hub, req, channel: str, follow):
+    with hub.watch(channel) as wake:
+        client = _ClientWatch(req, wake)
+        try:
+            yield from follow(wake, client)
+        finally:
+            client.close()
+
+
+def _changes(entries, entry: str, seen: int) -> tuple[list, str, int]:
+    """The changes a stream's `entries` hold, as (event id, change, new: whether it comes after
+    change `seen` of entry `entry`, the last one sent), and the position after the last."""
+    found = []
+    for entry_id, fields in entries:
+        changes = json.loads(fields["e"])
+        found += [(f"{entry_id}.{i}", c, entry_id != entry or i > seen) for i, c in enumerate(changes)]
+        entry, seen = entry_id, len(changes) - 1
+    return found, entry, seen
+
+
+def _until_woken(hub: Hub, wake):
+    """Wait for a wake-up, a comment every KEEPALIVE s to find clients that went away; True
+    when POLL s went by without one (a look anyway)."""
+    waited = 0.0
+    while waited < POLL and not hub.stopping and not wake.wait(KEEPALIVE):
+        yield b": keepalive\n\n"
+        waited += KEEPALIVE
+    return waited >= POLL
+
+
 class JobEvents:
     """`GET /api/job/{uuid}/events`: every change of the job as an SSE event (`job`, `task`
     or `cancel`, JSON data), each with an id; `Last-Event-ID` resumes after it. The stream
@@ -255,23 +294,12 @@ class JobEvents:
             raise EngineUnavailable(f"job store unavailable: {e}") from None
         if tag is None:
             raise not_found
-        resp.content_type = "text/event-stream"
-        resp.set_header("Cache-Control", "no-store")
-        resp.set_header("X-Accel-Buffering", "no")  # nginx: pass each event on at once
-        resp.stream = self._stream(req, uuid, tag, after)
-
-    def _stream(self, req, uuid: str, tag: str, after: tuple[str, int]):
         stream_key = keys.job_events(uuid)
-        entry, seen = after
-        start = "-" if entry == "0-0" else entry  # the resumed entry again: its later changes
-        with self.hub.watch(keys.job_events(uuid)) as wake:
-            client = _ClientWatch(req, wake)
-            try:
-                yield from self._follow(stream_key, tag, entry, seen, start, wake, client)
-            finally:
-                client.close()
+        _respond(resp, self.hub, req, stream_key,
+                 lambda wake, client: self._follow(stream_key, tag, *after, wake, client))
 
-    def _follow(self, stream_key, tag, entry, seen, start, wake, client):
+    def _follow(self, stream_key, tag, entry, seen, wake, client):
+        start = "-" if entry == "0-0" else entry  # the resumed entry again: its later changes
         yield f"retry: {RETRY_MS}\n\n".encode()
         quiet = False
         while not self.hub.stopping and not client.gone:
@@ -285,24 +313,17 @@ class JobEvents:
                         return
             except redis.RedisError:
                 entries = []
-            for entry_id, fields in entries:
-                changes = json.loads(fields["e"])
-                for i, change in enumerate(changes):
-                    if entry_id != entry or i > seen:
-                        yield _frame(change["type"], change, f"{entry_id}.{i}")
-                    if _final(change):
-                        return
-                entry, seen = entry_id, len(changes) - 1
+            changes, entry, seen = _changes(entries, entry, seen)
+            for event_id, change, new in changes:
+                if new:
+                    yield _frame(change["type"], change, event_id)
+                if _final(change):  # sent now or before: the stream is over
+                    return
             if entries:
                 start = "(" + entry
                 if len(entries) == BATCH:
                     continue
-            # Until a wake-up: a comment every KEEPALIVE s, and a look anyway after POLL s.
-            waited = 0.0
-            while waited < POLL and not self.hub.stopping and not wake.wait(KEEPALIVE):
-                yield b": keepalive\n\n"
-                waited += KEEPALIVE
-            quiet = waited >= POLL
+            quiet = yield from _until_woken(self.hub, wake)
             if client.gone:
                 return
 
@@ -358,18 +379,8 @@ class JobsEvents:
             if given:
                 head.append(_frame("reset", {"reason": "the changes after that event are no longer kept"},
                                    f"{entry}.{seen}" if last else None))
-        resp.content_type = "text/event-stream"
-        resp.set_header("Cache-Control", "no-store")
-        resp.set_header("X-Accel-Buffering", "no")
-        resp.stream = self._stream(req, entry, seen, head)
-
-    def _stream(self, req, entry: str, seen: int, head: list):
-        with self.hub.watch(keys.JOBS_EVENTS) as wake:
-            client = _ClientWatch(req, wake)
-            try:
-                yield from self._follow(entry, seen, head, wake, client)
-            finally:
-                client.close()
+        _respond(resp, self.hub, req, keys.JOBS_EVENTS,
+                 lambda wake, client: self._follow(entry, seen, head, wake, client))
 
     def _follow(self, entry, seen, head, wake, client):
         start = "-" if entry == "0-0" else entry  # the resumed entry again: its later changes
@@ -392,20 +403,13 @@ class JobsEvents:
                              f"{entry}.{seen}")
                 start = "(" + entry
                 continue
-            for entry_id, fields in entries:
-                changes = json.loads(fields["e"])
-                for i, change in enumerate(changes):
-                    if entry_id != entry or i > seen:
-                        yield _frame("job", change, f"{entry_id}.{i}")
-                entry, seen = entry_id, len(changes) - 1
+            changes, entry, seen = _changes(entries, entry, seen)
+            yield from (_frame("job", change, event_id) for event_id, change, new in changes if new)
             if entries:
                 start = "(" + entry
                 if len(entries) == BATCH:
                     continue
-            waited = 0.0
-            while waited < POLL and not self.hub.stopping and not wake.wait(KEEPALIVE):
-                yield b": keepalive\n\n"
-                waited += KEEPALIVE
+            yield from _until_woken(self.hub, wake)
             if client.gone:
                 return
             if wake.is_set() and not self.hub.stopping:
