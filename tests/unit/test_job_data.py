@@ -1,20 +1,15 @@
 """JobData against a real Redis, outside an actor system: what it does when Redis runs a
 command but its reply never comes back."""
 
-import uuid as uuidlib
-
 import redis
 from thespian.actors import WakeupMessage
 
 from actors.job_data import JobData, RETRY
-from cameron.lease import LeaseWatch
-from test_store import create
 from cameron import keys, store
 from cameron import messages as m
-from cameron.catalog import Process
 from cameron.config import Config
-
-FOO = Process(name="foo", start_url="http://127.0.0.1:9292/foo/v0.0.1/start")
+from cameron.lease import LeaseWatch
+from test_store import create, new_job
 
 
 
@@ -57,9 +52,7 @@ def test_a_write_whose_reply_was_lost_is_known_applied_and_disowns_nothing(redis
     client = store.connect(redis_url)
     client.flushdb()  # our own throwaway server
     actor = job_data(client)
-    uuid = uuidlib.uuid4().hex
-    job = m.JobSpec(process=FOO, key="k", data="d", requestor="r", uuid=uuid,
-                    tag=keys.job_tag("foo", "k", uuid))
+    job = new_job(key="k")
     create(actor.store, job)
     # Given an engine whose lease lapsed once (every write checks its jobs are still its own)
     actor.watch = LeaseWatch(1.0)
@@ -85,9 +78,7 @@ def test_a_write_whose_reply_was_lost_is_known_applied_and_disowns_nothing(redis
 def test_an_engine_is_dead_only_when_its_lease_stood_still_for_a_whole_lease_while_redis_answered(
         redis_url, monkeypatch):
     client, clock, actor, other = watching(redis_url, monkeypatch)
-    uuid = uuidlib.uuid4().hex
-    theirs = m.JobSpec(process=FOO, key="k", data="d", requestor="r", uuid=uuid,
-                       tag=keys.job_tag("foo", "k", uuid))
+    theirs = new_job(key="k")
     create(other, theirs)
     other.renew_lease(60)  # its value stays: the other engine renews no more
 
@@ -126,9 +117,7 @@ def test_a_replaced_runners_late_batches_are_dropped_and_its_successors_taken(re
     client = store.connect(redis_url)
     client.flushdb()  # our own throwaway server
     actor = job_data(client)
-    uuid = uuidlib.uuid4().hex
-    job = m.JobSpec(process=FOO, key="k", data="d", requestor="r", uuid=uuid,
-                    tag=keys.job_tag("foo", "k", uuid))
+    job = new_job(key="k")
     create(actor.store, job)
     actor.adopt(m.Peers(runners=["runner-1", "runner-2"], generation=1))
     # When the Supervisor replaces runner-1, then a batch it sent before it died comes in
