@@ -13,7 +13,7 @@ import redis
 from cameron import __version__, dashboard, events, health, keys, metrics, openapi, store
 from cameron import messages as m
 from cameron.config import MAX_JSON_DEPTH, Config
-from cameron.gateway import EngineUnavailable, JobGone
+from cameron.gateway import EngineUnavailable, JobGone, job_store_errors
 
 BANNER = "Cameron Workflow Engine // Web API"
 #: Jobs per page of a listing: the default and the most a client may ask for.
@@ -284,10 +284,8 @@ class _Reads:
         """call() with the job store; 503 when Redis does not answer within redis_timeout."""
         if self.jobs is None:
             raise EngineUnavailable("no job store configured")
-        try:
+        with job_store_errors():
             return call()
-        except redis.RedisError as e:
-            raise EngineUnavailable(f"job store unavailable: {e}") from None
 
 
 class Job(_Reads):

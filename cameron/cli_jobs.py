@@ -13,7 +13,7 @@ import redis
 
 from cameron import api, keys, store, term
 from cameron import messages as m
-from cameron.gateway import ActorGateway, EngineUnavailable, JobGone
+from cameron.gateway import ActorGateway, EngineUnavailable, JobGone, job_store_errors
 
 #: Exit codes beyond 0 (all well), 2 (bad input) and 3 (engine not running).
 EXIT_FAILED, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 4, 5
@@ -151,10 +151,8 @@ def job_store(config) -> store.JobStore:
 
 def _read(holder, method: str, *args, **kwargs):
     """holder.<method>(...) of a call that reads or writes Redis; its errors as EngineUnavailable."""
-    try:
+    with job_store_errors():
         return getattr(holder, method)(*args, **kwargs)
-    except redis.RedisError as e:
-        raise EngineUnavailable(f"job store unavailable: {e}") from None
 
 
 def read_job(jobs: store.JobStore, ref: tuple) -> dict:

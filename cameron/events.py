@@ -14,7 +14,7 @@ import falcon
 import redis
 
 from cameron import keys, store
-from cameron.gateway import EngineUnavailable
+from cameron.gateway import EngineUnavailable, job_store_errors
 
 #: Seconds between comments on a quiet stream: they find clients that went away, and keep
 #: proxies from closing the connection.
@@ -288,10 +288,8 @@ class JobEvents:
         if self.hub is None or not keys.is_uuid(uuid):
             raise not_found
         after = _position(req.get_header("Last-Event-ID"))
-        try:
+        with job_store_errors():
             tag = self.hub.reader.get(keys.job_by_uuid(uuid))
-        except redis.RedisError as e:
-            raise EngineUnavailable(f"job store unavailable: {e}") from None
         if tag is None:
             raise not_found
         stream_key = keys.job_events(uuid)
@@ -365,13 +363,11 @@ class JobsEvents:
         entry, seen = _position(given)
         if self.hub is None:
             raise EngineUnavailable("job store unavailable: no Redis")
-        try:
+        with job_store_errors():
             pipe = self.hub.reader.pipeline(transaction=False)
             pipe.xrange(keys.JOBS_EVENTS, count=1)
             pipe.xrevrange(keys.JOBS_EVENTS, count=1)
             first, last = pipe.execute()
-        except redis.RedisError as e:
-            raise EngineUnavailable(f"job store unavailable: {e}") from None
         head = []
         if not given or not first or _stream_id(entry) < _stream_id(first[0][0]):
             # From now on: after the last entry written (from the start of a stream yet to be).

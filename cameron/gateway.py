@@ -1,7 +1,9 @@
 """The web layer's door into the running actor system: one ask per API request."""
 
 import threading
+from contextlib import contextmanager
 
+import redis
 from thespian.actors import PoisonMessage
 
 from cameron import actorsys, keys
@@ -11,6 +13,16 @@ from cameron.config import Config
 
 class EngineUnavailable(Exception):
     """The actor system did not answer in time, or said it cannot take the request now."""
+
+
+@contextmanager
+def job_store_errors():
+    """Around calls to the engine's Redis from the API or the CLI: Redis not answering (within
+    redis_timeout) is EngineUnavailable, a 503 or a message saying so."""
+    try:
+        yield
+    except redis.RedisError as e:
+        raise EngineUnavailable(f"job store unavailable: {e}") from None
 
 
 class JobGone(Exception):

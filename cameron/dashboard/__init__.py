@@ -5,10 +5,9 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import falcon
-import redis
 
 from cameron import keys, store
-from cameron.gateway import EngineUnavailable
+from cameron.gateway import job_store_errors
 
 HERE = Path(__file__).parent
 #: The files the dashboard is made of, and their types.
@@ -37,13 +36,11 @@ class Counts:
 
     def on_get(self, req, resp, name):
         name = unquote(name)
-        try:
+        with job_store_errors():
             if self.jobs is None or not self.jobs.redis.hexists(keys.engine_catalog(self.jobs.engine), name):
                 raise falcon.HTTPNotFound(title="Unknown process",
                                           description=f"no process named {name!r} in the catalog")
             resp.media = self.jobs.count_by_state(name)
-        except redis.RedisError as e:
-            raise EngineUnavailable(f"job store unavailable: {e}") from None
 
 
 def add_routes(app: falcon.App, jobs: store.JobStore | None):

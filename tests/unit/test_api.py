@@ -67,6 +67,9 @@ class StoredJobs:
     def get(self, process, key, uuid):
         return self._read("get", process, key, uuid)
 
+    def request_cancel(self, process, key, uuid):
+        return self._read("request_cancel", process, key, uuid)
+
 
 def accept(process, key):
     """The store's answer: the job accepted, for the process the catalog knows."""
@@ -534,22 +537,17 @@ class CancellingGateway(FakeGateway):
         return self.ask("runner", msg, timeout)
 
 
-class CancelledJobs(StoredJobs):
-    def request_cancel(self, process, key, uuid):
-        return self._read("request_cancel", process, key, uuid)
-
-
 @pytest.mark.parametrize("recorded, code", [(None, 404), (("done", None), 409), (("cancelled", None), 409)])
 def test_a_cancel_of_no_job_or_of_a_finished_one_is_refused_without_telling_the_engine(recorded, code):
     gateway = CancellingGateway(runner=m.Stopping(UUID))
-    resp = client_for(gateway, CancelledJobs(lambda *args: recorded)).simulate_delete(
+    resp = client_for(gateway, StoredJobs(lambda *args: recorded)).simulate_delete(
         f"/api/process/foo/key/k/job/{UUID}")
     assert resp.status_code == code and resp.headers["content-type"].startswith("application/json")
     assert gateway.asked == []
 
 
 def test_a_cancel_is_recorded_in_redis_then_told_to_the_jobs_runner():
-    jobs = CancelledJobs(lambda *args: ("running", "11-30-2026 01:02:03"))
+    jobs = StoredJobs(lambda *args: ("running", "11-30-2026 01:02:03"))
     gateway = CancellingGateway(runner=m.Stopping(UUID))
     resp = client_for(gateway, jobs).simulate_post(f"/api/process/foo/key/k/job/{UUID}/cancel")
     assert resp.status_code == 202
@@ -559,7 +557,7 @@ def test_a_cancel_is_recorded_in_redis_then_told_to_the_jobs_runner():
 
 
 def test_a_cancel_the_engine_does_not_confirm_is_a_503_that_says_it_is_recorded():
-    jobs = CancelledJobs(lambda *args: ("running", "t"))
+    jobs = StoredJobs(lambda *args: ("running", "t"))
     gateway = CancellingGateway(runner=EngineUnavailable("the job's runner did not answer"))
     resp = client_for(gateway, jobs).simulate_delete(f"/api/process/foo/key/k/job/{UUID}")
     assert "the cancel is recorded" in assert_json_error(resp, 503, "Engine unavailable")
