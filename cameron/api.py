@@ -3,6 +3,7 @@
 import hmac
 import json
 import logging
+import math
 import re
 from concurrent.futures import ThreadPoolExecutor, wait
 from urllib.parse import quote, unquote, urlencode, urlsplit
@@ -234,10 +235,24 @@ def _outcome_unknown(base, resp, name, key, job_id, idempotency_key, error):
                   "outcome": "unknown", "uuid": job_id, "links": {"self": location}}
 
 
+def _not_json(constant):
+    """Python's json reads NaN and Infinity, which JSON has not: stored, they would go to
+    activities and readers as text no JSON parser takes."""
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(text):
+    """A number too large for a float (1e999) would come back as Infinity: refused too."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large a number")
+    return value
+
+
 def _job_request(req, config: Config) -> dict:
     raw = _read_body(req, config.max_body_bytes)
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except RecursionError:
         raise falcon.HTTPBadRequest(title="Invalid JSON",
                                     description=f"the body nests deeper than {MAX_JSON_DEPTH} levels") from None

@@ -58,6 +58,18 @@ def test_a_lone_surrogate_in_a_field_is_a_400_naming_it(engine, field):
     assert f"'{field}' is not valid Unicode" in json_error(post_raw(engine, body), 400)
 
 
+@pytest.mark.parametrize("value", ["NaN", "[1, Infinity]", '{"x": -Infinity}', "1e999"])
+def test_numbers_json_has_not_are_a_400_not_stored(engine, value):
+    body = b'{"key": "nan", "requestor": "r", "data": ' + value.encode() + b"}"
+    assert "not valid JSON" in json_error(post_raw(engine, body), 400)
+    assert engine.http.get(f"{engine.base_url}/api/process/foo/key/nan").status_code == 404
+
+
+def test_a_lone_surrogate_deep_inside_data_is_a_400(engine):
+    body = b'{"key": "k", "requestor": "r", "data": {"a": [1, "x\\ud800"]}}'
+    assert "'data' is not valid Unicode" in json_error(post_raw(engine, body), 400)
+
+
 def test_a_body_that_is_not_utf8_is_a_400(engine):
     assert "not valid JSON" in json_error(post_raw(engine, b'{"key": "\xff\xfe"}'), 400)
 
@@ -138,9 +150,29 @@ def test_a_key_at_the_limit_keeps_its_job_readable_and_cancellable(engine):
     assert listing.status_code == 200 and listing.json()["key"] == key
 
 
-def test_a_request_line_too_long_gets_a_json_414(engine):
+def raw_answer(port: int, request: bytes) -> tuple[bytes, dict]:
+    """Send a request as bytes; the answer's status line and JSON body, read to the close:
+    the read ending at all says the server closed the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        head, _, body = s.makefile("rb").read().partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower()
+    return head.split(b"\r\n", 1)[0], json.loads(body)
+
+
+def test_a_request_line_too_long_gets_a_json_414_and_the_connection_closes(engine):
     resp = engine.http.get(f"{engine.base_url}/api/process/foo/key/{'k' * 9000}/job")
     assert json_error(resp, 414)
+    status, _ = raw_answer(int(engine.env["CAMERON_PORT"]),
+                           b"GET /api/" + b"k" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 414")
+
+
+@pytest.mark.parametrize("header", [b"Bad Header", b"X-Nul: a\x00b", b"Content-Length: ten"])
+def test_a_malformed_header_gets_a_json_400_and_the_connection_closes(engine, header):
+    status, body = raw_answer(int(engine.env["CAMERON_PORT"]),
+                              b"GET /api/health HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 400") and body["title"]
 
 
 def test_links_come_from_the_configured_address_not_the_host_header(engine):
@@ -182,13 +214,16 @@ def test_500_trickling_clients_do_not_starve_the_others(engine):
             began = time.monotonic()
             started = engine.start_job("foo", key="among-slow-clients")
             assert started.status_code == 201, started.text
-            assert engine.http.get(started.headers["Location"], timeout=5).status_code == 200
-            assert engine.http.get(f"{engine.base_url}/api/process", timeout=5).status_code == 200
-            latencies.append((time.monotonic() - began) / 3)
+            latencies.append(time.monotonic() - began)
+            for url in (started.headers["Location"], f"{engine.base_url}/api/process"):
+                began = time.monotonic()
+                assert engine.http.get(url, timeout=5).status_code == 200
+                latencies.append(time.monotonic() - began)
         latencies.sort()
         p99 = latencies[int(len(latencies) * 0.99)]
-        print(f"{len(latencies) * 3} requests among 500 slow clients: p99 {p99 * 1000:.0f} ms")
-        assert len(latencies) >= 10
+        print(f"{len(latencies)} requests among 500 slow clients: p99 {p99 * 1000:.0f} ms")
+        # Starved, a request waits for a slow client's deadline (seconds) or for ever.
+        assert len(latencies) >= 30 and p99 < 1.0
     finally:
         for s in socks:
             s.close()
@@ -255,7 +290,7 @@ def bearer(token):
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.mark.parametrize("path", ["/api", "/api/process", "/api/openapi.json", "/api/process/foo/job",
+@pytest.mark.parametrize("path", ["/api", "/api/process", "/api/openapi.json", "/api/process/foo/job", "/metrics",
                                   "/api/job/0123456789abcdef0123456789abcdef", "/no/such/path"])
 @pytest.mark.parametrize("headers", [{}, bearer("wrong"), {"Authorization": "Basic YWxpY2U6eA=="},
                                      {"Authorization": f"Bearer {TOKENS['alice']}x"},
@@ -338,6 +373,16 @@ def test_headers_not_sent_within_the_header_timeout_close_the_connection(guarded
         assert closed == b"" and time.monotonic() - began < 5
 
 
+def test_an_idle_kept_alive_connection_is_closed_after_the_header_timeout(guarded):
+    conn = http.client.HTTPConnection("127.0.0.1", int(guarded.env["CAMERON_PORT"]), timeout=10)
+    conn.request("GET", "/api/health")
+    assert conn.getresponse().read()
+    began = time.monotonic()
+    assert conn.sock.recv(100) == b""  # nothing more comes: the server closed it
+    assert 0.5 < time.monotonic() - began < 5  # web_header_timeout is 1 s here
+    conn.close()
+
+
 def test_a_body_not_sent_within_the_body_timeout_is_a_json_408(guarded):
     with socket.create_connection(("127.0.0.1", int(guarded.env["CAMERON_PORT"])), timeout=10) as s:
         s.sendall(b"POST /api/process/foo/start HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
@@ -356,3 +401,16 @@ def test_tokens_never_reach_the_log(guarded):
     log = guarded.log.read_text()
     for token in [*TOKENS.values(), UNNAMED]:
         assert token not in log
+
+
+def test_the_cameron_command_needs_no_token(guarded):
+    # Beside a gunicorn that asks every client for a token, with the same settings
+    def cameron(*args):
+        done = subprocess.run([sys.executable, "-m", "cameron.cli", *args], env=guarded.env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+    started = json.loads(cameron("start-job", "foo", "--key", "cli-with-tokens", "--data", "d", "--json"))
+    assert f"{guarded.env['CAMERON_PORT']}/api" in cameron("status")
+    assert "cli-with-tokens" in cameron("jobs", "foo")
+    assert "cli-with-tokens" in cameron("job", started["uuid"])

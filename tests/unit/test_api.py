@@ -496,6 +496,21 @@ def test_with_tokens_health_is_open_and_a_token_scopes_the_idempotency_key():
     assert started == ["alice", hashlib.sha256(b"tok-b").hexdigest()[:12]]
 
 
+def test_a_token_is_compared_with_every_configured_one_in_constant_time(monkeypatch):
+    compared = []
+
+    def compare_digest(given, token):
+        compared.append(token)
+        return given == token
+    monkeypatch.setattr("cameron.api.hmac.compare_digest", compare_digest)
+    client = client_for(FakeGateway(), FakeJobs(accept), api_tokens=TOKENS)
+    # Whether the first token matches, or none: every token is compared, and only that way
+    for given in ("tok-a", "tok-b", "nope"):
+        compared.clear()
+        client.simulate_get("/api/process", headers={"Authorization": f"Bearer {given}"})
+        assert sorted(compared) == [b"tok-a", b"tok-b"]
+
+
 @pytest.mark.parametrize("body, words", [
     ('{"key": "k", "data": "d", "requestor": "r", "x": ' + "[" * 65 + "]" * 65 + "}", "nests deeper than 64"),
     ("[" * 5000 + "]" * 5000, "nests deeper than 64"),
