@@ -3,6 +3,7 @@
 import logging
 import os
 import stat
+import sys
 import time
 
 #: One line per record; `job=` carries the job's uuid on every line about a job (pass
@@ -40,7 +41,13 @@ def log_config(config, *, extra_loggers: dict | None = None) -> dict:
     # straight to the handlers, past the loggers' own levels.
     handlers = {"stderr": {"class": "logging.StreamHandler", "formatter": "cameron",
                            "stream": "ext://sys.stderr", "level": config.log_level}}
-    if config.log_syslog:
+    problem = check_syslog(config.log_syslog)
+    if problem:
+        # A host without /dev/log (a container) must still start: gunicorn run by a service
+        # unit gets here without the CLI's check, and a handler without its socket would print
+        # a traceback for every record.
+        print(f"warning: {problem}; logging without syslog", file=sys.stderr, flush=True)
+    elif config.log_syslog:
         handlers["syslog"] = {"class": "logging.handlers.SysLogHandler", "formatter": "syslog",
                               "address": syslog_address(config.log_syslog), "level": config.log_level}
     return {

@@ -35,6 +35,8 @@ def test_a_job_is_found_by_the_8_characters_the_cli_prints(engine):
     # Expect the job itself
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["uuid"] == doc["uuid"]
+    # ... told in English: its one task is "1 task"
+    assert "1 task, 0 in error" in engine.cli("job", short).stdout
     # and an id that no job starts with to be "not found"
     missing = engine.cli("job", "00000000" if not doc["uuid"].startswith("00000000") else "ffffffff")
     assert missing.returncode == 4 and "no job whose id starts with" in missing.stderr
@@ -183,7 +185,45 @@ def test_production_settings_start_on_a_host_without_syslog(short_tmp):
         resp = requests.post(f"{base}/api/process/foo/start", json={"key": "k", "data": "d", "requestor": "r"},
                              timeout=10)
         assert resp.status_code == 201, resp.text
+        # and the API run as its service unit runs it (gunicorn alone, no CLI to check the
+        # setting first) falls back the same way, while an empty variable switches syslog off
+        # over the file's /dev/log
+        log = _gunicorn_alone({**env, "CAMERON_LOG_SYSLOG": "/nonexistent/log"}, short_tmp / "web-1.log")
+        assert "warning: log_syslog='/nonexistent/log'" in log and "Logging error" not in log
+        log = _gunicorn_alone({**env, "CAMERON_LOG_SYSLOG": ""}, short_tmp / "web-2.log")
+        assert "log_syslog" not in log and "Logging error" not in log
+        # and a variable wins over the engine's record of where it runs
+        elsewhere = free_port()
+        status = subprocess.run(
+            [sys.executable, "-m", "cameron.cli", "status"], env={**env, "CAMERON_ADMIN_PORT": str(elsewhere)},
+            capture_output=True, text=True, timeout=60)
+        assert status.returncode == 3 and f"127.0.0.1:{elsewhere}" in status.stdout + status.stderr
     finally:
         stopped = cli("stop")
     assert stopped.returncode == 0, stopped.stderr
     assert "Traceback" not in (data / "log" / "web.log").read_text()
+
+
+def _gunicorn_alone(env: dict, log_path) -> str:
+    """Run the API as `gunicorn -c config/gunicorn.py cameron.wsgi:app` on a port of its own,
+    make it log a line (a malformed request), stop it: what it wrote."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "cameron.wsgi:app"],
+                               cwd=cameron.config.ROOT, env={**env, "CAMERON_PORT": str(port)},
+                               stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        def serving():
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code > 0
+            except requests.RequestException:
+                assert web.poll() is None, log_path.read_text()
+                return False
+        wait_until(serving, 30, "gunicorn to serve", interval=0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+            s.makefile("rb").read()
+    finally:
+        web.send_signal(signal.SIGTERM)
+        web.wait(30)
+    return log_path.read_text()
