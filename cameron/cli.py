@@ -327,8 +327,8 @@ def _print_status(report: dict):
                           "none (cameron run keeps its engine itself; after cameron start, none means "
                           "a dead Supervisor is not replaced)"))
     h = report["health"]
-    print("  health: " + (f"whole ({h['children']} of {h['expected']} children), {h['unfinished_jobs']} "
-                          f"unfinished jobs, last moved {h['idle_s']:g} s ago" if h["ok"]
+    print("  health: " + (f"whole ({h['children']} of {h['expected']} children), "
+                          f"{term.plural(h['unfinished_jobs'], 'unfinished job')}, last moved {h['idle_s']:g} s ago" if h["ok"]
                           else term.paint(h["error"], "error")))
     r = report["redis"]
     print(f"  Redis: {r['url']} " + ("ok" if r.get("ok") else term.paint(f"unreachable: {r.get('error')}", "error")))

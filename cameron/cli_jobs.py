@@ -187,7 +187,7 @@ def show_job(doc: dict, config):
     tasks = doc["tasks"]
     errors = sum(t["status"]["current"] == "error" for t in tasks)
     extra = f", cancel requested {doc['cancel_requested']}" if "cancel_requested" in doc else ""
-    print(f"  requestor {doc['requestor']!r}, {len(tasks)} tasks, {errors} in error{extra}")
+    print(f"  requestor {doc['requestor']!r}, {term.plural(len(tasks), 'task')}, {errors} in error{extra}")
     for line in term.task_tree(tasks):
         print("  " + line)
 

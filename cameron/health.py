@@ -42,7 +42,8 @@ def judge(record: dict, unfinished: int, stall_after: float, now: float) -> dict
     elif children < expected:
         problems.append(f"{expected - children} of the Supervisor's {expected} children missing")
     if unfinished and idle > stall_after:
-        problems.append(f"{unfinished} unfinished jobs have not moved for {idle:.0f} s")
+        moved = "job has" if unfinished == 1 else "jobs have"
+        problems.append(f"{unfinished} unfinished {moved} not moved for {idle:.0f} s")
     if problems:
         health.update(ok=False, error="; ".join(problems))
     return health

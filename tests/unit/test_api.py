@@ -270,7 +270,7 @@ def test_reading_a_job_returns_its_document_with_a_self_link():
     # When the Location of the original docs' request is read
     raw = f"/api/process/foo/key/%28id%2C007%29/job/{UUID}"
     resp = get_job(client_for(FakeGateway(), jobs), raw)
-    # Expect 200 with the SPEC fields, and the job read by its decoded key
+    # Expect 200 with the documented fields, and the job read by its decoded key
     assert resp.status_code == 200
     assert {k: resp.json[k] for k in DOC} == DOC
     assert resp.json["links"]["self"] == f"http://cameron.example:8080{raw}"

@@ -1,4 +1,4 @@
-"""Redis key and field names, as operators type them into redis-cli (SPEC.md, Redis schema)."""
+"""Redis key and field names, as operators type them into redis-cli (docs/redis-schema.md)."""
 
 from cameron import keys
 

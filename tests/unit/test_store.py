@@ -79,7 +79,7 @@ def test_creating_a_job_writes_the_spec_fields_and_a_pending_marker(client, jobs
     job = new_job()
     # When the job is stored
     create(jobs, job)
-    # Expect the job hash under the documented name, with the SPEC fields exactly ...
+    # Expect the job hash under the documented name, with the original schema's fields exactly ...
     tag = f"cameron:process:foo:key:(id,007):job:{job.uuid}"
     h = client.hgetall(tag)
     assert {f: h.get(f) for f in ("job.key", "job.data", "job.requestor", "job.status.current")} == {
@@ -134,7 +134,7 @@ def test_a_task_start_writes_its_spec_fields_and_a_running_marker(client, jobs):
     jobs.apply([m.JobStarted(tag=job.tag, time=T1)])
     # When its start task starts
     jobs.apply([task_started(job, 0, "start", tasks_csv="start", time=T2)])
-    # Expect the SPEC fields of the start task (task.start.*), job.tasks, and the JOBTAG:start:running marker
+    # Expect the original schema's fields of the start task (task.start.*), job.tasks, and the JOBTAG:start:running marker
     h = client.hgetall(job.tag)
     assert h["task.start.requestor"] == "bob_the_thin"
     assert h["task.start.status.current"] == "running"
@@ -202,7 +202,7 @@ def test_a_whole_foo_shaped_job_has_every_spec_field_and_only_final_markers(clie
                 task_started(job, 6, "act_5_sub_1", parent=5, requestor="foo_act_5",
                              tasks_csv=",".join(names))])
     jobs.apply([task_done(job, 6, {"sub": 1}), m.JobEnded(tag=job.tag, time=T4, errors=0)])
-    # Expect the 8 job fields and 6 fields for each of the 7 tasks that SPEC.md counts (50)
+    # Expect the original schema's 8 job fields and 6 fields for each of the 7 tasks (50)
     h = client.hgetall(job.tag)
     spec_fields = {"job.key", "job.data", "job.requestor", "job.status.current", "job.tasks",
                    "job.status.scheduled.time", "job.status.running.time", "job.status.done.time"}
@@ -280,7 +280,7 @@ def test_get_returns_the_job_document_with_tasks_in_start_order(jobs):
     jobs.apply([task_done(job, 1, "plain string data", time=T4), m.JobEnded(tag=job.tag, time=T4, errors=1)])
     # When it is read back
     doc = jobs.get("foo", "(id,007)", job.uuid)
-    # Expect the SPEC fields of the job ...
+    # Expect the original schema's fields of the job ...
     assert {k: doc[k] for k in ("process", "uuid", "key", "requestor", "status")} == {
         "process": "foo", "uuid": job.uuid, "key": "(id,007)", "requestor": "bob_the_thin",
         "status": {"current": "done", "time": T4}}
