@@ -48,6 +48,15 @@ MAX_CONNECTING, MIN_CONNECTING = 16, 4
 #: connections. Checked this often while connections are being opened.
 SYN_AGAIN = 0.02
 SYN_CHECK = 0.01
+#: Once a host dropped a connection request, the requests on new connections it has not taken
+#: yet are kept few: a thread-per-connection server (the standard library's) falls behind in
+#: taking connections while its threads are busy, and with all of a burst's connections at
+#: its door it dropped requests for 60-70 % of the calls, each of them 20 ms lost. The limit
+#: is halved (to half those waiting, at least MIN_CONNECTING) at each dropped request, grows
+#: slowly with each connection taken at the first request, and by one for each request the
+#: server has sat on for TAKEN_AFTER without answering: it took that one, and works on it
+#: (a long call), so it no longer counts. A fan-out of long calls is not held back.
+TAKEN_AFTER = 0.02
 
 _CONNECTING, _SENDING, _HEAD, _BODY = range(4)
 
@@ -103,7 +112,7 @@ class _Exchange:
 
     __slots__ = ("call", "sock", "key", "reused", "out", "state", "buf", "got_any", "deadline",
                  "status", "reason", "headers", "keep", "length", "chunk", "limit", "body", "done",
-                 "syn_at", "syn_tries")
+                 "syn_at", "syn_tries", "counted", "sent_at")
 
     def __init__(self, call: Call, sock, key, reused: bool):
         self.call, self.sock, self.key, self.reused = call, sock, key, reused
@@ -120,6 +129,8 @@ class _Exchange:
         self.body = bytearray()
         self.done = False
         self.syn_at, self.syn_tries = 0.0, 0  # when the last connection request went out, how many
+        self.counted = not reused  # in CallLoop._fresh: a new connection the server may not have taken yet
+        self.sent_at = 0.0
 
 
 class CallLoop:
@@ -146,6 +157,9 @@ class CallLoop:
         self._connecting = {}  # (host, port) -> connections being opened to it now
         self._connect_limit = {}  # (host, port) -> how many may be, if not MAX_CONNECTING
         self._parked = {}  # (host, port) -> deque of calls waiting until fewer are being opened
+        self._fresh = {}  # (host, port) -> exchanges on connections opened for them, until they end
+        self._fresh_limit = {}  # (host, port) -> how many may be, once the host dropped a request
+        self._young = set()  # counted exchanges of limited hosts whose request is sent, unanswered
         self._handshake = {}  # (host, port) -> the quickest connection to it so far, seconds
         self._syns = set()  # exchanges waiting for their connection
         self.syns_again = 0  # connection requests made again (a server's backlog was full)
@@ -247,7 +261,7 @@ class CallLoop:
             self.sel.register(ex.sock, selectors.EVENT_WRITE, ex)
             self._step(ex)
             return
-        if self._connecting.get(key, 0) >= self._connect_limit.get(key, MAX_CONNECTING):
+        if not self._may_open(key):
             self._parked.setdefault(key, deque()).append(call)
             return
         try:
@@ -255,6 +269,7 @@ class CallLoop:
         except OSError as e:
             return self._attempt_failed(call, activity.connection_failed(e))
         self._connecting[key] = self._connecting.get(key, 0) + 1
+        self._fresh[key] = self._fresh.get(key, 0) + 1
         ex = _Exchange(call, sock, (key, addr), reused=False)
         self._watch(ex, call.connect_timeout)
         self._syn(ex)
@@ -277,6 +292,12 @@ class CallLoop:
         backlog was full), so a new one, not the kernel's next try a second later."""
         key = ex.key[0]
         self._connect_limit[key] = max(MIN_CONNECTING, self._connect_limit.get(key, MAX_CONNECTING) // 2)
+        if key not in self._fresh_limit:
+            # Requests sent before the host was limited age from now on too.
+            for other in self._live:
+                if other.counted and other.state >= _HEAD and other.key[0] == key:
+                    self._is_young(other)
+        self._fresh_limit[key] = max(MIN_CONNECTING, self._fresh[key] // 2)
         self.syns_again += 1
         self.sel.unregister(ex.sock)
         ex.sock.close()
@@ -304,13 +325,51 @@ class CallLoop:
                 self._connect_limit[key] += 1
                 if self._connect_limit[key] >= MAX_CONNECTING:
                     del self._connect_limit[key]
+            if key in self._fresh_limit:
+                self._fresh_limit[key] += 1 / self._fresh_limit[key]
+                if self._fresh_limit[key] >= self.max_calls:
+                    del self._fresh_limit[key]
+        if not self._connecting[key]:
+            del self._connecting[key]
+        self._unpark(key)
+
+    def _uncount(self, ex: _Exchange):
+        ex.counted = False
+        self._young.discard(ex)
+        key = ex.key[0]
+        self._fresh[key] -= 1
+        if not self._fresh[key]:
+            del self._fresh[key]
+        self._unpark(key)
+
+    def _is_young(self, ex: _Exchange):
+        if not self._young:
+            self._at(time.monotonic() + SYN_CHECK, self._age, None)
+        self._young.add(ex)
+
+    def _age(self, _):
+        """Requests sent a while ago on new connections, not answered yet: the server took
+        them and works on them (a thread-per-connection server's backlog is the requests it has
+        not taken), so they no longer count, and one more may go."""
+        now = time.monotonic()
+        for ex in [ex for ex in self._young if now - ex.sent_at > TAKEN_AFTER]:
+            key = ex.key[0]
+            if key in self._fresh_limit:
+                self._fresh_limit[key] += 1
+            self._guarded(self._uncount, ex)
+        if self._young:
+            self._at(now + SYN_CHECK, self._age, None)
+
+    def _may_open(self, key) -> bool:
+        return (self._connecting.get(key, 0) < self._connect_limit.get(key, MAX_CONNECTING)
+                and self._fresh.get(key, 0) < self._fresh_limit.get(key, self.max_calls))
+
+    def _unpark(self, key):
         parked = self._parked.get(key)
-        while parked and self._connecting[key] < self._connect_limit.get(key, MAX_CONNECTING):
+        while parked and self._may_open(key):
             self._open(parked.popleft())
-        if not parked:
-            self._parked.pop(key, None)
-            if not self._connecting[key]:
-                del self._connecting[key]
+        if parked is not None and not parked:
+            del self._parked[key]
 
     def _address(self, key):
         known = self._addrs.get(key)
@@ -338,6 +397,10 @@ class CallLoop:
                     ex.out = ex.out[ex.sock.send(ex.out):]
                 ex.state = _HEAD
                 self.sel.modify(ex.sock, selectors.EVENT_READ, ex)
+                if ex.counted:
+                    ex.sent_at = time.monotonic()
+                    if ex.key[0] in self._fresh_limit:
+                        self._is_young(ex)
                 _quick_ack(ex.sock)
                 return
             while not ex.done:
@@ -513,6 +576,8 @@ class CallLoop:
         self._live.discard(ex)
         if ex.state == _CONNECTING:
             self._connect_ended(ex, ok=False)
+        if ex.counted:
+            self._uncount(ex)
         try:
             self.sel.unregister(ex.sock)
         except (KeyError, ValueError):

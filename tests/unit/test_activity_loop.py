@@ -1,9 +1,11 @@
 """The TaskActor's selector loop against raw HTTP servers: answer framings, kept-alive
 connections that go stale, retries with back-off, and many calls at once on one thread."""
 
+import contextlib
 import json
 import socket
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -233,6 +235,68 @@ def test_a_burst_at_a_server_with_a_tiny_backlog_is_asked_again_not_left_to_the_
         stop.set()
         loop.close()
         sock.close()
+
+
+@contextlib.contextmanager
+def stdlib_server(wait=None):
+    """The standard library's ThreadingHTTPServer with its defaults (HTTP/1.0: a connection per
+    call; a listen backlog of 5), as most first activities are written; `wait()` runs in each
+    call before it answers. Yields its URL."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            if wait:
+                wait()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(ANSWER)))
+            self.end_headers()
+            self.wfile.write(ANSWER)
+
+        def log_message(self, *args):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/a"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_with_a_small_backlog_gets_few_new_connections_at_once(serve):
+    # Given the standard library's server, answering at once, and 48 calls kept in flight (a
+    # new one as each ends) until 600 have ended
+    with stdlib_server() as url:
+        out, done = [], threading.Event()
+
+        def on_done(c, result, error):
+            out.append(error)
+            if len(out) + 48 <= 600:
+                loop.submit([call(url, len(out) + 48, connect_timeout=30.0, read_timeout=30.0)])
+            if len(out) == 600:
+                done.set()
+        loop = CallLoop(on_done)
+        try:
+            loop.submit([call(url, i, connect_timeout=30.0, read_timeout=30.0) for i in range(48)])
+            assert done.wait(60), f"{len(out)} of 600 calls ended"
+        finally:
+            loop.close()
+    # Expect every call answered, and most of them on their first connection request: once the
+    # server dropped one (its backlog full), the loop keeps fewer connections waiting on it.
+    # Opening them all at once, 60-70 % of the calls had a request dropped and 20 ms lost.
+    assert out == [None] * 600
+    assert loop.syns_again < 0.2 * 600, loop.syns_again
+
+
+def test_long_calls_to_a_server_with_a_small_backlog_all_run_at_once():
+    # Given the standard library's server whose calls each wait until 100 are in it at once
+    together = threading.Barrier(100, timeout=30)
+    with stdlib_server(wait=together.wait) as url:
+        # When 100 calls go at once (their burst overflows the backlog: requests are dropped)
+        results = run([call(url, i, connect_timeout=30.0, read_timeout=60.0) for i in range(100)], timeout=60)
+    # Expect every one answered: the calls the server has taken (sent, not yet answered) make
+    # room for more; none waits for another to end
+    assert [e for _, e in results] == [None] * 100
 
 
 def test_every_read_is_acknowledged_at_once(serve, monkeypatch):
