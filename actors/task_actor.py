@@ -2,7 +2,6 @@
 
 import queue
 import socket
-import threading
 import time
 
 from thespian.actors import ThespianWatch
@@ -17,16 +16,13 @@ from actors.base import CameronActor, Pipe
 
 #: Calls in flight at once per TaskActor (each path: the loop's, the threads'); more wait their turn.
 MAX_CALLS = 2048
-#: A pool thread with nothing to do for this long ends: a burst of a thousand slow calls
-#: must not keep a thousand threads' memory for ever.
-IDLE_EXIT = 30.0
 #: How long the engine's own ports, looked up in /proc, are taken as known.
 PORTS_KEPT = 2.0
 
 
 class TaskActor(CameronActor):
     """A task is a unit of work here, not a process. Plain-HTTP calls run on one selector loop
-    (activity_loop); https calls on a pool of threads with http.client. Both hand outcomes
+    (activity_loop); https calls on a pool of threads with http.client (activity_blocking). Both hand outcomes
     back through a queue and wake the actor through a socket it watches (ThespianWatch)."""
 
     role = "task_actor"
@@ -37,12 +33,10 @@ class TaskActor(CameronActor):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._done = queue.SimpleQueue()
-        self._todo = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads = self._idle = 0
         self.in_flight = 0
         self._pipes = {}  # str(runner address) -> Pipe of ActivityOutcomes
         self._loop = None  # the CallLoop, started with the first plain-HTTP call
+        self._pool = None  # the CallPool, started with the first https call
         self._loop_woke = False
         self._ports = (0.0, set())  # (looked up at, the engine's own ports)
 
@@ -78,19 +72,12 @@ class TaskActor(CameronActor):
                 try:
                     plain.append(activity_loop.Call((call, sender), call.url, call.body, **self._options(call)))
                 except activity.ActivityError as e:  # e.g. a space in the URL: the task ends in error
-                    self._done.put((sender, m.ActivityOutcome(call.job_uuid, call.n, None, str(e), 0, 1)))
+                    self._ended(sender, call, None, e, 0, 1)
                     self._wake()
                 continue
-            self._todo.put((call, sender))
-            with self._lock:
-                grow = self._idle == 0 and self._threads < MAX_CALLS
-                if grow:
-                    self._threads += 1
-                else:
-                    self._idle -= 1  # claimed by this call, so the next one counts right
-            if grow:
-                # Daemon threads: stopping the engine must not wait for slow activities.
-                threading.Thread(target=self._work, daemon=True, name="activity").start()
+            if self._pool is None:
+                self._pool = activity_blocking.CallPool(self._call, MAX_CALLS)
+            self._pool.submit(call, sender)
         if plain:
             if self._loop is None:
                 self._loop = activity_loop.CallLoop(self._loop_done, self._loop_round, MAX_CALLS,
@@ -100,9 +87,7 @@ class TaskActor(CameronActor):
     def _loop_done(self, lcall: activity_loop.Call, result, error):
         """On the loop's thread: a plain-HTTP call ended."""
         call, reply_to = lcall.token
-        elapsed = int((time.monotonic() - lcall.started) * 1000)
-        self._done.put((reply_to, m.ActivityOutcome(call.job_uuid, call.n, result,
-                                                    None if error is None else str(error), elapsed, lcall.attempt)))
+        self._ended(reply_to, call, result, error, int((time.monotonic() - lcall.started) * 1000), lcall.attempt)
         self._loop_woke = True
 
     def _loop_round(self):
@@ -110,23 +95,6 @@ class TaskActor(CameronActor):
         if self._loop_woke:
             self._loop_woke = False
             self._wake()
-
-    def _work(self):
-        while True:
-            try:
-                call, reply_to = self._todo.get(timeout=IDLE_EXIT)
-            except queue.Empty:
-                with self._lock:
-                    # Leave only if another waiting thread is unclaimed: `_idle` counts waiting
-                    # threads not yet promised to a queued call.
-                    if self._idle > 0:
-                        self._idle -= 1
-                        self._threads -= 1
-                        return
-                continue
-            self._call(call, reply_to)
-            with self._lock:
-                self._idle += 1
 
     def receiveMsg_WatchMessage(self, msg, sender):
         try:
@@ -155,10 +123,13 @@ class TaskActor(CameronActor):
         started = time.monotonic()
         result, error, attempts = activity_blocking.call(call.url, call.body, engine_ports=self.engine_ports,
                                                          **self._options(call))
-        elapsed = int((time.monotonic() - started) * 1000)
-        self._done.put((reply_to, m.ActivityOutcome(call.job_uuid, call.n, result,
-                                                    None if error is None else str(error), elapsed, attempts)))
+        self._ended(reply_to, call, result, error, int((time.monotonic() - started) * 1000), attempts)
         self._wake()
+
+    def _ended(self, reply_to, call: m.ActivityCall, result, error, elapsed_ms: int, attempts: int):
+        """On any thread: a call's outcome, for the actor to send back at its next wake-up."""
+        self._done.put((reply_to, m.ActivityOutcome(call.job_uuid, call.n, result,
+                                                    None if error is None else str(error), elapsed_ms, attempts)))
 
     def _wake(self):
         try:
@@ -167,5 +138,5 @@ class TaskActor(CameronActor):
             pass  # the socket is full of wake-ups already: the actor will drain the queue
 
     def status(self):
-        return {"in_flight": self.in_flight, "threads": self._threads,
+        return {"in_flight": self.in_flight, "threads": self._pool.threads if self._pool is not None else 0,
                 "loop_calls": self._loop.active if self._loop is not None else 0}

@@ -1,10 +1,11 @@
-"""Calls activities with blocking http.client on the caller's thread: the TaskActor's https
-calls. Transport only: the request, the answer's checks, the errors and the retries are
-the protocol's (cameron.activity)."""
+"""Calls activities with blocking http.client on the caller's thread, and a pool of threads to
+make many such calls at once: the TaskActor's https calls. Transport only: the request, the
+answer's checks, the errors and the retries are the protocol's (cameron.activity)."""
 
 import heapq
 import http.client
 import itertools
+import queue
 import socket
 import threading
 import time
@@ -14,6 +15,9 @@ from cameron.activity import ActivityError, ActivityResult, Request, RetryPolicy
 
 #: One attempt: what a call without a retry policy makes.
 ONCE = RetryPolicy(max_attempts=1)
+#: A pool thread with nothing to do for this long ends: a burst of a thousand slow calls
+#: must not keep a thousand threads' memory for ever.
+IDLE_EXIT = 30.0
 
 
 def _no_ports() -> set:
@@ -212,3 +216,43 @@ def _exchange(conn, request: Request, headers: dict, connect_timeout, read_timeo
     if resp.will_close or not resp.isclosed():
         conn.close()  # closing, or the rest of a long error page unread: not reusable
     return resp.status, resp.reason, resp.getheader("Retry-After"), raw
+
+
+class CallPool:
+    """Runs `run(*args)` for each submit(*args) on a thread: one per call in flight, up to
+    `most` (more wait their turn), an idle one reused before a new one is made."""
+
+    def __init__(self, run, most: int):
+        self.run, self.most = run, most
+        self._todo = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self.threads = self.idle = 0
+
+    def submit(self, *args) -> None:
+        self._todo.put(args)
+        with self._lock:
+            grow = self.idle == 0 and self.threads < self.most
+            if grow:
+                self.threads += 1
+            else:
+                self.idle -= 1  # claimed by this call, so the next one counts right
+        if grow:
+            # Daemon threads: stopping the engine must not wait for slow activities.
+            threading.Thread(target=self._work, daemon=True, name="activity").start()
+
+    def _work(self):
+        while True:
+            try:
+                args = self._todo.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                with self._lock:
+                    # Leave only if another waiting thread is unclaimed: `idle` counts waiting
+                    # threads not yet promised to a queued call.
+                    if self.idle > 0:
+                        self.idle -= 1
+                        self.threads -= 1
+                        return
+                continue
+            self.run(*args)
+            with self._lock:
+                self.idle += 1

@@ -1,15 +1,24 @@
 """A job's life as plain Python: which tasks start with what input, the limits, cancel, resume
-and when the job ends. Each operation returns nothing but adds its effects (activity calls to
-make, moments to write) to an Effects; the JobRunner actor carries them out."""
+and when the job ends, and a runner's many jobs (Jobs: each run once, a cancel that came before
+its job). Each operation adds its effects (activity calls to make, moments to write) to an
+Effects; the JobRunner actor carries them out."""
 
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 from cameron import keys, store
 from cameron import messages as m
 from cameron.activity import RetryPolicy
 from cameron.config import Config
+
+#: Cancels remembered for jobs this runner has not been handed yet (a StopJob can overtake
+#: its RunJobs); the oldest are forgotten past this many.
+EARLY_CANCELS = 1000
+#: Jobs ended here that are remembered, so that one both resumed at boot and then taken off
+#: the inbox is not run a second time.
+ENDED_KEPT = 10000
 
 
 @dataclass
@@ -192,3 +201,98 @@ class Job:
     def _end(self, fx: Effects) -> None:
         self.final = keys.CANCELLED if self.cancelled else keys.DONE
         fx.moments.append(m.JobEnded(self.spec.tag, store.now(), self.errors, tuple(self.ids), self.final))
+
+
+class Jobs:
+    """A runner's jobs in memory, by uuid: those it drives, the latest it ended, and cancels
+    for jobs not handed to it yet."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.live = {}  # uuid -> Job
+        self.ended = OrderedDict()  # uuids of the latest jobs ended here, oldest first
+        self.early_cancels = OrderedDict()  # uuid -> tag
+        self.finished = 0
+
+    def __len__(self):
+        return len(self.live)
+
+    def start(self, spec: m.JobSpec, fx: Effects) -> None:
+        if self._new(spec):
+            self._took(Job.start(spec, self.config, fx, cancelled=self._cancelled_early(spec)))
+
+    def resume(self, msg: m.ResumeJob, fx: Effects) -> int:
+        """Go on with a job a dead runner or engine left. Returns how many of its tasks were
+        called again (called, not started: no TaskStarted counts them)."""
+        spec = msg.job
+        if not self._new(spec):
+            return 0
+        cancelled = msg.cancelled or self._cancelled_early(spec)
+        tasks = msg.tasks if msg.status != keys.SCHEDULED else []
+        job = Job.resume(spec, self.config, tasks, fx, cancelled=cancelled)
+        self._took(job)
+        return len(job.running) if tasks else 0
+
+    def cancel(self, uuid: str, tag: str, fx: Effects) -> Job | None:
+        """The job cancelled, or None when it is not here."""
+        job = self.live.get(uuid)
+        if job is None:
+            # Not handed to us yet, or already ended: remember it in case it is the former.
+            self.early_cancels[uuid] = tag
+            while len(self.early_cancels) > EARLY_CANCELS:
+                self.early_cancels.popitem(last=False)
+            return None
+        job.cancel(fx)
+        self._settle(job)
+        return job
+
+    def outcomes(self, outcomes, fx: Effects, *, from_dead_caller: bool) -> list:
+        """Calls' outcomes: (job, task, outcome) of each that ended its task."""
+        ended = []
+        for outcome in outcomes:
+            job = self.live.get(outcome.job_uuid)
+            task = job and job.task_ended(outcome, fx, from_dead_caller=from_dead_caller)
+            if task:
+                ended.append((job, task, outcome))
+                self._settle(job)
+        return ended
+
+    def running(self) -> list:
+        """(uuid, the numbers of its running tasks) of every job."""
+        return [(uuid, list(job.running)) for uuid, job in self.live.items()]
+
+    def recall(self, lost, fx: Effects) -> None:
+        """Call these tasks (as running() listed them) again: their caller died with their calls."""
+        for uuid, ns in lost:
+            if uuid in self.live:
+                self.live[uuid].recall(ns, fx)
+
+    def missing(self, tags) -> list:
+        """The tags of these jobs that this runner neither drives nor knows ended."""
+        return [tag for tag in tags if keys.parse_tag(tag)[2] not in self.live
+                and keys.parse_tag(tag)[2] not in self.ended]
+
+    def drop(self, tags) -> list:
+        """Forget these jobs (another engine took them over): those that were here."""
+        return [job for job in (self.live.pop(keys.parse_tag(tag)[2], None) for tag in tags) if job is not None]
+
+    def _new(self, spec) -> bool:
+        # A job both resumed at boot and taken off the inbox runs once.
+        return spec.uuid not in self.live and spec.uuid not in self.ended
+
+    def _cancelled_early(self, spec) -> bool:
+        return self.early_cancels.pop(spec.uuid, None) is not None
+
+    def _took(self, job: Job):
+        self.live[job.spec.uuid] = job
+        self._settle(job)
+
+    def _settle(self, job: Job):
+        """Forget a job that ended."""
+        if job.final is None:
+            return
+        del self.live[job.spec.uuid]
+        self.ended[job.spec.uuid] = None
+        while len(self.ended) > ENDED_KEPT:
+            self.ended.popitem(last=False)
+        self.finished += 1

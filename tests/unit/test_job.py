@@ -7,7 +7,7 @@ from cameron import messages as m
 from cameron.activity import ActivityResult, Definition
 from cameron.catalog import Process
 from cameron.config import Config
-from cameron.job import Effects, Job
+from cameron.job import Effects, Job, Jobs
 
 UUID = "ab" * 16
 SPEC = m.JobSpec(process=Process("foo", "http://a/start"), key="k", data={"in": 1}, requestor="bob",
@@ -200,3 +200,34 @@ def test_process_settings_override_the_engines_for_each_call():
     Job.start(spec, CONFIG, fx)
     call = fx.calls[0]
     assert (call.read_timeout, call.connect_timeout, call.retry.max_attempts) == (2.5, CONFIG.connect_timeout, 1)
+
+
+def test_a_runners_job_both_resumed_and_taken_off_the_inbox_runs_once_even_after_it_ended():
+    jobs, fx = Jobs(CONFIG), Effects()
+    assert jobs.resume(m.ResumeJob(SPEC, keys.SCHEDULED, []), fx) == 0  # started: no call again
+    jobs.start(SPEC, fx)
+    assert len(fx.calls) == 1 and len(jobs) == 1
+    [(job, task, _)] = jobs.outcomes([outcome(0, answer(leaf=True))], fx, from_dead_caller=False)
+    assert task.id == "start" and job.final == keys.DONE and len(jobs) == 0 and jobs.finished == 1
+    jobs.start(SPEC, fx)
+    assert len(fx.calls) == 1 and len(jobs) == 0
+    # ... and a reconcile asks only about what it neither drives nor ended
+    other = keys.job_tag("foo", "k", "cd" * 16)
+    assert jobs.missing([SPEC.tag, other]) == [other]
+
+
+def test_a_cancel_that_overtakes_its_job_ends_it_cancelled_when_it_comes():
+    jobs, fx = Jobs(CONFIG), Effects()
+    assert jobs.cancel(UUID, SPEC.tag, fx) is None and not fx.moments
+    jobs.start(SPEC, fx)
+    assert not fx.calls and kinds(fx) == ["JobEnded"] and fx.moments[0].status == keys.CANCELLED
+
+
+def test_a_resumed_job_counts_its_tasks_called_again_and_a_job_taken_over_is_dropped():
+    running = [{"n": 0, "id": "start", "name": "start", "url": "http://a/start", "requestor": "bob",
+                "parent": -1, "status": keys.TASK_RUNNING, "output": None}]
+    jobs, fx = Jobs(CONFIG), Effects()
+    assert jobs.resume(m.ResumeJob(SPEC, keys.RUNNING, running), fx) == 1
+    assert jobs.running() == [(UUID, [0])]
+    [job] = jobs.drop([SPEC.tag])
+    assert job.spec == SPEC and len(jobs) == 0 and jobs.drop([SPEC.tag]) == []

@@ -1,28 +1,27 @@
-"""The TaskActor without Thespian: its pool of call threads (for https), and how it sends outcomes back."""
+"""The TaskActor's pool of call threads (for https, activity_blocking.CallPool), and the TaskActor
+without Thespian: how it sends outcomes back."""
 
 import threading
 
 import pytest
 
 from actors import task_actor
+from cameron import activity_blocking
 from cameron import messages as m
 from cameron.config import Config
 from bench.stack import wait_for as shared_wait_for
 
 
 @pytest.fixture
-def actor(monkeypatch):
-    monkeypatch.setattr(task_actor, "IDLE_EXIT", 0.2)
-    actor = task_actor.TaskActor()
-    actor.config = Config()
+def pool(monkeypatch):
+    monkeypatch.setattr(activity_blocking, "IDLE_EXIT", 0.2)
     release = threading.Event()
     calls = []
 
     def fake_call(call, reply_to):  # stands in for the HTTP call: waits until released
         calls.append(call.n)
         release.wait(5)
-    actor._call = fake_call
-    yield actor, release, calls
+    yield activity_blocking.CallPool(fake_call, task_actor.MAX_CALLS), release, calls
     release.set()
 
 
@@ -35,25 +34,30 @@ def calls(n):
     return m.CallActivities([m.ActivityCall("j", i, "t", "https://x/", {}, 1.0, 1.0, None) for i in range(n)])
 
 
-def test_a_thread_per_call_in_flight_then_back_to_none_when_idle(actor):
-    actor, release, made = actor
-    actor.receiveMsg_CallActivities(calls(20), sender=None)
+def submit(pool, batch):
+    for call in batch.calls:
+        pool.submit(call, None)
+
+
+def test_a_thread_per_call_in_flight_then_back_to_none_when_idle(pool):
+    pool, release, made = pool
+    submit(pool, calls(20))
     wait_for(lambda: len(made) == 20)
-    assert actor._threads == 20  # every call at once: none waits for another
+    assert pool.threads == 20  # every call at once: none waits for another
     release.set()
-    wait_for(lambda: actor._threads == 0)  # all idle past IDLE_EXIT: all gone
-    assert actor._idle == 0
+    wait_for(lambda: pool.threads == 0)  # all idle past IDLE_EXIT: all gone
+    assert pool.idle == 0
 
 
-def test_idle_threads_are_reused_before_new_ones_are_made(actor):
-    actor, release, made = actor
+def test_idle_threads_are_reused_before_new_ones_are_made(pool):
+    pool, release, made = pool
     release.set()
-    actor.receiveMsg_CallActivities(calls(3), sender=None)
-    wait_for(lambda: len(made) == 3 and actor._idle == actor._threads)
-    before = actor._threads
-    actor.receiveMsg_CallActivities(calls(2), sender=None)
+    submit(pool, calls(3))
+    wait_for(lambda: len(made) == 3 and pool.idle == pool.threads)
+    before = pool.threads
+    submit(pool, calls(2))
     wait_for(lambda: len(made) == 5)
-    assert actor._threads <= before
+    assert pool.threads <= before
 
 
 # --- outcomes go back as they come, together when they come together --------------
