@@ -1,9 +1,11 @@
 """The activity protocol: what Cameron sends to an activity and how it checks the answer."""
 
+import itertools
 import json
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 
@@ -162,6 +164,11 @@ class _Recorder(BaseHTTPRequestHandler):
             self.wfile.write(b'{"name": "stalled", ')
             self.wfile.flush()
             self.server.release.wait(5)
+            return
+        if self.path == "/busy-once" and self.headers.get("X-Cameron-Attempt") == "1":
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         payload = json.dumps({"name": "recorded", "data": None}).encode()
         self.send_response(200)
@@ -385,6 +392,22 @@ def test_a_failure_that_will_not_change_is_not_called_again(lab, client):
                          retry=RetryPolicy(3, 0.01, 0.05))
     assert message == "activity answered HTTP 404 Not Found"
     assert len(lab.log(job)) == 1
+
+
+def test_each_attempt_carries_a_signature_of_its_own_time(recorder, client, monkeypatch):
+    # Given a clock that moves 7 s each time it is read, and an activity busy at the first call
+    ticks = itertools.count(1_700_000_000, 7)
+    monkeypatch.setattr(activity, "time", SimpleNamespace(time=lambda: next(ticks)))
+    # When a signed call is made again after the 503
+    client(f"http://127.0.0.1:{recorder.server_port}/busy-once", BODY, signing_key=b"k",
+           **{**LIMITS, "retry": RetryPolicy(2, 0.01, 0.05)})
+    # Expect two signatures, each computed at its attempt, each valid for the body at its time
+    first, second = [seen["headers"]["X-Cameron-Signature"] for seen in recorder.seen]
+    assert first != second
+    for seen in recorder.seen:
+        header = seen["headers"]["X-Cameron-Signature"]
+        t = int(header.split(",")[0].removeprefix("t="))
+        assert activity.signature_problem(b"k", header, seen["raw"], now=t) is None
 
 
 def test_refused_connections_and_timeouts_are_retriable(lab, client):
