@@ -14,7 +14,8 @@ from cameron.activity import ActivityError, ActivityResult, Definition, RetryPol
 from cameron.activity_loop import Call
 from cameron.activity_server import ActivityServer
 from bench.stack import free_port
-from test_activity_loop import run
+from cameron.allow import AllowList, parse_rule
+from test_activity_loop import RawServer, ok, run
 
 LIMITS = dict(connect_timeout=2.0, read_timeout=5.0, max_bytes=1024 * 1024, max_fanout=100)
 BODY = {"job": "0123456789abcdef0123456789abcdef", "key": "(id,007)",
@@ -444,3 +445,21 @@ def test_backoff_waits_at_least_what_retry_after_asks_within_the_maximum():
     assert policy.delay(1, retry_after=2.0) == 2.0
     assert policy.delay(1, retry_after=60.0) == 5.0
     assert policy.delay(1, retry_after=0.0) <= 0.1
+
+
+def test_the_blocking_call_checks_the_allow_list_before_reusing_a_kept_alive_connection():
+    # Given this thread's connection to an activity, left idle by a call its process allows
+    server = RawServer(lambda n: (ok(), False))
+    try:
+        host_port = server.url.removeprefix("http://")
+        blocking_call(server.url + "/a", BODY, allow=AllowList.of_start("open", server.url), **LIMITS)
+        # When a process whose list does not cover it calls the same activity on this thread
+        fenced = AllowList("fenced", (parse_rule("127.0.0.1:1"),))
+        with pytest.raises(ActivityError) as refused:
+            blocking_call(server.url + "/a", BODY, allow=fenced, **LIMITS)
+        # Expect it refused before it is sent: one request on the one connection
+        assert str(refused.value) == (f"request refused: {host_port} (127.0.0.1) is not in the "
+                                      "allow list of process fenced")
+        assert len(server.requests) == 1 and server.connections == 1
+    finally:
+        server.close()
