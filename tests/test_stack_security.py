@@ -263,6 +263,7 @@ def test_a_name_that_resolves_to_this_machine_is_refused_by_a_pattern(sec):
 
 @pytest.mark.parametrize("definition, problem", [
     ({"name": "a\r\nX-Evil: 1", "url": "{lab}/lab/echo"}, "'name' holds control characters"),
+    ({"name": "a" * 257, "url": "{lab}/lab/echo"}, "'name' is longer than 256 characters"),
     ({"name": "a", "url": "{lab}/lab/echo HTTP/1.1"}, "'url' holds whitespace or control characters"),
     ({"name": "a", "url": "http://user:secret@{host}/lab/echo"}, "'url' holds credentials"),
 ])
@@ -274,6 +275,15 @@ def test_names_and_urls_that_would_bend_a_request_end_the_task_in_error(sec, def
     assert tasks["start"]["status"]["current"] == "error"
     assert problem in tasks["start"]["data"]["error"]
     assert sec.lab.calls().get("/lab/echo", 0) == calls_before  # nothing was called
+
+
+def test_a_path_beyond_ascii_is_sent_encoded_and_a_name_in_utf_8(sec):
+    tasks = run(sec, "closed", [{"name": "ümlaut", "url": f"{sec.lab.url}/lab/echo/café"}])
+    assert tasks["ümlaut"]["status"]["current"] == "done"
+    [call] = [c for c in sec.lab.log(tasks[""]["uuid"]) if c["path"] != "/lab/nextfrom"]
+    assert call["path"] == "/lab/echo/caf%C3%A9"
+    # http.server reads header values as Latin-1: the bytes sent were UTF-8's
+    assert call["task"].encode("latin-1").decode() == "1:ümlaut"
 
 
 def test_a_job_is_capped_in_tasks_and_in_stored_answers(sec):
