@@ -84,8 +84,9 @@ class Job:
             depth[n] = 0 if parent < 0 else depth[parent] + 1
             job.ids.append(t["id"])
             job.taken.add(t["id"])
-            job.stored_bytes += len(t.get("output") or "")
-            if t["status"] == keys.TASK_ERROR:
+            if t["status"] == keys.TASK_DONE:  # counted as task_ended counts: answers, not errors
+                job.stored_bytes += len(t["output"] or "") + len(t.get("next") or "")
+            elif t["status"] == keys.TASK_ERROR:
                 job.errors += 1
             if t["status"] != keys.TASK_RUNNING:
                 continue

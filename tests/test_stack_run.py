@@ -27,6 +27,8 @@ def assert_only_loopback(pids, run_pid, env):
     # The scan must see what it checks: the API, the admin, the sample server, the actors.
     assert {int(env["CAMERON_PORT"]), int(env["CAMERON_ADMIN_PORT"])} <= ports, sockets
     assert len(sockets) >= 8, sockets
+    assert [s for s in sockets if b"gunicorn" in procfs.cmdline(s[0]) and s[2] != int(env["CAMERON_PORT"])], \
+        f"no gunicorn worker's Thespian endpoint among {sockets}"
     exposed = [s for s in sockets if not ipaddress.ip_address(s[1]).is_loopback]
     assert not exposed, f"listening beyond loopback (pid, address, port): {exposed}"
     # And no other address of this machine reaches the admin port.
@@ -39,22 +41,35 @@ def assert_only_loopback(pids, run_pid, env):
                 f"the admin port answers on {address}"
 
 
+def leave_readable(redis_dir):
+    """The embedded Redis's folder as an older version left it: readable by every local user."""
+    (redis_dir / "old").mkdir(parents=True)
+    for path in (redis_dir / "redis.log", redis_dir / "old" / "dump.rdb"):
+        path.write_text("")
+        path.chmod(0o644)
+    for path in (redis_dir, redis_dir / "old"):
+        path.chmod(0o755)
+
+
 def assert_private(redis_dir):
-    """The embedded Redis's data (every job's data) is readable by its owner alone."""
-    for path in [redis_dir, *redis_dir.rglob("*")]:
+    """The embedded Redis's data (every job's data) is readable by its owner alone: folders
+    and its socket 0700, files 0600."""
+    paths = [redis_dir, *redis_dir.rglob("*")]
+    assert any(p.is_socket() for p in paths) and len(paths) >= 6, paths  # it sees Redis's files
+    for path in paths:
         mode = stat.S_IMODE(path.lstat().st_mode)
-        if path.is_socket():
-            continue
-        want = 0o700 if path.is_dir() else 0o600
-        assert mode & 0o077 == 0 and mode & want == want & mode, f"{path} has mode {oct(mode)}"
+        assert mode == (0o700 if path.is_dir() or path.is_socket() else 0o600), f"{path} has mode {oct(mode)}"
 
 
 def test_cameron_run_serves_foo_end_to_end_on_loopback_only_and_sigterm_leaves_no_process(short_tmp):
     data = short_tmp / "run"
+    leave_readable(data / "redis")
     foo_port = free_port()
-    # The shipped catalog, whose sample start URL follows the sample server's port.
+    # The shipped catalog, whose sample start URL follows the sample server's port; calls
+    # signed, which the sample server checks.
     env = {**os.environ, "CAMERON_DATA_DIR": str(data), "CAMERON_PORT": str(free_port()),
-           "CAMERON_ADMIN_PORT": str(free_port()), "CAMERON_ENV": "development"}
+           "CAMERON_ADMIN_PORT": str(free_port()), "CAMERON_ENV": "development",
+           "CAMERON_SIGNING_KEY": "run-signing-key"}
     for name in ("CAMERON_REDIS_URL", "CAMERON_PROCESSES", "CAMERON_CONFIG", "CAMERON_FOO_PORT"):
         env.pop(name, None)  # the embedded Redis and the shipped settings, as a new user gets them
     base = f"http://127.0.0.1:{env['CAMERON_PORT']}"
@@ -76,8 +91,13 @@ def test_cameron_run_serves_foo_end_to_end_on_loopback_only_and_sigterm_leaves_n
         wait_until(lambda: requests.get(resp.headers["Location"], timeout=10).json()["status"]["current"]
                    == "done", 20, "the foo job to be done")
         assert (data / "redis" / "appendonlydir").exists() or (data / "redis" / "appendonly.aof").exists()
+        unsigned = requests.post(f"http://127.0.0.1:{foo_port}/foo/v0.0.1/start", timeout=10,
+                                 json={"key": "k", "data": "d", "requestor": "r"})
+        assert unsigned.status_code == 401, unsigned.text
         assert json.loads((data / "run" / "engine.json").read_text())["foo_port"] == foo_port
 
+        # Asking the actors (the catalog) makes a gunicorn worker open its Thespian endpoint.
+        assert requests.get(f"{base}/api/process", timeout=10).ok
         children = descendants(run.pid)
         actor_pids = actorsys.system_pids(from_env(env))
         assert children and actor_pids

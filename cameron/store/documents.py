@@ -134,7 +134,8 @@ def tasks_of(h: dict) -> list[dict]:
         f = lambda name: h.get(keys.task_field(t, name))  # noqa: E731
         tasks.append({"n": int(f("index")), "id": t, "name": f("name"), "url": f("url"),
                       "requestor": f("requestor"), "parent": f("parent") or "",
-                      "status": f("status.current"), "output": f("output.data")})
+                      "status": f("status.current"), "output": f("output.data"),
+                      "next": f("output.next_activities")})
     tasks.sort(key=lambda task: task["n"])
     index = {task["id"]: task["n"] for task in tasks}
     for task in tasks:

@@ -1,9 +1,11 @@
 """The activity protocol: what Cameron sends to an activity and how it checks the answer."""
 
+import itertools
 import json
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,7 +14,8 @@ from cameron.activity import ActivityError, ActivityResult, Definition, RetryPol
 from cameron.activity_loop import Call
 from cameron.activity_server import ActivityServer
 from bench.stack import free_port
-from test_activity_loop import run
+from cameron.allow import AllowList, parse_rule
+from test_activity_loop import RawServer, ok, run
 
 LIMITS = dict(connect_timeout=2.0, read_timeout=5.0, max_bytes=1024 * 1024, max_fanout=100)
 BODY = {"job": "0123456789abcdef0123456789abcdef", "key": "(id,007)",
@@ -162,6 +165,11 @@ class _Recorder(BaseHTTPRequestHandler):
             self.wfile.write(b'{"name": "stalled", ')
             self.wfile.flush()
             self.server.release.wait(5)
+            return
+        if self.path == "/busy-once" and self.headers.get("X-Cameron-Attempt") == "1":
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         payload = json.dumps({"name": "recorded", "data": None}).encode()
         self.send_response(200)
@@ -387,6 +395,22 @@ def test_a_failure_that_will_not_change_is_not_called_again(lab, client):
     assert len(lab.log(job)) == 1
 
 
+def test_each_attempt_carries_a_signature_of_its_own_time(recorder, client, monkeypatch):
+    # Given a clock that moves 7 s each time it is read, and an activity busy at the first call
+    ticks = itertools.count(1_700_000_000, 7)
+    monkeypatch.setattr(activity, "time", SimpleNamespace(time=lambda: next(ticks)))
+    # When a signed call is made again after the 503
+    client(f"http://127.0.0.1:{recorder.server_port}/busy-once", BODY, signing_key=b"k",
+           **{**LIMITS, "retry": RetryPolicy(2, 0.01, 0.05)})
+    # Expect two signatures, each computed at its attempt, each valid for the body at its time
+    first, second = [seen["headers"]["X-Cameron-Signature"] for seen in recorder.seen]
+    assert first != second
+    for seen in recorder.seen:
+        header = seen["headers"]["X-Cameron-Signature"]
+        t = int(header.split(",")[0].removeprefix("t="))
+        assert activity.signature_problem(b"k", header, seen["raw"], now=t) is None
+
+
 def test_refused_connections_and_timeouts_are_retriable(lab, client):
     assert call_exception(client, f"http://127.0.0.1:{free_port()}/start").retriable
     assert call_exception(client, f"{lab.url}/lab/sleep/2000", read_timeout=0.2).retriable
@@ -421,3 +445,21 @@ def test_backoff_waits_at_least_what_retry_after_asks_within_the_maximum():
     assert policy.delay(1, retry_after=2.0) == 2.0
     assert policy.delay(1, retry_after=60.0) == 5.0
     assert policy.delay(1, retry_after=0.0) <= 0.1
+
+
+def test_the_blocking_call_checks_the_allow_list_before_reusing_a_kept_alive_connection():
+    # Given this thread's connection to an activity, left idle by a call its process allows
+    server = RawServer(lambda n: (ok(), False))
+    try:
+        host_port = server.url.removeprefix("http://")
+        blocking_call(server.url + "/a", BODY, allow=AllowList.of_start("open", server.url), **LIMITS)
+        # When a process whose list does not cover it calls the same activity on this thread
+        fenced = AllowList("fenced", (parse_rule("127.0.0.1:1"),))
+        with pytest.raises(ActivityError) as refused:
+            blocking_call(server.url + "/a", BODY, allow=fenced, **LIMITS)
+        # Expect it refused before it is sent: one request on the one connection
+        assert str(refused.value) == (f"request refused: {host_port} (127.0.0.1) is not in the "
+                                      "allow list of process fenced")
+        assert len(server.requests) == 1 and server.connections == 1
+    finally:
+        server.close()

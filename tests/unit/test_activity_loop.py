@@ -11,6 +11,7 @@ import pytest
 
 from cameron.activity import ActivityError, RetryPolicy
 from cameron.activity_loop import Call, CallLoop
+from cameron.allow import AllowList, parse_rule
 
 LIMITS = dict(connect_timeout=2.0, read_timeout=5.0, max_bytes=1024 * 1024, max_fanout=100)
 ANSWER = json.dumps({"name": "raw", "data": {"ok": [1, 2, 3]}}).encode()
@@ -309,3 +310,18 @@ def test_every_read_is_acknowledged_at_once(serve, monkeypatch):
     results = run([call(server.url + "/a", i) for i in range(5)])
     assert all(error is None for _, error in results)
     assert len(acked) >= 10  # after each request is sent, and after each read
+
+
+def test_a_kept_alive_connection_is_not_reused_for_a_call_the_allow_list_refuses(serve):
+    # Given a connection left idle by a call of a process that may reach the activity
+    server = serve(lambda n: (ok(), False))
+    port = int(server.url.rsplit(":", 1)[1])
+    fenced = AllowList("fenced", (parse_rule("127.0.0.1:1"),))
+    # When a process whose list does not cover it calls the same activity next
+    [(_, first), (_, second)] = run([call(server.url + "/a", 1, allow=AllowList.of_start("open", server.url)),
+                                     call(server.url + "/a", 2, allow=fenced)], in_turn=True)
+    # Expect the second refused before it is sent: one request on the one connection
+    assert first is None
+    assert str(second) == (f"request refused: 127.0.0.1:{port} (127.0.0.1) is not in the allow list "
+                           "of process fenced")
+    assert len(server.requests) == 1 and server.connections == 1

@@ -2,7 +2,7 @@
 
 import json
 
-from cameron import keys
+from cameron import keys, store
 from cameron import messages as m
 from cameron.activity import ActivityResult, Definition
 from cameron.catalog import Process
@@ -231,3 +231,33 @@ def test_a_resumed_job_counts_its_tasks_called_again_and_a_job_taken_over_is_dro
     assert jobs.running() == [(UUID, [0])]
     [job] = jobs.drop([SPEC.tag])
     assert job.spec == SPEC and len(jobs) == 0 and jobs.drop([SPEC.tag]) == []
+
+
+def _hash_of(moments) -> dict:
+    """The task fields the moments would write to the job's hash, as store.tasks_of reads them."""
+    h = {}
+    for op in moments:
+        f = lambda name, value: h.__setitem__(keys.task_field(op.id, name), value)  # noqa: E731
+        if isinstance(op, m.TaskStarted):
+            for name, value in [("index", str(op.n)), ("name", op.name), ("url", op.url),
+                                ("requestor", op.requestor), ("parent", op.parent_id),
+                                ("status.current", keys.TASK_RUNNING)]:
+                f(name, value)
+        elif isinstance(op, m.TaskEnded):
+            for name, value in [("status.current", op.status), ("output.data", op.data_json),
+                                ("output.next_activities", op.next_json)]:
+                f(name, value)
+    return h
+
+
+def test_resume_counts_the_stored_answers_as_the_running_job_did():
+    # Given a job whose start answered with next activities, one child done, one in error
+    job, fx = started_job()
+    job.task_ended(outcome(0, answer(data="x" * 50, children=["a", "b"])), fx)
+    job.task_ended(outcome(1, answer(data="y" * 30, leaf=True)), fx)
+    job.task_ended(outcome(2, error="refused"), fx)
+    assert job.stored_bytes > 80  # the answers' data and their next activities (JSON)
+    # When a runner resumes it from what Redis holds
+    resumed = Job.resume(SPEC, CONFIG, store.tasks_of(_hash_of(fx.moments)), Effects())
+    # Expect the same count: max_job_bytes goes on from where the job was
+    assert resumed.stored_bytes == job.stored_bytes
