@@ -1,5 +1,5 @@
-"""JobData: the only writer of job state in Redis; applies batched writes, serves reads, and
-takes newly accepted jobs off the engine's inbox for the scheduler. Its state and rules are
+"""JobData: the only writer of job state in Redis; applies batched writes, loads the jobs a
+restarted runner resumes, and takes newly accepted jobs off the engine's inbox for the scheduler. Its state and rules are
 plain Python (cameron/engine_data.py); the actor hands that each message and wake-up."""
 
 from thespian.actors import ThespianWatch
