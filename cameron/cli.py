@@ -31,9 +31,10 @@ def _say(text):
     print(f"cameron: {text}", file=sys.stderr, flush=True)
 
 
-def _check_redis(url: str):
+def _check_redis(config: Config):
+    url = config.redis_url
     try:
-        store.connect(url).ping()
+        store.connect(url, config.redis_timeout).ping()
     except redis.RedisError as e:
         raise Fail(f"cannot reach Redis at {redact_url(url)}: {e}") from None
 
@@ -121,7 +122,7 @@ def cmd_run(config: Config, args) -> int:
     _check_ports(config, web_too=True, foo_too=not args.no_foo)
     try:
         if config.redis_url:
-            _check_redis(config.redis_url)
+            _check_redis(config)
             _say(f"using Redis at {config.redis_url_shown}")
         else:
             embedded = EmbeddedRedis(config.data_dir).start()
@@ -178,7 +179,7 @@ def cmd_start(config: Config, args) -> int:
     started = []  # how to stop each part started, undone in reverse on failure
     try:
         if config.redis_url:
-            _check_redis(config.redis_url)
+            _check_redis(config)
         else:
             embedded = EmbeddedRedis(config.data_dir)
             if not embedded.answers():

@@ -123,7 +123,7 @@ def _complete_id(config, prefix: str) -> str:
     """The one job id starting with `prefix`, from Redis's uuid index (a SCAN: for people at a
     terminal, never for the API)."""
     try:
-        client = store.connect(config.effective_redis_url)
+        client = store.connect(config.effective_redis_url, config.redis_timeout)
         found = set()
         for name in client.scan_iter(match=keys.job_by_uuid(prefix) + "*", count=1000):
             name = name.decode() if isinstance(name, bytes) else name
