@@ -53,7 +53,8 @@ class ProcessCatalog(CameronActor):
                 # `cameron start` checked the file before booting; it can only have changed since.
                 self.log.error("%s", e)
                 self.processes = {}
-            self.store = store.JobStore(store.connect(self.config.effective_redis_url), self.config.engine)
+            client = store.connect(self.config.effective_redis_url, self.config.redis_timeout)
+            self.store = store.JobStore(client, self.config.engine)
             self._publish()
         # The scheduler may be new (a restart): give it the catalog it routes jobs with.
         if self.peers.scheduler is not None:
