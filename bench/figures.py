@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from bench.stack import KEY, Stack, pss_kib, rss_kib
+from cameron import procfs
 
 #: Jobs not done this long after they could have been mean the engine is stuck: fail the run.
 JOB_DEADLINE = 120.0
@@ -120,11 +121,16 @@ def throughput(stack: Stack, api: Api, *, clients: int, seconds: float) -> dict:
         uuids.append(uuid)
         return stack.watcher.wait(uuid, JOB_DEADLINE)
 
+    # The engine's CPU: its actors, gunicorn and Redis (not the activity server, nor the bench).
+    engine = stack.engine_pids() + [stack.redis.proc.pid]
+    cpu = sum(procfs.cpu_seconds(pid) for pid in engine)
     spans = _closed_loop(clients, seconds, one_job)
     stack.wait_idle()
+    cpu = sum(procfs.cpu_seconds(pid) for pid in engine) - cpu
     latencies = [(t1 - t0) * 1000 for t0, t1 in spans]
     return {"throughput_jobs_per_s": len(spans) / seconds,
             "job_p50_ms": percentile(latencies, 50), "job_p99_ms": percentile(latencies, 99),
+            "engine_cpu_ms_per_job": cpu * 1000 / len(spans) if spans else None,
             "jobs": len(spans), "errors": stack.job_errors("foo", uuids)}
 
 

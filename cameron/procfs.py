@@ -18,6 +18,12 @@ def _stat(pid: int) -> list[str]:
         return []
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used, user and system; 0 when it is gone."""
+    stat = _stat(pid)
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK") if stat else 0.0
+
+
 def alive(pid: int) -> bool:
     """Whether the process runs (a zombie, exited but not yet reaped, does not)."""
     stat = _stat(pid)
