@@ -22,8 +22,9 @@ PORTS_KEPT = 2.0
 
 class TaskActor(CameronActor):
     """A task is a unit of work here, not a process. Plain-HTTP calls run on one selector loop
-    (activity_loop); https calls on a pool of threads with http.client (activity_blocking). Both hand outcomes
-    back through a queue and wake the actor through a socket it watches (ThespianWatch)."""
+    (activity_loop); https calls on a pool of threads with http.client (activity_blocking).
+    Both hand outcomes back through a queue and wake the actor through a socket it watches
+    (ThespianWatch)."""
 
     role = "task_actor"
 
