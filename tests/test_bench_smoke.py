@@ -14,7 +14,7 @@ from cameron.config import ROOT
 pytestmark = pytest.mark.stack
 
 FIGURES = ["cores", "hop_overhead_ms", "throughput_jobs_per_s", "limit_calls_per_s",
-           "throughput_ratio", "fanout_100x1s_s", "inflight_1000x2s_s", "inflight_rss_mib",
+           "throughput_ratio", "fanout_100x1s_s", "inflight_10000x2s_s", "inflight_rss_mib",
            "accept_rps", "accept_p99_ms", "engine_cpu_ms_per_job", "few_clients_jobs_per_s",
            "few_clients_ratio", "few_clients_cpu_ms_per_job"]
 
