@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from bench import figures
 from bench.__main__ import FULL
 from bench.stack import Stack, wait_for
-from cameron import actorsys, keys
+from cameron import actorsys, keys, procfs
 
 
 #: Seconds each phase waits before its loop, with or without streams alike: a loop that
@@ -35,8 +35,7 @@ def _threads_and_rss(pid: int) -> tuple[int, int]:
 
 
 def web_workers(stack: Stack) -> list[int]:
-    with open(f"/proc/{stack.web.pid}/task/{stack.web.pid}/children") as f:
-        return [int(p) for p in f.read().split()]
+    return actorsys.children(stack.web.pid)
 
 
 class Streams:
@@ -90,12 +89,7 @@ class Streams:
 
 
 def _cpu_ms(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+    return procfs.cpu_seconds(pid) * 1000
 
 
 def _redis_usec(stack: Stack) -> dict:
