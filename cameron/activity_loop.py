@@ -326,9 +326,7 @@ class CallLoop:
                 if self._connect_limit[key] >= MAX_CONNECTING:
                     del self._connect_limit[key]
             if key in self._fresh_limit:
-                self._fresh_limit[key] += 1 / self._fresh_limit[key]
-                if self._fresh_limit[key] >= self.max_calls:
-                    del self._fresh_limit[key]
+                self._grow_fresh(key, 1 / self._fresh_limit[key])
         if not self._connecting[key]:
             del self._connecting[key]
         self._unpark(key)
@@ -353,12 +351,17 @@ class CallLoop:
         not taken), so they no longer count, and one more may go."""
         now = time.monotonic()
         for ex in [ex for ex in self._young if now - ex.sent_at > TAKEN_AFTER]:
-            key = ex.key[0]
-            if key in self._fresh_limit:
-                self._fresh_limit[key] += 1
+            if ex.key[0] in self._fresh_limit:
+                self._grow_fresh(ex.key[0], 1)
             self._guarded(self._uncount, ex)
         if self._young:
             self._at(now + SYN_CHECK, self._age, None)
+
+    def _grow_fresh(self, key, by: float):
+        """A limited host took more: room for `by` more requests; none past max_calls."""
+        self._fresh_limit[key] += by
+        if self._fresh_limit[key] >= self.max_calls:
+            del self._fresh_limit[key]
 
     def _may_open(self, key) -> bool:
         return (self._connecting.get(key, 0) < self._connect_limit.get(key, MAX_CONNECTING)
