@@ -16,7 +16,7 @@ import requests
 import cameron
 from cameron import actorsys
 from cameron.config import from_env
-from conftest import free_port, wait_until
+from conftest import Engine, another_api_server, free_port, stop_web, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -188,9 +188,9 @@ def test_production_settings_start_on_a_host_without_syslog(short_tmp):
         # and the API run as its service unit runs it (gunicorn alone, no CLI to check the
         # setting first) falls back the same way, while an empty variable switches syslog off
         # over the file's /dev/log
-        log = _gunicorn_alone({**env, "CAMERON_LOG_SYSLOG": "/nonexistent/log"}, short_tmp / "web-1.log")
+        log = _gunicorn_alone({**env, "CAMERON_LOG_SYSLOG": "/nonexistent/log"}, short_tmp / "web-1")
         assert "warning: log_syslog='/nonexistent/log'" in log and "Logging error" not in log
-        log = _gunicorn_alone({**env, "CAMERON_LOG_SYSLOG": ""}, short_tmp / "web-2.log")
+        log = _gunicorn_alone({**env, "CAMERON_LOG_SYSLOG": ""}, short_tmp / "web-2")
         assert "log_syslog" not in log and "Logging error" not in log
         # and a variable wins over the engine's record of where it runs
         elsewhere = free_port()
@@ -204,26 +204,14 @@ def test_production_settings_start_on_a_host_without_syslog(short_tmp):
     assert "Traceback" not in (data / "log" / "web.log").read_text()
 
 
-def _gunicorn_alone(env: dict, log_path) -> str:
-    """Run the API as `gunicorn -c config/gunicorn.py cameron.wsgi:app` on a port of its own,
-    make it log a line (a malformed request), stop it: what it wrote."""
-    port = free_port()
-    with open(log_path, "wb") as log:
-        web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "cameron.wsgi:app"],
-                               cwd=cameron.config.ROOT, env={**env, "CAMERON_PORT": str(port)},
-                               stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    try:
-        def serving():
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code > 0
-            except requests.RequestException:
-                assert web.poll() is None, log_path.read_text()
-                return False
-        wait_until(serving, 30, "gunicorn to serve", interval=0.05)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+def _gunicorn_alone(env: dict, log_dir) -> str:
+    """Run the API as its service unit does (gunicorn with config/gunicorn.py, no CLI first) on
+    a port of its own, make it log a line (a malformed request), stop it: what it wrote."""
+    log_dir.mkdir()
+    engine = Engine(env, "", from_env(env).effective_redis_url)
+    with another_api_server(engine, log_dir) as server:
+        with socket.create_connection(("127.0.0.1", int(server.env["CAMERON_PORT"])), timeout=10) as s:
             s.sendall(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
             s.makefile("rb").read()
-    finally:
-        web.send_signal(signal.SIGTERM)
-        web.wait(30)
-    return log_path.read_text()
+        stop_web(server)
+    return server.log.read_text()
