@@ -1,21 +1,16 @@
 """JobRunner: holds many jobs (cameron.job) in memory and carries out what they ask for: one
 message in, at most one batch of calls to its TaskActor and one write batch to JobData out."""
 
-import datetime
+from thespian.actors import ActorExitRequest, ThespianWatch
 
-from thespian.actors import ActorExitRequest
-
-from cameron import keys, metrics
+from cameron import metrics
 from cameron import messages as m
 from cameron.job import Effects, Jobs
+from cameron.lane import Lane, LaneClosed
 from cameron.writes import Outbox
 
 from actors.base import CameronActor, Pipe
-from actors.task_actor import TaskActor
-
-#: How long after its TaskActor died the runner calls the tasks it had in flight again: an
-#: outcome it sent just before may still be on its way (fewer calls made twice).
-RECALL_AFTER = datetime.timedelta(seconds=0.2)
+from actors.task_actor import FLUSH_AGAIN, TaskActor
 
 
 class JobRunner(CameronActor):
@@ -25,19 +20,24 @@ class JobRunner(CameronActor):
         super().__init__(*args, **kwargs)
         self.jobs = None  # Jobs, from the first Setup on
         self.task_actor = None
+        self.lane = None  # to the TaskActor: calls out, outcomes in (cameron.lane)
+        self._lane_open = False  # watched until its end is read
         self.fx = Effects()  # what the message being handled asks for
         self.outbox = Outbox()  # write batches until JobData acknowledges them
         self._job_data = None  # the JobData they were sent to
-        self._to_tasks = Pipe(self, m.CallActivities)
         self._to_data = Pipe(self, self.outbox.batch)
-        self._recall_generation = 0  # TaskActors replaced: a wake-up of an older one is stale
+
+    def receiveMessage(self, message, sender):
+        super().receiveMessage(message, sender)
+        return ThespianWatch([self.lane.fileno()]) if self._lane_open else None
 
     def setup(self, first):
         if first:
             self.jobs = Jobs(self.config)
         if self.task_actor is None:
-            self.task_actor = self.createActor(TaskActor)
-        self.send(self.task_actor, m.Setup(self.config, self.peers))
+            self._new_task_actor()
+        else:
+            self.send(self.task_actor, m.Setup(self.config, self.peers))
         if self.peers.job_data != self._job_data:
             self._job_data = self.peers.job_data
             again = self.outbox.again()
@@ -80,13 +80,26 @@ class JobRunner(CameronActor):
             self.log.info("cancelled: %d running tasks left to finish", len(job.running), extra={"job": msg.uuid})
             self._flush()
 
-    # --- from the TaskActor -----------------------------------------------
+    # --- from the TaskActor, over the lane -------------------------------
 
-    def receiveMsg_ActivityOutcomes(self, msg: m.ActivityOutcomes, sender):
-        for job, task, outcome in self.jobs.outcomes(msg.outcomes, self.fx,
-                                                     from_dead_caller=sender != self.task_actor):
-            metrics.call_ended(job.spec.process.name, task.started, outcome.duration_ms, outcome.attempts)
-        self._flush()
+    def receiveMsg_WatchMessage(self, msg, sender):
+        if self._lane_open:
+            self._read_lane()
+            self._flush()
+
+    def _read_lane(self):
+        try:
+            messages = self.lane.receive()
+        except LaneClosed:
+            # Its TaskActor died (ChildActorExited follows, and its calls are made again then)
+            # or, against every rule, closed its end: make sure it is gone either way.
+            self._lane_open = False
+            if self.task_actor is not None:
+                self.send(self.task_actor, ActorExitRequest())
+            return
+        for msg in messages:
+            for job, task, outcome in self.jobs.outcomes(msg.outcomes, self.fx):
+                metrics.call_ended(job.spec.process.name, task.started, outcome.duration_ms, outcome.attempts)
 
     def _flush(self):
         # Calls first: they are the job's critical path, the writes are not. Were this runner
@@ -96,7 +109,12 @@ class JobRunner(CameronActor):
         metrics.observe(fx.moments)
         metrics.JOBS_IN_FLIGHT.set(len(self.jobs))
         if fx.calls:
-            self._to_tasks.put(self.task_actor, fx.calls)
+            try:
+                self.lane.send(m.CallActivities(fx.calls))
+            except LaneClosed:
+                pass  # the TaskActor died: these calls are made again with its others
+            if self.lane.pending:
+                self.wakeupAfter(FLUSH_AGAIN)
         if fx.moments:
             self._to_data.put(self.peers.job_data, fx.moments)
 
@@ -108,25 +126,38 @@ class JobRunner(CameronActor):
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender):
         self.task_actor = None  # shutting down: do not replace it
 
+    def _new_task_actor(self):
+        # The lane's other half goes to the TaskActor by inheritance: its process is forked
+        # from this one inside createActor.
+        self.lane, theirs = Lane.pair()
+        self._lane_open = True
+        self.task_actor = self.createActor(TaskActor)
+        self.send(self.task_actor, m.Setup(self.config, self.peers))
+        self.send(self.task_actor, m.Lane(theirs.fileno(), self.lane.fileno()))
+        theirs.close()
+
     def receiveMsg_ChildActorExited(self, msg, sender):
         if self.task_actor is None or msg.childAddress != self.task_actor:
             return
-        # The calls it had in flight are lost with it: make them again (at-least-once).
+        # The calls it had are lost with it: make them again (at-least-once). Its process is
+        # gone, so whatever it wrote is in the lane: those outcomes count, and end their tasks
+        # before the recall, which passes over tasks no longer running.
         lost = self.jobs.running()
+        if self._lane_open:
+            self._read_lane()
+        self.lane.close()
         self.log.warning("TaskActor exited with %d calls in flight; restarting it", sum(len(ns) for _, ns in lost))
-        self.task_actor = self.createActor(TaskActor)
-        self.send(self.task_actor, m.Setup(self.config, self.peers))
-        # Calls that waited for the old one go to the new one with the rest.
-        self._to_tasks = Pipe(self, m.CallActivities)
-        self._recall_generation += 1
-        self.wakeupAfter(RECALL_AFTER, payload=(self._recall_generation, lost))
-
-    def receiveMsg_WakeupMessage(self, msg, sender):
-        generation, lost = msg.payload
-        if generation != self._recall_generation:
-            return  # that TaskActor died too: the later wake-up calls them all
+        self._new_task_actor()
         self.jobs.recall(lost, self.fx)
         self._flush()
+
+    def receiveMsg_WakeupMessage(self, msg, sender):
+        try:
+            if self.lane.flush():
+                return
+        except LaneClosed:
+            return
+        self.wakeupAfter(FLUSH_AGAIN)
 
     def status(self):
         jobs = self.jobs if self.jobs is not None else Jobs(self.config)

@@ -1,30 +1,36 @@
 """TaskActor: calls activities over HTTP, many at once, and reports their outcomes."""
 
+import datetime
+import os
 import queue
 import socket
 import time
 
-from thespian.actors import ThespianWatch
+from thespian.actors import ActorExitRequest, ThespianWatch
 
 from cameron import activity
 from cameron import activity_blocking
 from cameron import activity_loop
 from cameron import actorsys
 from cameron import messages as m
+from cameron.lane import Lane, LaneClosed, close_fd
 
-from actors.base import CameronActor, Pipe
+from actors.base import CameronActor
 
 #: Calls in flight at once per TaskActor (each path: the loop's, the threads'); more wait their turn.
 MAX_CALLS = 2048
 #: How long the engine's own ports, looked up in /proc, are taken as known.
 PORTS_KEPT = 2.0
+#: How soon outcomes the lane's socket could not take yet are written again.
+FLUSH_AGAIN = datetime.timedelta(milliseconds=5)
 
 
 class TaskActor(CameronActor):
     """A task is a unit of work here, not a process. Plain-HTTP calls run on one selector loop
     (activity_loop); https calls on a pool of threads with http.client (activity_blocking).
     Both hand outcomes back through a queue and wake the actor through a socket it watches
-    (ThespianWatch)."""
+    (ThespianWatch). Calls come from its runner, and outcomes go back, over the runner's lane
+    (cameron.lane), not as actor messages."""
 
     role = "task_actor"
 
@@ -35,7 +41,7 @@ class TaskActor(CameronActor):
         self._wake_w.setblocking(False)
         self._done = queue.SimpleQueue()
         self.in_flight = 0
-        self._pipes = {}  # str(runner address) -> Pipe of ActivityOutcomes
+        self.lane = None  # to the runner, from its Lane message on
         self._loop = None  # the CallLoop, started with the first plain-HTTP call
         self._pool = None  # the CallPool, started with the first https call
         self._loop_woke = False
@@ -43,7 +49,14 @@ class TaskActor(CameronActor):
 
     def receiveMessage(self, message, sender):
         super().receiveMessage(message, sender)
-        return ThespianWatch([self._wake_r.fileno()])
+        if self.lane is None:
+            return ThespianWatch([self._wake_r.fileno()])
+        return ThespianWatch([self._wake_r.fileno(), self.lane.fileno()])
+
+    def receiveMsg_Lane(self, msg: m.Lane, sender):
+        close_fd(msg.runner_fd)  # the runner's half, inherited: only the runner may hold it
+        self.lane = Lane.adopt(msg.fd, os.getppid())
+        self._read_lane()  # calls may be waiting already
 
     def engine_ports(self) -> set:
         """Asked from the call threads only when an allow-list pattern lets a call reach this
@@ -65,20 +78,20 @@ class TaskActor(CameronActor):
                     retry=call.retry, allow=call.allow, signing_key=self.signing_key,
                     headers=activity.task_headers(call.job_uuid, call.n, call.name, call.again))
 
-    def receiveMsg_CallActivities(self, msg: m.CallActivities, sender):
+    def _call_activities(self, msg: m.CallActivities):
         plain = []
         for call in msg.calls:
             self.in_flight += 1
             if call.url.startswith("http://"):
                 try:
-                    plain.append(activity_loop.Call((call, sender), call.url, call.body, **self._options(call)))
+                    plain.append(activity_loop.Call(call, call.url, call.body, **self._options(call)))
                 except activity.ActivityError as e:  # e.g. a space in the URL: the task ends in error
-                    self._ended(sender, call, None, e, 0, 1)
+                    self._ended(call, None, e, 0, 1)
                     self._wake()
                 continue
             if self._pool is None:
                 self._pool = activity_blocking.CallPool(self._call, MAX_CALLS)
-            self._pool.submit(call, sender)
+            self._pool.submit(call)
         if plain:
             if self._loop is None:
                 self._loop = activity_loop.CallLoop(self._loop_done, self._loop_round, MAX_CALLS,
@@ -87,8 +100,7 @@ class TaskActor(CameronActor):
 
     def _loop_done(self, lcall: activity_loop.Call, result, error):
         """On the loop's thread: a plain-HTTP call ended."""
-        call, reply_to = lcall.token
-        self._ended(reply_to, call, result, error, int((time.monotonic() - lcall.started) * 1000), lcall.attempt)
+        self._ended(lcall.token, result, error, int((time.monotonic() - lcall.started) * 1000), lcall.attempt)
         self._loop_woke = True
 
     def _loop_round(self):
@@ -103,34 +115,56 @@ class TaskActor(CameronActor):
                 pass
         except BlockingIOError:
             pass
-        # Every outcome in the queue goes now, one message per runner; while the last message
-        # to a runner is still on its way, its Pipe gathers the next ones.
-        out = {}  # str(runner address) -> (address, [outcome...])
+        if self.lane is not None:
+            self._read_lane()
+        self._send_outcomes()
+
+    def receiveMsg_WakeupMessage(self, msg, sender):
+        self._send_outcomes()
+
+    def _read_lane(self):
+        try:
+            for message in self.lane.receive():
+                self._call_activities(message)
+        except LaneClosed:
+            # The runner is gone (its death takes this process along) or closed its end.
+            self.log.warning("the runner's lane closed; exiting")
+            self.send(self.myAddress, ActorExitRequest())
+
+    def _send_outcomes(self):
+        """Every outcome in the queue goes now, as one message; outcomes the socket cannot take
+        yet are written again shortly (the runner reads them whenever it turns)."""
+        outcomes = []
         while True:
             try:
-                reply_to, outcome = self._done.get_nowait()
+                outcomes.append(self._done.get_nowait())
             except queue.Empty:
                 break
-            out.setdefault(str(reply_to), (reply_to, []))[1].append(outcome)
-        for key, (reply_to, outcomes) in out.items():
-            self.in_flight -= len(outcomes)
-            pipe = self._pipes.get(key)
-            if pipe is None:
-                pipe = self._pipes[key] = Pipe(self, m.ActivityOutcomes)
-            pipe.put(reply_to, outcomes)
+        if self.lane is None:
+            return
+        try:
+            if outcomes:
+                self.in_flight -= len(outcomes)
+                self.lane.send(m.ActivityOutcomes(outcomes))
+            elif self.lane.pending:
+                self.lane.flush()
+        except LaneClosed:
+            return  # the runner is gone: its calls are lost with it
+        if self.lane.pending:
+            self.wakeupAfter(FLUSH_AGAIN)
 
-    def _call(self, call: m.ActivityCall, reply_to):
+    def _call(self, call: m.ActivityCall):
         """Runs on a pool thread, retries and all: no actor state is touched here but the queue."""
         started = time.monotonic()
         result, error, attempts = activity_blocking.call(call.url, call.body, engine_ports=self.engine_ports,
                                                          **self._options(call))
-        self._ended(reply_to, call, result, error, int((time.monotonic() - started) * 1000), attempts)
+        self._ended(call, result, error, int((time.monotonic() - started) * 1000), attempts)
         self._wake()
 
-    def _ended(self, reply_to, call: m.ActivityCall, result, error, elapsed_ms: int, attempts: int):
+    def _ended(self, call: m.ActivityCall, result, error, elapsed_ms: int, attempts: int):
         """On any thread: a call's outcome, for the actor to send back at its next wake-up."""
-        self._done.put((reply_to, m.ActivityOutcome(call.job_uuid, call.n, result,
-                                                    None if error is None else str(error), elapsed_ms, attempts)))
+        self._done.put(m.ActivityOutcome(call.job_uuid, call.n, result,
+                                         None if error is None else str(error), elapsed_ms, attempts))
 
     def _wake(self):
         try:

@@ -37,9 +37,6 @@ class Task:
     depth: int
     call: m.ActivityCall  # kept until the task ends, to call again if its call was lost
     started: float = 0.0  # time.monotonic() at its start, for the engine-overhead metric
-    #: Called again after the caller it was given to died: an answer from that caller may
-    #: still come, and is not this call's (the task must not end before the new call).
-    recalled: bool = False
 
 
 class Job:
@@ -98,13 +95,12 @@ class Job:
             job._end(fx)
         return job
 
-    def task_ended(self, outcome: m.ActivityOutcome, fx: Effects, *, from_dead_caller: bool = False):
+    def task_ended(self, outcome: m.ActivityOutcome, fx: Effects):
         """A call's outcome: the task ends done (its next activities start, with its data) or
         error (nothing starts after it); the job ends when no task runs. Returns the ended Task,
-        or None for an outcome that ends nothing: one for a task no longer running, or one from
-        a caller that died (`from_dead_caller`) for a task called again since."""
+        or None for an outcome that ends nothing (its task no longer runs)."""
         task = self.running.get(outcome.n)
-        if task is None or (from_dead_caller and task.recalled):
+        if task is None:
             return None
         del self.running[outcome.n]
         result, error = outcome.result, outcome.error
@@ -146,7 +142,6 @@ class Job:
         for n in ns:
             task = self.running.get(n)
             if task is not None:
-                task.recalled = True
                 task.call = replace(task.call, again=True)
                 fx.calls.append(task.call)
 
@@ -247,12 +242,12 @@ class Jobs:
         self._settle(job)
         return job
 
-    def outcomes(self, outcomes, fx: Effects, *, from_dead_caller: bool) -> list:
+    def outcomes(self, outcomes, fx: Effects) -> list:
         """Calls' outcomes: (job, task, outcome) of each that ended its task."""
         ended = []
         for outcome in outcomes:
             job = self.live.get(outcome.job_uuid)
-            task = job and job.task_ended(outcome, fx, from_dead_caller=from_dead_caller)
+            task = job and job.task_ended(outcome, fx)
             if task:
                 ended.append((job, task, outcome))
                 self._settle(job)

@@ -265,6 +265,16 @@ class ActivityOutcomes:
     outcomes: list
 
 
+@dataclass(frozen=True)
+class Lane:
+    """JobRunner -> its new TaskActor: the file descriptor of the TaskActor's half of the lane
+    (cameron.lane), inherited when its process was forked from the runner's, and the runner's
+    half's, which the TaskActor closes. Calls and outcomes go over the lane from then on."""
+
+    fd: int
+    runner_fd: int
+
+
 # --- operations: listing, cancel, idempotent start, catalog reload --------
 
 @dataclass(frozen=True)

@@ -178,18 +178,15 @@ def test_resume_with_nothing_running_ends_the_job_and_without_tasks_starts_it():
     assert kinds(fx) == ["JobStarted", "TaskStarted"]
 
 
-def test_after_a_recall_only_the_new_calls_answer_ends_the_task():
+def test_a_recall_calls_again_only_the_tasks_still_running_and_says_so():
     job, _ = started_job()
     job.task_ended(outcome(0, answer(children=["a", "b"])), Effects())
-    # An answer from the dead caller before the recall still counts: `a` is done, not called again.
+    # An answer the dead caller sent before it died still counts: `a` is done, not called again.
     fx = Effects()
-    assert job.task_ended(outcome(1, answer(leaf=True)), fx, from_dead_caller=True).id == "a"
+    assert job.task_ended(outcome(1, answer(leaf=True)), fx).id == "a"
     job.recall([1, 2], fx)
     assert [(c.name, c.again) for c in fx.calls] == [("b", True)]
-    # Once `b` is called again, the dead caller's answer for it is not the new call's.
     fx = Effects()
-    assert job.task_ended(outcome(2, answer(leaf=True)), fx, from_dead_caller=True) is None
-    assert not fx.moments and job.final is None
     assert job.task_ended(outcome(2, answer(leaf=True)), fx).id == "b" and job.final == keys.DONE
 
 
@@ -207,7 +204,7 @@ def test_a_runners_job_both_resumed_and_taken_off_the_inbox_runs_once_even_after
     assert jobs.resume(m.ResumeJob(SPEC, keys.SCHEDULED, []), fx) == 0  # started: no call again
     jobs.start(SPEC, fx)
     assert len(fx.calls) == 1 and len(jobs) == 1
-    [(job, task, _)] = jobs.outcomes([outcome(0, answer(leaf=True))], fx, from_dead_caller=False)
+    [(job, task, _)] = jobs.outcomes([outcome(0, answer(leaf=True))], fx)
     assert task.id == "start" and job.final == keys.DONE and len(jobs) == 0 and jobs.finished == 1
     jobs.start(SPEC, fx)
     assert len(fx.calls) == 1 and len(jobs) == 0

@@ -1,5 +1,5 @@
 """The TaskActor's pool of call threads (for https, activity_blocking.CallPool), and the TaskActor
-without Thespian: how it sends outcomes back."""
+without Thespian: how it sends outcomes back over its lane."""
 
 import threading
 
@@ -9,6 +9,7 @@ from actors import task_actor
 from cameron import activity_blocking
 from cameron import messages as m
 from cameron.config import Config
+from cameron.lane import Lane
 from bench.stack import wait_for as shared_wait_for
 
 
@@ -18,7 +19,7 @@ def pool(monkeypatch):
     release = threading.Event()
     calls = []
 
-    def fake_call(call, reply_to):  # stands in for the HTTP call: waits until released
+    def fake_call(call):  # stands in for the HTTP call: waits until released
         calls.append(call.n)
         release.wait(5)
     yield activity_blocking.CallPool(fake_call, task_actor.MAX_CALLS), release, calls
@@ -36,7 +37,7 @@ def calls(n):
 
 def submit(pool, batch):
     for call in batch.calls:
-        pool.submit(call, None)
+        pool.submit(call)
 
 
 def test_a_thread_per_call_in_flight_then_back_to_none_when_idle(pool):
@@ -64,59 +65,64 @@ def test_idle_threads_are_reused_before_new_ones_are_made(pool):
 
 @pytest.fixture
 def gated(monkeypatch):
-    """A TaskActor whose calls end when the test says, and whose sends are recorded."""
+    """A TaskActor whose calls end when the test says, and what it sends its runner's end of
+    the lane."""
     actor = task_actor.TaskActor()
     actor.config = Config()
-    gates, sent = {}, []
+    actor.lane, theirs = Lane.pair()
+    runner = Lane(theirs)
+    gates = {}
 
-    def fake_call(call, reply_to):
+    def fake_call(call):
         gates.setdefault(call.n, threading.Event()).wait(5)
-        actor._done.put((reply_to, m.ActivityOutcome(call.job_uuid, call.n, None, "x", 0)))
+        actor._done.put(m.ActivityOutcome(call.job_uuid, call.n, None, "x", 0))
     actor._call = fake_call
-    actor.send = lambda to, msg: sent.append((to, msg))
 
     def end(*ns):
         for n in ns:
             gates.setdefault(n, threading.Event()).set()
         wait_for(lambda: actor._done.qsize() >= len(ns))
         actor.receiveMsg_WatchMessage(None, None)
-    yield actor, end, sent
+    yield actor, end, runner.receive
     for gate in gates.values():
         gate.set()
+    actor.lane.close()
+    runner.close()
 
 
 def test_outcomes_that_ended_together_go_back_in_one_message(gated):
-    actor, end, sent = gated
-    actor.receiveMsg_CallActivities(calls(3), sender="runner")
+    actor, end, received = gated
+    actor._call_activities(calls(3))
     end(0, 1, 2)
-    [(to, msg)] = sent
-    assert to == "runner" and sorted(o.n for o in msg.outcomes) == [0, 1, 2]
+    [msg] = received()
+    assert sorted(o.n for o in msg.outcomes) == [0, 1, 2]
     assert actor.in_flight == 0
 
 
 def test_an_outcome_does_not_wait_for_its_slower_siblings(gated):
-    actor, end, sent = gated
-    actor.receiveMsg_CallActivities(calls(2), sender="runner")
+    actor, end, received = gated
+    actor._call_activities(calls(2))
     end(0)
-    [(_, msg)] = sent
+    [msg] = received()
     assert [o.n for o in msg.outcomes] == [0]
     end(1)
-    assert [o.n for o in sent[1][1].outcomes] == [1]
+    [msg] = received()
+    assert [o.n for o in msg.outcomes] == [1]
     assert actor.in_flight == 0
 
 
 def test_an_activity_url_with_a_bad_port_ends_its_task_in_error_not_the_actor(gated):
     # Given an activity answer that named a next activity at "http://host:port" with no number
-    actor, end, sent = gated
+    actor, end, received = gated
     actor.config = Config(max_response_bytes=1000, max_fanout=10)
     bad = m.ActivityCall("j", 0, "t", "http://127.0.0.1:notaport/x", {}, 1.0, 1.0, None)
     # When it is to be called
-    actor.receiveMsg_CallActivities(m.CallActivities([bad]), sender="runner")
+    actor._call_activities(m.CallActivities([bad]))
     actor.receiveMsg_WatchMessage(None, None)
     # Expect the task's outcome to be an error saying why, sent back like any other
-    [(to, msg)] = sent
+    [msg] = received()
     [outcome] = msg.outcomes
-    assert to == "runner" and outcome.result is None
+    assert outcome.result is None
     assert outcome.error == ("request failed: the URL has a port that is no number from 0 to 65535: "
                              "'http://127.0.0.1:notaport/x'")
     assert actor.in_flight == 0
