@@ -91,11 +91,7 @@ class JobRunner(CameronActor):
         try:
             messages = self.lane.receive()
         except LaneClosed:
-            # Its TaskActor died (ChildActorExited follows, and its calls are made again then)
-            # or, against every rule, closed its end: make sure it is gone either way.
-            self._lane_open = False
-            if self.task_actor is not None:
-                self.send(self.task_actor, ActorExitRequest())
+            self._lane_open = False  # its TaskActor died: ChildActorExited follows, and the recall
             return
         for msg in messages:
             for job, task, outcome in self.jobs.outcomes(msg.outcomes, self.fx):

@@ -4,6 +4,7 @@ import datetime
 import os
 import queue
 import socket
+import threading
 import time
 
 from thespian.actors import ActorExitRequest, ThespianWatch
@@ -19,8 +20,6 @@ from actors.base import CameronActor
 
 #: Calls in flight at once per TaskActor (each path: the loop's, the threads'); more wait their turn.
 MAX_CALLS = 2048
-#: How long the engine's own ports, looked up in /proc, are taken as known.
-PORTS_KEPT = 2.0
 #: How soon outcomes the lane's socket could not take yet are written again.
 FLUSH_AGAIN = datetime.timedelta(milliseconds=5)
 
@@ -28,9 +27,9 @@ FLUSH_AGAIN = datetime.timedelta(milliseconds=5)
 class TaskActor(CameronActor):
     """A task is a unit of work here, not a process. Plain-HTTP calls run on one selector loop
     (activity_loop); https calls on a pool of threads with http.client (activity_blocking).
-    Both hand outcomes back through a queue and wake the actor through a socket it watches
-    (ThespianWatch). Calls come from its runner, and outcomes go back, over the runner's lane
-    (cameron.lane), not as actor messages."""
+    Calls come from the runner over its lane (cameron.lane), which the loop's thread reads
+    itself; outcomes go back the same way, the loop's at the end of each of its rounds, the
+    threads' through a queue and a socket the actor watches (ThespianWatch)."""
 
     role = "task_actor"
 
@@ -39,75 +38,67 @@ class TaskActor(CameronActor):
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._done = queue.SimpleQueue()
+        self._done = queue.SimpleQueue()  # outcomes from other threads than the loop's
+        self._outs = []  # the loop's outcomes of its current round
+        self._lock = threading.Lock()  # the lane's writes and in_flight, shared by the threads
         self.in_flight = 0
         self.lane = None  # to the runner, from its Lane message on
-        self._loop = None  # the CallLoop, started with the first plain-HTTP call
+        self._runner_gone = False
+        self._loop = None  # the CallLoop, started with the lane
         self._pool = None  # the CallPool, started with the first https call
-        self._loop_woke = False
-        self._ports = (0.0, set())  # (looked up at, the engine's own ports)
+        self.engine_ports = None  # () -> the engine's own ports, for allow lists
 
     def receiveMessage(self, message, sender):
         super().receiveMessage(message, sender)
-        if self.lane is None:
-            return ThespianWatch([self._wake_r.fileno()])
-        return ThespianWatch([self._wake_r.fileno(), self.lane.fileno()])
+        return ThespianWatch([self._wake_r.fileno()])
+
+    def setup(self, first):
+        self.engine_ports = actorsys.EnginePorts(self.config)
 
     def receiveMsg_Lane(self, msg: m.Lane, sender):
         close_fd(msg.runner_fd)  # the runner's half, inherited: only the runner may hold it
         self.lane = Lane.adopt(msg.fd, os.getppid())
-        self._read_lane()  # calls may be waiting already
+        self._loop = activity_loop.CallLoop(self._loop_done, self._loop_round, MAX_CALLS,
+                                            engine_ports=self.engine_ports, watch=(self.lane.sock, self._from_runner))
 
-    def engine_ports(self) -> set:
-        """Asked from the call threads only when an allow-list pattern lets a call reach this
-        machine: /proc is read at most every PORTS_KEPT seconds."""
-        when, ports = self._ports
-        if time.monotonic() - when > PORTS_KEPT:
-            ports = actorsys.engine_ports(self.config)
-            self._ports = (time.monotonic(), ports)
-        return ports
+    def _from_runner(self):
+        """On the loop's thread, when the lane is readable: the plain-HTTP calls the runner
+        sent, for the loop to begin (https ones go to the pool); None once the runner is gone."""
+        try:
+            messages = self.lane.receive()
+        except LaneClosed:
+            self._runner_gone = True
+            self._wake()
+            return None
+        return [call for msg in messages for call in self._calls(msg)]
 
-    @property
-    def signing_key(self) -> bytes | None:
-        return self.config.signing_key.encode() or None
-
-    def _options(self, call: m.ActivityCall) -> dict:
-        """What either transport takes besides the URL and body, for one call."""
-        return dict(connect_timeout=call.connect_timeout, read_timeout=call.read_timeout,
-                    max_bytes=self.config.max_response_bytes, max_fanout=self.config.max_fanout,
-                    retry=call.retry, allow=call.allow, signing_key=self.signing_key,
-                    headers=activity.task_headers(call.job_uuid, call.n, call.name, call.again))
-
-    def _call_activities(self, msg: m.CallActivities):
+    def _calls(self, msg: m.CallActivities) -> list:
         plain = []
+        with self._lock:
+            self.in_flight += len(msg.calls)
         for call in msg.calls:
-            self.in_flight += 1
             if call.url.startswith("http://"):
                 try:
-                    plain.append(activity_loop.Call(call, call.url, call.body, **self._options(call)))
+                    options = activity.call_options(call, self.config)
+                    plain.append(activity_loop.Call(call, call.url, call.body, **options))
                 except activity.ActivityError as e:  # e.g. a space in the URL: the task ends in error
-                    self._ended(call, None, e, 0, 1)
-                    self._wake()
+                    self._ended(call, None, e, time.monotonic(), 1)
                 continue
             if self._pool is None:
                 self._pool = activity_blocking.CallPool(self._call, MAX_CALLS)
             self._pool.submit(call)
-        if plain:
-            if self._loop is None:
-                self._loop = activity_loop.CallLoop(self._loop_done, self._loop_round, MAX_CALLS,
-                                                    engine_ports=self.engine_ports)
-            self._loop.submit(plain)
+        return plain
 
     def _loop_done(self, lcall: activity_loop.Call, result, error):
         """On the loop's thread: a plain-HTTP call ended."""
-        self._ended(lcall.token, result, error, int((time.monotonic() - lcall.started) * 1000), lcall.attempt)
-        self._loop_woke = True
+        self._outs.append(_outcome(lcall.token, result, error, lcall.started, lcall.attempt))
 
     def _loop_round(self):
-        """On the loop's thread: one wake-up for all the outcomes of a round."""
-        if self._loop_woke:
-            self._loop_woke = False
-            self._wake()
+        """On the loop's thread: the round's outcomes go to the runner as one message."""
+        if self._outs:
+            outcomes, self._outs = self._outs, []
+            if not self._send(outcomes):
+                self._wake()  # the actor's thread writes the rest, and keeps at it
 
     def receiveMsg_WatchMessage(self, msg, sender):
         try:
@@ -115,56 +106,45 @@ class TaskActor(CameronActor):
                 pass
         except BlockingIOError:
             pass
-        if self.lane is not None:
-            self._read_lane()
-        self._send_outcomes()
-
-    def receiveMsg_WakeupMessage(self, msg, sender):
-        self._send_outcomes()
-
-    def _read_lane(self):
-        try:
-            for message in self.lane.receive():
-                self._call_activities(message)
-        except LaneClosed:
-            # The runner is gone (its death takes this process along) or closed its end.
+        if self._runner_gone:
             self.log.warning("the runner's lane closed; exiting")
             self.send(self.myAddress, ActorExitRequest())
+            return
+        self.receiveMsg_WakeupMessage(msg, sender)
 
-    def _send_outcomes(self):
-        """Every outcome in the queue goes now, as one message; outcomes the socket cannot take
-        yet are written again shortly (the runner reads them whenever it turns)."""
+    def receiveMsg_WakeupMessage(self, msg, sender):
         outcomes = []
         while True:
             try:
                 outcomes.append(self._done.get_nowait())
             except queue.Empty:
                 break
-        if self.lane is None:
-            return
-        try:
-            if outcomes:
-                self.in_flight -= len(outcomes)
-                self.lane.send(m.ActivityOutcomes(outcomes))
-            elif self.lane.pending:
-                self.lane.flush()
-        except LaneClosed:
-            return  # the runner is gone: its calls are lost with it
-        if self.lane.pending:
+        if self.lane is not None and not self._send(outcomes):
             self.wakeupAfter(FLUSH_AGAIN)
+
+    def _send(self, outcomes) -> bool:
+        """On any thread: these outcomes to the runner (none: only what waits); False while the
+        lane's socket has not taken everything yet."""
+        with self._lock:
+            self.in_flight -= len(outcomes)
+            try:
+                if outcomes:
+                    self.lane.send(m.ActivityOutcomes(outcomes))
+                return self.lane.flush()
+            except LaneClosed:
+                return True  # the runner is gone: its calls are lost with it
 
     def _call(self, call: m.ActivityCall):
         """Runs on a pool thread, retries and all: no actor state is touched here but the queue."""
         started = time.monotonic()
         result, error, attempts = activity_blocking.call(call.url, call.body, engine_ports=self.engine_ports,
-                                                         **self._options(call))
-        self._ended(call, result, error, int((time.monotonic() - started) * 1000), attempts)
-        self._wake()
+                                                         **activity.call_options(call, self.config))
+        self._ended(call, result, error, started, attempts)
 
-    def _ended(self, call: m.ActivityCall, result, error, elapsed_ms: int, attempts: int):
-        """On any thread: a call's outcome, for the actor to send back at its next wake-up."""
-        self._done.put(m.ActivityOutcome(call.job_uuid, call.n, result,
-                                         None if error is None else str(error), elapsed_ms, attempts))
+    def _ended(self, call: m.ActivityCall, result, error, started: float, attempts: int):
+        """On any thread: a call's outcome, for the actor to send back at the wake-up."""
+        self._done.put(_outcome(call, result, error, started, attempts))
+        self._wake()
 
     def _wake(self):
         try:
@@ -175,3 +155,8 @@ class TaskActor(CameronActor):
     def status(self):
         return {"in_flight": self.in_flight, "threads": self._pool.threads if self._pool is not None else 0,
                 "loop_calls": self._loop.active if self._loop is not None else 0}
+
+
+def _outcome(call: m.ActivityCall, result, error, started: float, attempts: int) -> m.ActivityOutcome:
+    return m.ActivityOutcome(call.job_uuid, call.n, result, None if error is None else str(error),
+                             int((time.monotonic() - started) * 1000), attempts)

@@ -90,6 +90,15 @@ def task_headers(job_uuid: str, n: int, name: str, again: bool = False) -> dict:
     return headers
 
 
+def call_options(call, config) -> dict:
+    """What either transport takes besides the URL and body for one task's call (an
+    ActivityCall), under the engine's settings."""
+    return dict(connect_timeout=call.connect_timeout, read_timeout=call.read_timeout,
+                max_bytes=config.max_response_bytes, max_fanout=config.max_fanout,
+                retry=call.retry, allow=call.allow, signing_key=config.signing_key.encode() or None,
+                headers=task_headers(call.job_uuid, call.n, call.name, call.again))
+
+
 class Request:
     """One task's call as sent, the same for each attempt but for `attempt_headers`. Raises
     ActivityError for a URL that must not be called."""

@@ -133,12 +133,19 @@ class _Exchange:
         self.sent_at = 0.0
 
 
+#: The selector's mark on the socket a CallLoop watches for its caller (`watch=`).
+_WATCHED = object()
+
+
 class CallLoop:
     """Runs calls on its own thread. `on_done(call, result, error)` runs on that thread when a
     call ended (after its retries): result an ActivityResult, or None and the ActivityError;
-    `on_round()` after each round of socket events and timers."""
+    `on_round()` after each round of socket events and timers. `watch=(sock, on_readable)`:
+    the loop also waits for `sock` to be readable and then begins the calls `on_readable()`
+    returns; None from it stops the watch (so a caller's own socket feeds it without a thread
+    of its own between them)."""
 
-    def __init__(self, on_done, on_round=None, max_calls: int = 2048, engine_ports=set):
+    def __init__(self, on_done, on_round=None, max_calls: int = 2048, engine_ports=set, watch=None):
         self.on_done = on_done
         self.engine_ports = engine_ports  # () -> the ports the engine listens on (allow lists)
         self.on_round = on_round  # called after each round of events: to send one wake-up for many
@@ -148,6 +155,9 @@ class CallLoop:
         for s in (self._wake_r, self._wake_w):
             s.setblocking(False)
         self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._watched_by = watch
+        if watch is not None:
+            self.sel.register(watch[0], selectors.EVENT_READ, _WATCHED)
         self._incoming = deque()  # calls submitted by other threads (deque appends are atomic)
         self._waiting = deque()  # calls beyond max_calls, started as others end
         self._timers = []  # heap of (when, seq, what, arg)
@@ -200,6 +210,8 @@ class CallLoop:
             for key, mask in self.sel.select(timeout):
                 if key.data is None:
                     self._drain_wake()
+                elif key.data is _WATCHED:
+                    self._guarded(self._watched, key.fileobj)
                 else:
                     self._guarded(self._step, key.data)
             now = time.monotonic()
@@ -233,6 +245,14 @@ class CallLoop:
             pass
         while self._incoming:
             self._begin(self._incoming.popleft())
+
+    def _watched(self, sock):
+        calls = self._watched_by[1]()
+        if calls is None:
+            self.sel.unregister(sock)
+            return
+        for call in calls:
+            self._begin(call)
 
     def _begin(self, call: Call):
         """A call's next attempt (or a queued one, once there is room)."""

@@ -267,6 +267,22 @@ def engine_ports(config: Config) -> set[int]:
     return {config.port, config.admin_port} | {port for _, _, port in procfs.listening(pids)}
 
 
+class EnginePorts:
+    """engine_ports(config) as a callable that reads /proc at most every `kept` seconds: an
+    allow-list check may ask for them on every call (from any thread)."""
+
+    def __init__(self, config: Config, kept: float = 2.0):
+        self.config, self.kept = config, kept
+        self._known = (-kept, set())  # (read at, the ports)
+
+    def __call__(self) -> set[int]:
+        when, ports = self._known
+        if time.monotonic() - when > self.kept:
+            ports = engine_ports(self.config)
+            self._known = (time.monotonic(), ports)
+        return ports
+
+
 def _session_members(sid: int) -> list[int]:
     # A session id can be reused once its leader is gone: only count processes that run our
     # own interpreter, as every process Thespian forks for us does.

@@ -331,3 +331,34 @@ def test_a_kept_alive_connection_is_not_reused_for_a_call_the_allow_list_refuses
     assert str(second) == (f"request refused: 127.0.0.1:{port} (127.0.0.1) is not in the allow list "
                            "of process fenced")
     assert len(server.requests) == 1 and server.connections == 1
+
+
+def test_a_watched_socket_feeds_the_loop_its_calls_until_its_reader_says_stop(serve):
+    # Given a loop watching a socket, whose reader turns each byte read into a call (and says
+    # stop, with None, once the other end is closed)
+    server = serve(lambda n: (ok(), False))
+    feed, watched = socket.socketpair()
+    watched.setblocking(False)
+    reads, ended = [], threading.Semaphore(0)
+
+    def on_readable():
+        data = watched.recv(100)
+        reads.append(data)
+        return [call(server.url, token=(len(reads), i)) for i in range(len(data))] if data else None
+    loop = CallLoop(lambda c, result, error: ended.release(), watch=(watched, on_readable))
+    try:
+        # When three calls' bytes come, then the end
+        feed.send(b"abc")
+        for _ in range(3):
+            assert ended.acquire(timeout=15)
+        feed.close()
+        # Expect every call made, from the loop's own thread, and the closed socket left alone
+        # (watched still, it would be readable on every round: one read of its end, then none)
+        assert len(server.requests) == 3
+        # (a call made after the end takes the loop through rounds that would have read it again)
+        loop.submit([call(server.url, token="after")])
+        assert ended.acquire(timeout=15)
+        assert reads == [b"abc", b""]
+    finally:
+        loop.close()
+        watched.close()

@@ -92,7 +92,7 @@ def gated(monkeypatch):
 
 def test_outcomes_that_ended_together_go_back_in_one_message(gated):
     actor, end, received = gated
-    actor._call_activities(calls(3))
+    actor._calls(calls(3))
     end(0, 1, 2)
     [msg] = received()
     assert sorted(o.n for o in msg.outcomes) == [0, 1, 2]
@@ -101,7 +101,7 @@ def test_outcomes_that_ended_together_go_back_in_one_message(gated):
 
 def test_an_outcome_does_not_wait_for_its_slower_siblings(gated):
     actor, end, received = gated
-    actor._call_activities(calls(2))
+    actor._calls(calls(2))
     end(0)
     [msg] = received()
     assert [o.n for o in msg.outcomes] == [0]
@@ -117,7 +117,7 @@ def test_an_activity_url_with_a_bad_port_ends_its_task_in_error_not_the_actor(ga
     actor.config = Config(max_response_bytes=1000, max_fanout=10)
     bad = m.ActivityCall("j", 0, "t", "http://127.0.0.1:notaport/x", {}, 1.0, 1.0, None)
     # When it is to be called
-    actor._call_activities(m.CallActivities([bad]))
+    actor._calls(m.CallActivities([bad]))
     actor.receiveMsg_WatchMessage(None, None)
     # Expect the task's outcome to be an error saying why, sent back like any other
     [msg] = received()
