@@ -57,7 +57,12 @@ class TaskActor(CameronActor):
 
     def receiveMsg_Lane(self, msg: m.Lane, sender):
         close_fd(msg.runner_fd)  # the runner's half, inherited: only the runner may hold it
-        self.lane = Lane.adopt(msg.fd, os.getppid())
+        try:
+            self.lane = Lane.adopt(msg.fd, os.getppid())
+        except LaneClosed as e:  # only if Thespian stopped forking actors: say so, loudly
+            self.log.error("no lane to the runner (%s); exiting", e)
+            self.send(self.myAddress, ActorExitRequest())
+            return
         self._loop = activity_loop.CallLoop(self._loop_done, self._loop_round, MAX_CALLS,
                                             engine_ports=self.engine_ports, watch=(self.lane.sock, self._from_runner))
 
