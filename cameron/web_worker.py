@@ -2,12 +2,13 @@
 JSON for the errors gunicorn answers itself (a request line too long, a malformed header)."""
 
 import json
+import logging
 import os
 import signal
 import time
 
 import gevent
-from gunicorn import util
+from gunicorn import glogging, util
 from gunicorn.workers.ggevent import GeventWorker
 
 from cameron.config import from_env
@@ -143,3 +144,13 @@ def _json_error(sock, status_int, reason, mesg):
 
 # gunicorn writes the answers to requests it cannot parse with util.write_error, in HTML.
 util.write_error = _json_error
+
+
+class Logger(glogging.Logger):
+    """gunicorn's logger, but an access line that its logger would drop is not made at all:
+    with a logging config of our own gunicorn takes access logging as on and formats every
+    request's line (about 7 % of a worker's CPU per start) for a logger set to WARNING."""
+
+    def access(self, resp, req, environ, request_time):
+        if self.access_log.isEnabledFor(logging.INFO):
+            super().access(resp, req, environ, request_time)

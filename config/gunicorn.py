@@ -23,7 +23,8 @@ timeout = _config.web_timeout
 graceful_timeout = 10
 proc_name = "cameron-api"
 # The engine's log format; gunicorn's own lines from WARNING up, no access log (a proxy in
-# front keeps one).
+# front keeps one); the logger class skips making the lines nobody logs.
+logger_class = "cameron.web_worker.Logger"
 logconfig_dict = log_config(_config, extra_loggers={
     "gunicorn.error": {"level": "WARNING", "propagate": True},
     "gunicorn.access": {"level": "WARNING", "propagate": False},
