@@ -1,6 +1,7 @@
 """Starting, joining and stopping the Thespian actor system that runs the engine's actors."""
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -132,6 +133,18 @@ def start(config: Config, timeout: float = 30.0, log_file: str | None = None) ->
     except Exception:
         stop(config)
         raise
+
+
+def more_open_files(most: int = 65536) -> int:
+    """Raise this process's soft limit of open files to its hard one (at most `most`), for the
+    processes it starts: a TaskActor holds a socket per call in flight (up to 2,048), and
+    Linux's usual soft limit is 1,024. Returns the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = most if hard == resource.RLIM_INFINITY else min(hard, most)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        return want
+    return soft
 
 
 def _create_detached(config: Config, log_file: str):

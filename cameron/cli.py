@@ -114,6 +114,7 @@ def _wait_http(url: str, proc, timeout: float, what: str):
 
 def cmd_run(config: Config, args) -> int:
     """Redis (embedded unless CAMERON_REDIS_URL), actors, the foo server and gunicorn, until a signal."""
+    actorsys.more_open_files()  # for every process it starts: each call in flight holds a socket
     stop_requested = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop_requested.append(signum))
@@ -171,6 +172,7 @@ def cmd_start(config: Config, args) -> int:
     """Boot the actor system in the background, and the embedded Redis first unless
     redis_url names one; with --web the API server too, with --with-foo the sample server.
     All or nothing: what it started is stopped again if a later part fails."""
+    actorsys.more_open_files()  # for every process it starts: each call in flight holds a socket
     if args.web and web.running_pid(config):
         raise Fail(f"the API server already runs on {config.listen_url} (pid {web.running_pid(config)})")
     if args.with_foo and web.foo_running_pid(config):
