@@ -5,10 +5,20 @@ import logging
 import os
 import signal
 
-from thespian.actors import ActorSystemMessage, ActorTypeDispatcher
+import datetime
+
+from thespian.actors import ActorSystemMessage, ActorTypeDispatcher, ThespianWatch, WakeupMessage, WatchMessage
 from thespian.system.transport import TransmitIntent
 
 from cameron import messages as m
+from cameron.lane import Lanes
+
+#: What goes between sibling actors by lane when one is open (cameron.lane.Lanes): the
+#: messages every job causes. Anything else, and these when no lane is open, go by Thespian.
+BY_LANE = (m.NewJobs, m.RunJobs, m.WriteBatch, m.Written)
+#: How soon what a lane's socket could not take yet is written again.
+FLUSH_AGAIN = datetime.timedelta(milliseconds=5)
+_FLUSH_LANES = "cameron: flush lanes"
 
 
 def link_to_parent(actor) -> None:
@@ -39,17 +49,58 @@ class CameronActor(ActorTypeDispatcher):
         self.handled = 0
         self.log = logging.getLogger(f"cameron.{self.role}")
         self._early = []  # work that arrived before the first Setup
+        self.lanes = None  # to sibling actors, if LANES
 
     def receiveMessage(self, message, sender):
         if not self.handled:
             link_to_parent(self)
+            self._open_lanes()
         self.handled += 1
+        if isinstance(message, WatchMessage) and self.lanes is not None:
+            for by_lane, peer in self.lanes.ready(message.ready):
+                self.receiveMessage(by_lane, peer)
+            mine = [fd for fd in message.ready if fd in self.watched()]
+            if mine:
+                self._dispatch(WatchMessage(mine), sender)
+        elif isinstance(message, WakeupMessage) and message.payload == _FLUSH_LANES:
+            self._flush_lanes()
+        else:
+            self._dispatch(message, sender)
+        fds = self.watched() + (self.lanes.fds() if self.lanes is not None else [])
+        return ThespianWatch(fds) if fds else None
+
+    def _dispatch(self, message, sender):
         if self.config is None and not isinstance(message, self.BOOT_MESSAGES):
             # Messages from different senders are not ordered: a peer can reach a freshly
             # (re)started actor before its supervisor's Setup does. Keep it for after.
             self._early.append((message, sender))
-            return None
-        return super().receiveMessage(message, sender)
+            return
+        super().receiveMessage(message, sender)
+
+    def watched(self) -> list:
+        """Hook: file descriptors of the actor's own to watch (a WatchMessage names those ready)."""
+        return []
+
+    #: Whether this actor takes and opens lanes to its siblings (cameron.lane.Lanes).
+    LANES = False
+
+    def _open_lanes(self):
+        if self.LANES and hasattr(getattr(self, "_myRef", None), "_send_intent"):
+            try:
+                self.lanes = Lanes(self.myAddress)
+            except OSError as e:
+                self.log.warning("no lanes (%s): every message goes by Thespian", e)
+
+    def send(self, addr, msg):
+        if self.lanes is not None and isinstance(msg, BY_LANE) and self.lanes.send(addr, msg):
+            if self.lanes.pending():
+                self.wakeupAfter(FLUSH_AGAIN, payload=_FLUSH_LANES)
+            return
+        super().send(addr, msg)
+
+    def _flush_lanes(self):
+        if not self.lanes.flush():
+            self.wakeupAfter(FLUSH_AGAIN, payload=_FLUSH_LANES)
 
     def receiveMsg_Setup(self, msg: m.Setup, sender):
         first = self.config is None
@@ -91,6 +142,11 @@ class CameronActor(ActorTypeDispatcher):
         if not hasattr(manager, "_send_intent"):  # not in a Thespian system: a unit test
             self.send(addr, msg)
             done()
+            return
+        if self.lanes is not None and isinstance(msg, BY_LANE) and self.lanes.send(addr, msg):
+            if self.lanes.pending():
+                self.wakeupAfter(FLUSH_AGAIN, payload=_FLUSH_LANES)
+            done()  # written: the next may follow at once
             return
 
         def failed(result, intent):

@@ -2,8 +2,6 @@
 restarted runner resumes, and takes newly accepted jobs off the engine's inbox for the scheduler. Its state and rules are
 plain Python (cameron/engine_data.py); the actor hands that each message and wake-up."""
 
-from thespian.actors import ThespianWatch
-
 from cameron import messages as m
 from cameron import store
 from cameron.engine_data import EngineData
@@ -13,6 +11,7 @@ from actors.base import CameronActor
 
 class JobData(CameronActor):
     role = "job_data"
+    LANES = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -32,10 +31,9 @@ class JobData(CameronActor):
                                    peers=self.peers)
             self.data.start()
 
-    def receiveMessage(self, message, sender):
-        super().receiveMessage(message, sender)
+    def watched(self):
         fileno = self.data and self.data.fileno()
-        return ThespianWatch([fileno]) if fileno is not None else None
+        return [fileno] if fileno is not None else []
 
     def receiveMsg_WatchMessage(self, msg, sender):
         self.data.take_new()

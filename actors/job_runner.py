@@ -1,7 +1,7 @@
 """JobRunner: holds many jobs (cameron.job) in memory and carries out what they ask for: one
 message in, at most one batch of calls to its TaskActor and one write batch to JobData out."""
 
-from thespian.actors import ActorExitRequest, ThespianWatch
+from thespian.actors import ActorExitRequest
 
 from cameron import metrics
 from cameron import messages as m
@@ -9,12 +9,13 @@ from cameron.job import Effects, Jobs
 from cameron.lane import Lane, LaneClosed
 from cameron.writes import Outbox
 
-from actors.base import CameronActor, Pipe
-from actors.task_actor import FLUSH_AGAIN, TaskActor
+from actors.base import FLUSH_AGAIN, CameronActor, Pipe
+from actors.task_actor import TaskActor
 
 
 class JobRunner(CameronActor):
     role = "runner"
+    LANES = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -27,9 +28,8 @@ class JobRunner(CameronActor):
         self._job_data = None  # the JobData they were sent to
         self._to_data = Pipe(self, self.outbox.batch)
 
-    def receiveMessage(self, message, sender):
-        super().receiveMessage(message, sender)
-        return ThespianWatch([self.lane.fileno()]) if self._lane_open else None
+    def watched(self):
+        return [self.lane.fileno()] if self._lane_open else []
 
     def setup(self, first):
         if first:

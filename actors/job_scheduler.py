@@ -11,6 +11,7 @@ from actors.base import CameronActor
 
 class JobScheduler(CameronActor):
     role = "scheduler"
+    LANES = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,13 +1,12 @@
 """TaskActor: calls activities over HTTP, many at once, and reports their outcomes."""
 
-import datetime
 import os
 import queue
 import socket
 import threading
 import time
 
-from thespian.actors import ActorExitRequest, ThespianWatch
+from thespian.actors import ActorExitRequest
 
 from cameron import activity
 from cameron import activity_blocking
@@ -16,12 +15,10 @@ from cameron import actorsys
 from cameron import messages as m
 from cameron.lane import Lane, LaneClosed, close_fd
 
-from actors.base import CameronActor
+from actors.base import FLUSH_AGAIN, CameronActor
 
 #: Calls in flight at once per TaskActor (each path: the loop's, the threads'); more wait their turn.
 MAX_CALLS = 2048
-#: How soon outcomes the lane's socket could not take yet are written again.
-FLUSH_AGAIN = datetime.timedelta(milliseconds=5)
 
 
 class TaskActor(CameronActor):
@@ -48,9 +45,8 @@ class TaskActor(CameronActor):
         self._pool = None  # the CallPool, started with the first https call
         self.engine_ports = None  # () -> the engine's own ports, for allow lists
 
-    def receiveMessage(self, message, sender):
-        super().receiveMessage(message, sender)
-        return ThespianWatch([self._wake_r.fileno()])
+    def watched(self):
+        return [self._wake_r.fileno()]
 
     def setup(self, first):
         self.engine_ports = actorsys.EnginePorts(self.config)

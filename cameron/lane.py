@@ -1,10 +1,12 @@
-"""A lane: a JobRunner's private stream socket to its own TaskActor, for the calls and their
-outcomes, without the actor transport's per-message costs."""
+"""Lanes: stream sockets between the engine's actors for their busiest messages (a runner's
+calls and outcomes with its TaskActor; new jobs, runs and write batches between JobData,
+the scheduler and the runners), without the actor transport's per-message costs."""
 
 import os
 import pickle
 import socket
 import struct
+import time
 
 _HEAD = struct.Struct("!I")
 #: Each read takes up to this much at once.
@@ -120,3 +122,145 @@ def close_fd(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
+
+
+# --- lanes between sibling actors -------------------------------------------------------------
+
+class Hello:
+    """The first message on a lane one actor opened to another: who is writing."""
+
+    def __init__(self, address):
+        self.address = address
+
+
+def lane_name(address) -> bytes:
+    """The abstract Unix socket (no file, not on any network) an actor takes lanes on: named
+    by its user and its actor address, whose port only that actor's process holds."""
+    return b"\0cameron-lane-%d-%s" % (os.getuid(), str(address).encode())
+
+
+def same_engine(sock: socket.socket) -> bool:
+    """Whether the process at the other end of this Unix socket is one of this engine's: the
+    same user and the same session (every process of an actor system shares its session)."""
+    pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    try:
+        return uid == os.getuid() and os.getsid(pid) == os.getsid(0)
+    except OSError:  # gone already
+        return False
+
+
+class Lanes:
+    """An actor's lanes to its siblings, both ways: it listens on `lane_name(its address)`,
+    and opens a lane to a peer the first time it sends it a message that may go by lane. Each
+    end checks that the other is a process of the same engine before it reads a byte of it.
+    A peer that does not listen (yet) is asked again after RETRY seconds; meanwhile `send`
+    answers False and the caller sends through Thespian."""
+
+    RETRY = 1.0
+
+    def __init__(self, address):
+        self.address = address
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.listener.bind(lane_name(address))
+            self.listener.listen(128)
+        except OSError:
+            self.listener.close()
+            raise
+        self.listener.setblocking(False)
+        self._to = {}  # str(peer address) -> Lane, whichever end opened it
+        self._open = {}  # fileno -> [peer address or None until its Hello, Lane]
+        self._refused = {}  # str(peer address) -> when a connection to it last failed
+
+    def fds(self) -> list:
+        return [self.listener.fileno(), *self._open]
+
+    def send(self, address, message) -> bool:
+        """Write `message` on the lane to `address`, opened now if need be; False if there is
+        none (the caller sends it some other way)."""
+        lane = self._to.get(str(address)) or self._connect(address)
+        if lane is None:
+            return False
+        try:
+            lane.send(message)
+        except LaneClosed:
+            self._drop(lane)
+            return False
+        return True
+
+    def pending(self) -> bool:
+        return any(lane.pending for lane in self._to.values())
+
+    def flush(self) -> bool:
+        """Write what waits; True once nothing does."""
+        for lane in list(self._to.values()):
+            try:
+                lane.flush()
+            except LaneClosed:
+                self._drop(lane)
+        return not self.pending()
+
+    def ready(self, fds) -> list:
+        """(message, sender address) of everything readable on these descriptors (those not
+        the lanes' are left alone), in each lane's order; new lanes are accepted."""
+        out = []
+        for fd in fds:
+            if fd == self.listener.fileno():
+                self._accept()
+                continue
+            entry = self._open.get(fd)
+            if entry is None:
+                continue
+            try:
+                messages = entry[1].receive()
+            except LaneClosed:
+                self._drop(entry[1])
+                continue
+            for message in messages:
+                if isinstance(message, Hello):
+                    entry[0] = message.address
+                    self._to[str(message.address)] = entry[1]
+                elif entry[0] is not None:
+                    out.append((message, entry[0]))
+        return out
+
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            if not same_engine(sock):
+                sock.close()
+                continue
+            lane = Lane(sock)
+            self._open[lane.fileno()] = [None, lane]
+
+    def _connect(self, address):
+        key = str(address)
+        if time.monotonic() - self._refused.get(key, -self.RETRY) < self.RETRY:
+            return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(lane_name(address))
+            if not same_engine(sock):
+                raise ConnectionRefusedError("the listener is not of this engine")
+        except OSError:
+            sock.close()
+            self._refused[key] = time.monotonic()
+            return None
+        lane = Lane(sock)
+        self._open[lane.fileno()] = [address, lane]
+        self._to[key] = lane
+        try:
+            lane.send(Hello(self.address))
+        except LaneClosed:
+            self._drop(lane)
+            return None
+        return lane
+
+    def _drop(self, lane: Lane):
+        entry = self._open.pop(lane.fileno(), None)
+        if entry is not None and entry[0] is not None and self._to.get(str(entry[0])) is lane:
+            del self._to[str(entry[0])]
+        lane.close()

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from cameron import messages as m
-from cameron.lane import Lane, LaneClosed
+from cameron.lane import Lane, LaneClosed, Lanes
 
 
 @pytest.fixture
@@ -86,3 +86,95 @@ def test_only_a_socket_whose_other_end_this_parent_made_is_adopted():
         lane.close()
     finally:
         mine.close()
+
+
+# --- lanes between sibling actors (Lanes) ------------------------------------------------
+
+def wait_ready(lanes, want=1, timeout=5.0):
+    """What `lanes` reads from its sockets until `want` messages came (select, not sleeps)."""
+    import select
+    import time
+    got, deadline = [], time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        ready, _, _ = select.select(lanes.fds(), [], [], 0.05)
+        got += lanes.ready(ready)
+    return got
+
+
+@pytest.fixture
+def lanes():
+    made = []
+
+    def make(address):
+        made.append(Lanes(address))
+        return made[-1]
+    yield make
+    for one in made:
+        for fd in one.fds():
+            os.close(fd)
+
+
+def test_a_message_goes_by_lane_with_its_sender_and_the_answer_comes_back_on_it(lanes):
+    a, b = lanes(f"test-a-{os.getpid()}"), lanes(f"test-b-{os.getpid()}")
+    assert a.send(b.address, m.Written(1))
+    [(msg, sender)] = wait_ready(b)
+    assert msg == m.Written(1) and sender == a.address
+    # The answer takes the lane `a` opened: `b` opens none of its own
+    assert b.send(sender, m.Written(2))
+    assert wait_ready(a) == [(m.Written(2), b.address)]
+    assert len(a.fds()) == len(b.fds()) == 2  # each: its listener and the one lane
+
+
+def test_a_peer_that_does_not_listen_yet_is_asked_again_only_after_a_while(lanes, monkeypatch):
+    a = lanes(f"test-a-{os.getpid()}")
+    later = f"test-later-{os.getpid()}"
+    assert not a.send(later, m.Written(1))  # the caller sends it by Thespian instead
+    b = lanes(later)
+    assert not a.send(later, m.Written(2))  # within RETRY: not asked again
+    monkeypatch.setattr(Lanes, "RETRY", 0.0)
+    assert a.send(later, m.Written(3))
+    assert wait_ready(b) == [(m.Written(3), a.address)]
+
+
+def test_a_process_of_another_session_gets_no_lane(lanes):
+    import subprocess
+    import sys
+    b = lanes(f"test-b-{os.getpid()}")
+    # Given a process of this user in a session of its own, which connects and writes a Hello
+    # and a message exactly as a lane would
+    script = ("import socket, sys; from cameron.lane import Lane, Hello, lane_name; "
+              "from cameron import messages as m; s = socket.socket(socket.AF_UNIX); "
+              "s.connect(lane_name(sys.argv[1])); lane = Lane(s); lane.send(Hello('intruder')); "
+              "lane.send(m.Written(99)); lane.flush(); s.settimeout(20)\n"
+              "try:\n    print('closed' if s.recv(1) == b'' else 'open')\n"
+              "except ConnectionResetError:\n    print('closed')\n")
+    child = subprocess.Popen([sys.executable, "-c", script, b.address], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        # Expect nothing handed on, and the connection closed unread
+        assert wait_ready(b, timeout=1.0) == [] and len(b.fds()) == 1
+        out, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+        child.wait()
+    assert out.strip() == "closed", err
+
+
+def test_no_lane_is_opened_to_a_listener_of_another_session(lanes):
+    import subprocess
+    import sys
+    a = lanes(f"test-a-{os.getpid()}")
+    squatted = f"test-squatted-{os.getpid()}"
+    # Given a process of another session listening on the name a peer's lane would have
+    script = ("import socket, sys; from cameron.lane import lane_name; s = socket.socket(socket.AF_UNIX); "
+              "s.bind(lane_name(sys.argv[1])); s.listen(); print('up', flush=True); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", script, squatted], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert child.stdout.readline().strip() == "up"
+        # Expect nothing written to it: the message goes some other way
+        assert not a.send(squatted, m.Written(1))
+        assert len(a.fds()) == 1
+    finally:
+        child.kill()
+        child.wait()
