@@ -50,6 +50,7 @@ class CameronActor(ActorTypeDispatcher):
         self.log = logging.getLogger(f"cameron.{self.role}")
         self._early = []  # work that arrived before the first Setup
         self.lanes = None  # to sibling actors, if LANES
+        self._flush_due = False  # a wake-up will write what waits on the lanes
 
     def receiveMessage(self, message, sender):
         if not self.handled:
@@ -92,14 +93,22 @@ class CameronActor(ActorTypeDispatcher):
                 self.log.warning("no lanes (%s): every message goes by Thespian", e)
 
     def send(self, addr, msg):
-        if self.lanes is not None and isinstance(msg, BY_LANE) and self.lanes.send(addr, msg):
-            if self.lanes.pending():
-                self.wakeupAfter(FLUSH_AGAIN, payload=_FLUSH_LANES)
-            return
-        super().send(addr, msg)
+        if not self._by_lane(addr, msg):
+            super().send(addr, msg)
+
+    def _by_lane(self, addr, msg) -> bool:
+        """Send `msg` by lane if it is one of BY_LANE and a lane to `addr` is (or can be) open."""
+        if self.lanes is None or not isinstance(msg, BY_LANE) or not self.lanes.send(addr, msg):
+            return False
+        if self.lanes.pending() and not self._flush_due:
+            self._flush_due = True  # one wake-up writes what waits on every lane
+            self.wakeupAfter(FLUSH_AGAIN, payload=_FLUSH_LANES)
+        return True
 
     def _flush_lanes(self):
+        self._flush_due = False
         if not self.lanes.flush():
+            self._flush_due = True
             self.wakeupAfter(FLUSH_AGAIN, payload=_FLUSH_LANES)
 
     def receiveMsg_Setup(self, msg: m.Setup, sender):
@@ -143,9 +152,7 @@ class CameronActor(ActorTypeDispatcher):
             self.send(addr, msg)
             done()
             return
-        if self.lanes is not None and isinstance(msg, BY_LANE) and self.lanes.send(addr, msg):
-            if self.lanes.pending():
-                self.wakeupAfter(FLUSH_AGAIN, payload=_FLUSH_LANES)
+        if self._by_lane(addr, msg):
             done()  # written: the next may follow at once
             return
 

@@ -27,6 +27,7 @@ class JobRunner(CameronActor):
         self.outbox = Outbox()  # write batches until JobData acknowledges them
         self._job_data = None  # the JobData they were sent to
         self._to_data = Pipe(self, self.outbox.batch)
+        self._lane_flush_due = False  # a wake-up will write what the lane's socket could not take
 
     def watched(self):
         return [self.lane.fileno()] if self._lane_open else []
@@ -109,8 +110,7 @@ class JobRunner(CameronActor):
                 self.lane.send(m.CallActivities(fx.calls))
             except LaneClosed:
                 pass  # the TaskActor died: these calls are made again with its others
-            if self.lane.pending:
-                self.wakeupAfter(FLUSH_AGAIN)
+            self._flush_later()
         if fx.moments:
             self._to_data.put(self.peers.job_data, fx.moments)
 
@@ -148,12 +148,18 @@ class JobRunner(CameronActor):
         self._flush()
 
     def receiveMsg_WakeupMessage(self, msg, sender):
+        self._lane_flush_due = False
         try:
-            if self.lane.flush():
-                return
+            self.lane.flush()
         except LaneClosed:
             return
-        self.wakeupAfter(FLUSH_AGAIN)
+        self._flush_later()
+
+    def _flush_later(self):
+        """One wake-up writes the calls the lane's socket could not take yet."""
+        if self.lane.pending and not self._lane_flush_due:
+            self._lane_flush_due = True
+            self.wakeupAfter(FLUSH_AGAIN)
 
     def status(self):
         jobs = self.jobs if self.jobs is not None else Jobs(self.config)

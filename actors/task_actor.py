@@ -41,6 +41,7 @@ class TaskActor(CameronActor):
         self.in_flight = 0
         self.lane = None  # to the runner, from its Lane message on
         self._runner_gone = False
+        self._lane_flush_due = False  # a wake-up will write what the lane's socket could not take
         self._loop = None  # the CallLoop, started with the lane
         self._pool = None  # the CallPool, started with the first https call
         self.engine_ports = None  # () -> the engine's own ports, for allow lists
@@ -111,16 +112,21 @@ class TaskActor(CameronActor):
             self.log.warning("the runner's lane closed; exiting")
             self.send(self.myAddress, ActorExitRequest())
             return
-        self.receiveMsg_WakeupMessage(msg, sender)
+        self._send_queued()
 
     def receiveMsg_WakeupMessage(self, msg, sender):
+        self._lane_flush_due = False
+        self._send_queued()
+
+    def _send_queued(self):
         outcomes = []
         while True:
             try:
                 outcomes.append(self._done.get_nowait())
             except queue.Empty:
                 break
-        if self.lane is not None and not self._send(outcomes):
+        if self.lane is not None and not self._send(outcomes) and not self._lane_flush_due:
+            self._lane_flush_due = True  # one wake-up writes what the lane's socket could not take
             self.wakeupAfter(FLUSH_AGAIN)
 
     def _send(self, outcomes) -> bool:

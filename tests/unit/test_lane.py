@@ -145,12 +145,13 @@ def test_a_process_of_another_session_gets_no_lane(lanes):
     script = ("import socket, sys; from cameron.lane import Lane, Hello, lane_name; "
               "from cameron import messages as m; s = socket.socket(socket.AF_UNIX); "
               "s.connect(lane_name(sys.argv[1])); lane = Lane(s); lane.send(Hello('intruder')); "
-              "lane.send(m.Written(99)); lane.flush(); s.settimeout(20)\n"
+              "lane.send(m.Written(99)); lane.flush(); print('sent', flush=True); s.settimeout(20)\n"
               "try:\n    print('closed' if s.recv(1) == b'' else 'open')\n"
               "except ConnectionResetError:\n    print('closed')\n")
     child = subprocess.Popen([sys.executable, "-c", script, b.address], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
+        assert child.stdout.readline().strip() == "sent"
         # Expect nothing handed on, and the connection closed unread
         assert wait_ready(b, timeout=1.0) == [] and len(b.fds()) == 1
         out, err = child.communicate(timeout=30)
