@@ -176,18 +176,26 @@ class Stack:
         self.store = store.connect(self.redis.url)
 
     def _start_activities(self):
-        acts_port = free_port()
-        # Own sessions: Ctrl-C reaches only the bench, which then stops everything in order.
-        if self.server == "gunicorn":
-            command = ["-m", "gunicorn", "-k", "sync", "-w", str(GUNICORN_WORKERS), "--preload",
-                       "-b", f"127.0.0.1:{acts_port}", "--log-level", "warning", "bench.activities:wsgi_app"]
-        else:
-            command = ["-m", "bench.activities", "--kind", self.server, "--port", str(acts_port)]
-        self.acts = subprocess.Popen([sys.executable, *command], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, start_new_session=True)
-        self.acts_url = f"http://127.0.0.1:{acts_port}"
-        wait_for(lambda: self._alive(self.acts, "activity server") and _http_ok(f"{self.acts_url}/stats"),
-                 15, "the activity server")
+        # A free port can be taken between our look and the server's bind (any connection made
+        # meanwhile may get it as its local port): a server that exits at start gets another.
+        for attempt in (1, 2, 3):
+            acts_port = free_port()
+            # Own sessions: Ctrl-C reaches only the bench, which then stops everything in order.
+            if self.server == "gunicorn":
+                command = ["-m", "gunicorn", "-k", "sync", "-w", str(GUNICORN_WORKERS), "--preload",
+                           "-b", f"127.0.0.1:{acts_port}", "--log-level", "warning", "bench.activities:wsgi_app"]
+            else:
+                command = ["-m", "bench.activities", "--kind", self.server, "--port", str(acts_port)]
+            self.acts = subprocess.Popen([sys.executable, *command], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, start_new_session=True)
+            self.acts_url = f"http://127.0.0.1:{acts_port}"
+            try:
+                wait_for(lambda: self._alive(self.acts, "activity server") and _http_ok(f"{self.acts_url}/stats"),
+                         15, "the activity server")
+                return
+            except RuntimeError:
+                if attempt == 3:
+                    raise
 
     @staticmethod
     def _alive(proc, what):
