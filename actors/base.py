@@ -1,11 +1,10 @@
-"""What every Cameron actor shares: its settings, its peers' addresses, and a liveness answer."""
+"""What every Cameron actor shares: its settings, its peers, its lanes to them, a liveness answer."""
 
 import ctypes
+import datetime
 import logging
 import os
 import signal
-
-import datetime
 
 from thespian.actors import ActorSystemMessage, ActorTypeDispatcher, ThespianWatch, WakeupMessage, WatchMessage
 from thespian.system.transport import TransmitIntent
@@ -41,6 +40,8 @@ class CameronActor(ActorTypeDispatcher):
     role = "actor"
     #: What an actor handles before its first Setup; anything else waits for it.
     BOOT_MESSAGES = (m.Setup, m.Ping, ActorSystemMessage)
+    #: Whether this actor takes and opens lanes to its siblings (cameron.lane.Lanes).
+    LANES = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -81,9 +82,6 @@ class CameronActor(ActorTypeDispatcher):
     def watched(self) -> list:
         """Hook: file descriptors of the actor's own to watch (a WatchMessage names those ready)."""
         return []
-
-    #: Whether this actor takes and opens lanes to its siblings (cameron.lane.Lanes).
-    LANES = False
 
     def _open_lanes(self):
         if self.LANES and hasattr(getattr(self, "_myRef", None), "_send_intent"):

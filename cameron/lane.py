@@ -1,6 +1,4 @@
-"""Lanes: stream sockets between the engine's actors for their busiest messages (a runner's
-calls and outcomes with its TaskActor; new jobs, runs and write batches between JobData,
-the scheduler and the runners), without the actor transport's per-message costs."""
+"""Lanes: Unix sockets that carry the actors' per-job messages without Thespian's costs."""
 
 import os
 import pickle
@@ -18,11 +16,12 @@ class LaneClosed(Exception):
 
 
 class Lane:
-    """Length-prefixed pickles over one end of a socket pair, non-blocking both ways.
+    """Length-prefixed pickles over one end of a Unix stream socket, non-blocking both ways.
 
-    Both ends are the two halves of one `socket.socketpair()` made by the runner before it
-    creates its TaskActor, whose process is forked from the runner's and so holds the other
-    half: nothing else can connect to it, which is what makes unpickling what it reads safe.
+    Unpickling what it reads is safe only because of who can be at the other end: a runner's
+    lane to its TaskActor is a `socket.socketpair()` made before the TaskActor's process is
+    forked from the runner's, so only that child holds the other half; a lane between
+    siblings (Lanes) is read only once the other end's credentials were checked.
     Thespian's TCP transport pickles every message into an envelope, sends it on its own,
     waits for an acknowledgement and walks its queue on every turn of its loop: most of a
     runner's CPU went to that. Here a message is one write, and a message too big for the
