@@ -44,7 +44,8 @@ def test_metrics_count_the_jobs_and_tasks_run(engine):
         assert delta("cameron_tasks_ended_total", process="foo", outcome="error") == 0
         assert delta("cameron_activity_call_seconds_count", process="foo") == 7 * jobs
         assert delta("cameron_engine_overhead_seconds_count", process="foo") == 7 * jobs
-        assert delta("cameron_activity_call_seconds_sum", process="foo") > 0
+        # (a foo call can take less than the 1 ms resolution; the flaky one's back-offs cannot)
+        assert delta("cameron_activity_call_seconds_sum", process="flaky") > 0
         assert delta("cameron_retries_total", process="flaky") == 2
         assert delta("cameron_tasks_ended_total", process="flaky", outcome="done") == 1
         assert delta("cameron_limits_hit_total", process="toowide", limit="fanout") == 1
