@@ -48,8 +48,7 @@ class Lane:
             sock = socket.socket(fileno=fd)
         except OSError as e:
             raise LaneClosed(f"file descriptor {fd} is not the lane's socket: {e}") from e
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid = struct.unpack("3i", creds)[0]
+        pid, _ = peer(sock)
         if pid != parent:
             sock.detach()
             raise LaneClosed(f"file descriptor {fd} leads to process {pid}, not {parent}")
@@ -138,10 +137,17 @@ def lane_name(address) -> bytes:
     return b"\0cameron-lane-%d-%s" % (os.getuid(), str(address).encode())
 
 
+def peer(sock: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a Unix socket, as the kernel saw it
+    connect (or make the pair)."""
+    pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return pid, uid
+
+
 def same_engine(sock: socket.socket) -> bool:
     """Whether the process at the other end of this Unix socket is one of this engine's: the
     same user and the same session (every process of an actor system shares its session)."""
-    pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    pid, uid = peer(sock)
     try:
         return uid == os.getuid() and os.getsid(pid) == os.getsid(0)
     except OSError:  # gone already
