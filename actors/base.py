@@ -10,7 +10,7 @@ from thespian.actors import ActorSystemMessage, ActorTypeDispatcher, ThespianWat
 from thespian.system.transport import TransmitIntent
 
 from cameron import messages as m
-from cameron.lane import Lanes
+from cameron.lane import LaneClosed, Lanes
 
 #: What goes between sibling actors by lane when one is open (cameron.lane.Lanes): the
 #: messages every job causes. Anything else, and these when no lane is open, go by Thespian.
@@ -98,16 +98,32 @@ class CameronActor(ActorTypeDispatcher):
         """Send `msg` by lane if it is one of BY_LANE and a lane to `addr` is (or can be) open."""
         if self.lanes is None or not isinstance(msg, BY_LANE) or not self.lanes.send(addr, msg):
             return False
-        if self.lanes.pending() and not self._flush_due:
-            self._flush_due = True  # one wake-up writes what waits on every lane
-            self.wakeupAfter(FLUSH_AGAIN, payload=_FLUSH_LANES)
+        self.flush_later()
         return True
+
+    def own_lanes(self) -> list:
+        """Hook: lanes of the actor's own, besides those to its siblings (written from its
+        Thespian thread only)."""
+        return []
+
+    def flush_later(self):
+        """One wake-up, FLUSH_AGAIN from now, writes what waits on any lane (what its socket
+        could not take yet); none while one is due."""
+        waiting = (self.lanes is not None and self.lanes.pending()) or any(lane.pending for lane in self.own_lanes())
+        if waiting and not self._flush_due:
+            self._flush_due = True
+            self.wakeupAfter(FLUSH_AGAIN, payload=_FLUSH_LANES)
 
     def _flush_lanes(self):
         self._flush_due = False
-        if not self.lanes.flush():
-            self._flush_due = True
-            self.wakeupAfter(FLUSH_AGAIN, payload=_FLUSH_LANES)
+        if self.lanes is not None:
+            self.lanes.flush()
+        for lane in self.own_lanes():
+            try:
+                lane.flush()
+            except LaneClosed:
+                pass  # its process died: what waited goes with it (and is made again)
+        self.flush_later()
 
     def receiveMsg_Setup(self, msg: m.Setup, sender):
         first = self.config is None

@@ -9,7 +9,7 @@ from cameron.job import Effects, Jobs
 from cameron.lane import Lane, LaneClosed
 from cameron.writes import Outbox
 
-from actors.base import FLUSH_AGAIN, CameronActor, Pipe
+from actors.base import CameronActor, Pipe
 from actors.task_actor import TaskActor
 
 
@@ -27,10 +27,12 @@ class JobRunner(CameronActor):
         self.outbox = Outbox()  # write batches until JobData acknowledges them
         self._job_data = None  # the JobData they were sent to
         self._to_data = Pipe(self, self.outbox.batch)
-        self._lane_flush_due = False  # a wake-up will write what the lane's socket could not take
 
     def watched(self):
         return [self.lane.fileno()] if self._lane_open else []
+
+    def own_lanes(self):
+        return [self.lane] if self.lane is not None else []
 
     def setup(self, first):
         if first:
@@ -110,7 +112,7 @@ class JobRunner(CameronActor):
                 self.lane.send(m.CallActivities(fx.calls))
             except LaneClosed:
                 pass  # the TaskActor died: these calls are made again with its others
-            self._flush_later()
+            self.flush_later()
         if fx.moments:
             self._to_data.put(self.peers.job_data, fx.moments)
 
@@ -146,20 +148,6 @@ class JobRunner(CameronActor):
         self._new_task_actor()
         self.jobs.recall(lost, self.fx)
         self._flush()
-
-    def receiveMsg_WakeupMessage(self, msg, sender):
-        self._lane_flush_due = False
-        try:
-            self.lane.flush()
-        except LaneClosed:
-            return
-        self._flush_later()
-
-    def _flush_later(self):
-        """One wake-up writes the calls the lane's socket could not take yet."""
-        if self.lane.pending and not self._lane_flush_due:
-            self._lane_flush_due = True
-            self.wakeupAfter(FLUSH_AGAIN)
 
     def status(self):
         jobs = self.jobs if self.jobs is not None else Jobs(self.config)

@@ -73,6 +73,7 @@ class Lane:
             except BlockingIOError:
                 return False
             except OSError as e:  # EPIPE, ECONNRESET: the other process died
+                self.pending.clear()  # nobody will read it
                 raise LaneClosed(str(e)) from e
             del self.pending[:sent]
         return True
