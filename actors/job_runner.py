@@ -27,6 +27,7 @@ class JobRunner(CameronActor):
         self.outbox = Outbox()  # write batches until JobData acknowledges them
         self._job_data = None  # the JobData they were sent to
         self._to_data = Pipe(self, self.outbox.batch)
+        self.tally = metrics.Tally()  # this message's counts, written by _flush
 
     def watched(self):
         return [self.lane.fileno()] if self._lane_open else []
@@ -98,14 +99,15 @@ class JobRunner(CameronActor):
             return
         for msg in messages:
             for job, task, outcome in self.jobs.outcomes(msg.outcomes, self.fx):
-                metrics.call_ended(job.spec.process.name, task.started, outcome.duration_ms, outcome.attempts)
+                self.tally.call_ended(job.spec.process.name, task.started, outcome.duration_ms, outcome.attempts)
 
     def _flush(self):
         # Calls first: they are the job's critical path, the writes are not. Were this runner
         # to die between the two sends, Redis would still show the parent task running, and
         # resuming would call it (and so its children) again: at-least-once, as ever.
         fx, self.fx = self.fx, Effects()
-        metrics.observe(fx.moments)
+        self.tally.moments(fx.moments)
+        self.tally.write()  # before the moments go: a job Redis shows ended is counted
         metrics.JOBS_IN_FLIGHT.set(len(self.jobs))
         if fx.calls:
             try:
