@@ -1,6 +1,7 @@
 """Allow lists, URL and name checks, and call signatures, as plain values."""
 
 import logging
+import pickle
 
 import pytest
 
@@ -67,6 +68,20 @@ def test_engine_ports_are_looked_up_only_when_a_pattern_reaches_this_machine():
 def test_a_refusal_names_the_process_and_the_target():
     assert allow("127.0.0.1:9292", process="foo").check("h", 25, "192.0.2.1", engine_ports) == \
         "h:25 (192.0.2.1) is not in the allow list of process foo"
+
+
+def test_an_allow_list_crosses_a_pickle_unchanged_and_unparsed(monkeypatch):
+    # Given an allow list with a network, a name pattern and an address
+    allow = AllowList("pickled", tuple(parse_rule(e) for e in ["10.0.0.0/8:*", "*.example.com:443", "[::1]:8080"]))
+    parsed = []
+    monkeypatch.setattr("cameron.allow.parse_rule", lambda text: parsed.append(text) or parse_rule(text))
+    # When it is pickled and unpickled many times (a runner's batches of calls)
+    copies = [pickle.loads(pickle.dumps(allow, protocol=pickle.HIGHEST_PROTOCOL)) for _ in range(50)]
+    # Expect an equal list that checks alike, its entries parsed once in all
+    assert all(c == allow for c in copies)
+    assert copies[0].check("a.example.com", 443, "192.0.2.1", lambda: ()) is None
+    assert copies[0].check("a.example.com", 80, "192.0.2.1", lambda: ()) is not None
+    assert len(parsed) == 3
 
 
 @pytest.mark.parametrize("entry, words", [
