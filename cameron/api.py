@@ -128,9 +128,10 @@ class Start:
             raise EngineUnavailable("no job store configured")
         job_id = store.new_uuid()
         try:
-            job = self.jobs.start(name, **fields, idempotency_key=idempotency_key, job_id=job_id,
-                                  fingerprint=store.fingerprint(name, **fields) if idempotency_key else "",
-                                  client=req.context.client)
+            with self.jobs.lend() as via:
+                job = self.jobs.start(name, **fields, idempotency_key=idempotency_key, job_id=job_id,
+                                      fingerprint=store.fingerprint(name, **fields) if idempotency_key else "",
+                                      client=req.context.client, via=via)
         except store.UnknownProcess:
             raise falcon.HTTPNotFound(title="Unknown process",
                                       description=f"no process named {name!r} in the catalog") from None

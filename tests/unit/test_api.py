@@ -1,5 +1,6 @@
 """The HTTP API as a client sees it, with a fake engine behind the gateway (no actors)."""
 
+import contextlib
 import hashlib
 import json
 import time
@@ -43,7 +44,13 @@ class FakeJobs:
         self.answer = answer
         self.asked = []
 
-    def start(self, process, key, data, requestor, *, idempotency_key="", fingerprint="", client="", job_id=""):
+    @contextlib.contextmanager
+    def lend(self):
+        yield "lent"
+
+    def start(self, process, key, data, requestor, *, idempotency_key="", fingerprint="", client="", job_id="",
+              via=None):
+        assert via == "lent"  # the API starts on a client lent for the request
         self.asked.append((process, key, data, requestor, idempotency_key))
         self.job_id = job_id
         if isinstance(self.answer, Exception):

@@ -434,6 +434,44 @@ def test_a_start_is_checked_against_the_published_catalog_and_queued_on_the_inbo
     assert jobs.take_new(handed=[taken]) == []
 
 
+def test_a_lent_client_is_reused_and_skips_the_pools_check_before_each_command(client, jobs, monkeypatch):
+    # Given a store whose pool counts the connections it hands out (and checks for unread replies)
+    jobs.redis.hset(keys.engine_catalog(jobs.engine), "foo", FOO.start_url)
+    pool = jobs.redis.connection_pool
+    handed = []
+    real = pool.get_connection
+    monkeypatch.setattr(pool, "get_connection", lambda *a, **k: handed.append(1) or real(*a, **k))
+    # When ten starts go one after the other through lent clients
+    for i in range(10):
+        with jobs.lend() as via:
+            jobs.start("foo", f"k{i}", "d", "r", via=via)
+    # Expect them through one connection taken from the pool once, and the ten jobs queued
+    assert len(handed) == 1
+    assert client.llen(keys.engine_inbox(jobs.engine)) == 10
+
+
+class Killed(BaseException):
+    """What a greenlet killed in mid-command sees."""
+
+
+def test_a_client_lent_to_a_request_killed_in_mid_command_is_not_reused_with_its_reply_unread(jobs):
+    # Given a lent client whose request dies after sending a command, before its reply is read
+    with pytest.raises(Killed):
+        with jobs.lend() as via:
+            via.connection.send_command("ECHO", "stale")
+            raise Killed()
+    # When it is lent again, expect its next command to get its own reply, not the stale one
+    with jobs.lend() as via:
+        assert via.echo("fresh") == "fresh"
+    # and after an ordinary failure (a Redis error, the reply read) the connection is kept
+    with pytest.raises(store.UnknownProcess), jobs.lend() as via:
+        jobs.redis.hset(keys.engine_catalog(jobs.engine), " ", "")
+        jobs.start("nope", "k", "d", "r", via=via)
+    kept = via.connection._sock
+    with jobs.lend() as again:
+        assert again is via and again.ping() and again.connection._sock is kept
+
+
 def test_a_take_whose_reply_is_lost_leaves_its_jobs_for_the_next_take(client, jobs):
     # Given three jobs on the inbox, and a take of two whose reply never arrived
     jobs.publish_catalog([FOO])
