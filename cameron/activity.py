@@ -17,6 +17,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import quote, urlsplit
 
 from cameron.allow import host_port, name_problem, url_problem
+from cameron.lane import per_task
 
 #: Of an answer other than 200 at most this much is read: its text is not kept, only its status.
 ERROR_BODY = 65536
@@ -62,7 +63,7 @@ class RetryPolicy:
         return None
 
 
-@dataclass(frozen=True)
+@per_task
 class Definition:
     """A next activity named in an answer."""
 
@@ -70,7 +71,7 @@ class Definition:
     url: str
 
 
-@dataclass(frozen=True)
+@per_task
 class ActivityResult:
     name: str
     data: object

@@ -6,9 +6,10 @@ from typing import Any
 from cameron.activity import RetryPolicy
 from cameron.catalog import Process
 from cameron.config import Config
+from cameron.lane import per_task
 
 
-@dataclass(frozen=True)
+@per_task
 class JobSpec:
     """Everything needed to run a job, fixed when it is accepted."""
 
@@ -165,13 +166,13 @@ def runner_slot(uuid: str, runners: int) -> int:
 
 # Writes, batched by the JobRunner into one WriteBatch per message it handles.
 
-@dataclass(frozen=True)
+@per_task
 class JobStarted:
     tag: str
     time: str
 
 
-@dataclass(frozen=True)
+@per_task
 class TaskStarted:
     tag: str
     n: int  # start order in the job
@@ -185,7 +186,7 @@ class TaskStarted:
     time: str
 
 
-@dataclass(frozen=True)
+@per_task
 class TaskEnded:
     tag: str
     n: int
@@ -198,7 +199,7 @@ class TaskEnded:
     attempts: int = 1
 
 
-@dataclass(frozen=True)
+@per_task
 class JobEnded:
     tag: str
     time: str
@@ -225,7 +226,7 @@ class Written:
     seq: int
 
 
-@dataclass(frozen=True)
+@per_task
 class ActivityCall:
     """JobRunner -> TaskActor: call one activity for one task."""
 
@@ -248,7 +249,7 @@ class CallActivities:
     calls: list
 
 
-@dataclass(frozen=True)
+@per_task
 class ActivityOutcome:
     """The answer of one call: `result` when it went well, else `error` says what happened."""
 
