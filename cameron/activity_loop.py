@@ -431,8 +431,9 @@ class CallLoop:
                 if not data:
                     return self._closed(ex)
                 ex.got_any = True
-                _quick_ack(ex.sock)
                 self._feed(ex, data)
+                if not ex.done:  # more to come (an answer that came whole needs no more)
+                    _quick_ack(ex.sock)
         except BlockingIOError:
             return
         except ActivityError as e:
