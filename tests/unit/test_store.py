@@ -219,6 +219,18 @@ def test_a_whole_foo_shaped_job_has_every_spec_field_and_only_final_markers(clie
     assert [int(h[f"task.{name}.index"]) for name in names] == list(range(7))
 
 
+def test_the_embedded_redis_keeps_a_jobs_hash_compact_and_forks_for_no_snapshot(client, jobs):
+    # Given the embedded Redis (this module's), and a job whose seven tasks answered 600 bytes each
+    job = new_job()
+    create(jobs, job)
+    jobs.apply([m.JobStarted(tag=job.tag, time=T1)] + [task_started(job, n, f"act_{n}") for n in range(7)])
+    jobs.apply([task_done(job, n, {"text": "x" * 600}) for n in range(7)] + [m.JobEnded(tag=job.tag, time=T4, errors=0)])
+    # Expect its hash in the compact encoding (ziplist, listpack from Redis 7 on)
+    assert client.object("encoding", job.tag) in ("ziplist", "listpack")
+    # and no RDB snapshot scheduled: the append-only file is the durable copy
+    assert client.config_get("save")["save"] == "" and client.config_get("appendonly")["appendonly"] == "yes"
+
+
 def test_a_batch_is_one_transaction_that_redis_applies_all_at_once(client, jobs):
     # Given a stored job, and a watcher of every command Redis runs
     job = new_job()
