@@ -160,8 +160,10 @@ def job_events(uuid: str) -> str:
     holds the changes of one write batch as JSON (field `e`). Expires a while after the job ends.
     Also the pub/sub channel on which each such write says the stream grew."""
     return f"{PREFIX}:job:{uuid}:events"
-#: Seconds a finished job's event stream is kept (less when job_retention is shorter).
-EVENTS_TTL = 3600
+#: Seconds a finished job's event stream is kept (less when job_retention is shorter): long
+#: enough for a follower that lost its connection to resume where it was. Later, a stream
+#: asked for is rebuilt from the job's hash. (An hour of them at full load was gigabytes.)
+EVENTS_TTL = 60
 #: A capped Redis stream of every job's job-level changes (started; ended, with its final
 #: state): one entry per write batch that had any, holding them as JSON (field `e`). Also the
 #: pub/sub channel on which each such write says the stream grew.
