@@ -68,7 +68,7 @@ class CameronActor(ActorTypeDispatcher):
             self._flush_lanes()
         else:
             self._dispatch(message, sender)
-        fds = self.watched() + (self.lanes.fds() if self.lanes is not None else [])
+        fds = self.watched() + (self.lanes.fds(self.lanes_watched()) if self.lanes is not None else [])
         return ThespianWatch(fds) if fds else None
 
     def _dispatch(self, message, sender):
@@ -100,6 +100,16 @@ class CameronActor(ActorTypeDispatcher):
             return False
         self.flush_later()
         return True
+
+    def lanes_watched(self) -> bool:
+        """Hook: whether a message arriving on a sibling lane wakes the actor; one that says
+        no reads them itself (read_lanes) when it wants what they hold."""
+        return True
+
+    def read_lanes(self):
+        """Handle what the sibling lanes hold now, as if each had woken the actor."""
+        for by_lane, peer in self.lanes.read_all():
+            self.receiveMessage(by_lane, peer)
 
     def own_lanes(self) -> list:
         """Hook: lanes of the actor's own, besides those to its siblings (written from its

@@ -4,7 +4,7 @@ plain Python (cameron/engine_data.py); the actor hands that each message and wak
 
 from cameron import messages as m
 from cameron import store
-from cameron.engine_data import EngineData
+from cameron.engine_data import FLUSH, EngineData
 
 from actors.base import CameronActor
 
@@ -38,7 +38,15 @@ class JobData(CameronActor):
     def receiveMsg_WatchMessage(self, msg, sender):
         self.data.take_new()
 
+    def lanes_watched(self):
+        # Write batches wait for the flush COALESCE after the first anyway: while one is due,
+        # they stay in their lanes and the flush reads them all (one turn of Thespian's loop
+        # per flush, instead of one per batch, two or three per foo job).
+        return self.data is None or not self.data.flush_due
+
     def receiveMsg_WakeupMessage(self, msg, sender):
+        if msg.payload == FLUSH and self.lanes is not None:
+            self.read_lanes()
         self.data.wake(msg.payload)
 
     def receiveMsg_TreeReport(self, msg: m.TreeReport, sender):

@@ -191,8 +191,13 @@ class Lanes:
         self._open = {}  # fileno -> [peer address or None until its Hello, Lane]
         self._refused = {}  # str(peer address) -> when a connection to it last failed
 
-    def fds(self) -> list:
-        return [self.listener.fileno(), *self._open]
+    def fds(self, lanes: bool = True) -> list:
+        """The listener's descriptor, and the open lanes' unless `lanes` is False."""
+        return [self.listener.fileno(), *(self._open if lanes else ())]
+
+    def read_all(self) -> list:
+        """ready() of every open lane: what each holds now."""
+        return self.ready(list(self._open))
 
     def send(self, address, message) -> bool:
         """Write `message` on the lane to `address`, opened now if need be; False if there is

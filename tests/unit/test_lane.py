@@ -125,6 +125,23 @@ def test_a_message_goes_by_lane_with_its_sender_and_the_answer_comes_back_on_it(
     assert len(a.fds()) == len(b.fds()) == 2  # each: its listener and the one lane
 
 
+def test_lanes_left_unwatched_keep_what_arrives_until_read_all_takes_it(lanes):
+    # Given a lane from a to b (b accepted it) and b watching only its listener for a while
+    # (JobData between the first write batch and the flush COALESCE later)
+    a, b = lanes(f"test-a-{os.getpid()}"), lanes(f"test-b-{os.getpid()}")
+    assert a.send(b.address, m.Written(1))
+    assert wait_ready(b) == [(m.Written(1), a.address)]
+    assert b.fds(lanes=False) == [b.listener.fileno()] and len(b.fds()) == 2
+    # When three more messages come meanwhile
+    for seq in (2, 3, 4):
+        assert a.send(b.address, m.Written(seq))
+    # Expect none to make the listener readable, and read_all to take all three, in order
+    import select
+    assert select.select(b.fds(lanes=False), [], [], 0.2)[0] == []
+    assert b.read_all() == [(m.Written(seq), a.address) for seq in (2, 3, 4)]
+    assert b.read_all() == []
+
+
 def test_a_peer_that_does_not_listen_yet_is_asked_again_only_after_a_while(lanes, monkeypatch):
     a = lanes(f"test-a-{os.getpid()}")
     later = f"test-later-{os.getpid()}"
