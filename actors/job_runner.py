@@ -1,6 +1,8 @@
 """JobRunner: holds many jobs (cameron.job) in memory and carries out what they ask for: one
 message in, at most one batch of calls to its TaskActor and one write batch to JobData out."""
 
+import datetime
+
 from thespian.actors import ActorExitRequest
 
 from cameron import metrics
@@ -11,6 +13,11 @@ from cameron.writes import Outbox
 
 from actors.base import CameronActor, Pipe
 from actors.task_actor import TaskActor
+
+
+#: At most this long between a count and its write to the metric files (datetime.timedelta).
+METRICS_EVERY = datetime.timedelta(seconds=0.25)
+_METRICS = "metrics"
 
 
 class JobRunner(CameronActor):
@@ -27,7 +34,8 @@ class JobRunner(CameronActor):
         self.outbox = Outbox()  # write batches until JobData acknowledges them
         self._job_data = None  # the JobData they were sent to
         self._to_data = Pipe(self, self.outbox.batch)
-        self.tally = metrics.Tally()  # this message's counts, written by _flush
+        self.tally = metrics.Tally()  # counts not yet written (_count)
+        self._metrics_due = False  # a wake-up to write them is on its way
 
     def watched(self):
         return [self.lane.fileno()] if self._lane_open else []
@@ -106,9 +114,7 @@ class JobRunner(CameronActor):
         # to die between the two sends, Redis would still show the parent task running, and
         # resuming would call it (and so its children) again: at-least-once, as ever.
         fx, self.fx = self.fx, Effects()
-        self.tally.moments(fx.moments)
-        self.tally.write()  # before the moments go: a job Redis shows ended is counted
-        metrics.JOBS_IN_FLIGHT.set(len(self.jobs))
+        self._count(fx.moments)
         if fx.calls:
             try:
                 self.lane.send(m.CallActivities(fx.calls))
@@ -117,6 +123,28 @@ class JobRunner(CameronActor):
             self.flush_later()
         if fx.moments:
             self._to_data.put(self.peers.job_data, fx.moments)
+
+    def _count(self, moments):
+        """The metrics: written before the moments go when a job ended (a job Redis shows
+        ended is counted) or none is left, else within METRICS_EVERY (each write of them costs
+        a lock, getpid() and mmap write per metric: once per message was a tenth of a runner)."""
+        self.tally.moments(moments)
+        if not self.tally.pending():
+            return
+        if not len(self.jobs) or any(type(op) is m.JobEnded for op in moments):
+            self._write_metrics()
+        elif not self._metrics_due:
+            self._metrics_due = True
+            self.wakeupAfter(METRICS_EVERY, payload=_METRICS)
+
+    def _write_metrics(self):
+        self.tally.write()
+        metrics.JOBS_IN_FLIGHT.set(len(self.jobs))
+
+    def receiveMsg_WakeupMessage(self, msg, sender):
+        if msg.payload == _METRICS:
+            self._metrics_due = False
+            self._write_metrics()
 
     # --- supervision of the TaskActor -------------------------------------
 

@@ -78,14 +78,18 @@ def limit_of(error: str) -> str | None:
 
 
 class Tally:
-    """A runner's counts over one message's handling, written to the metric files in one go by
-    write(): every write of a multiprocess metric takes a lock, a getpid() and an mmap write,
-    and a foo job's 7 tasks made about 60 of them one by one (about 5 % of the engine's CPU per
-    job with few jobs in flight); summed per metric and labels first, a round writes each once."""
+    """A runner's counts, written to the metric files in one go by write(): every write of a
+    multiprocess metric takes a lock, a getpid() and an mmap write, and a foo job's 7 tasks
+    made about 60 of them one by one (about 5 % of the engine's CPU per job with few jobs in
+    flight); summed per metric and labels first, a write() writes each once."""
 
     def __init__(self):
         self.counts = {}  # (metric, label values) -> amount
         self.observed = {}  # (histogram, label values) -> [value observed]
+
+    def pending(self) -> bool:
+        """Whether anything is counted and not yet written."""
+        return bool(self.counts or self.observed)
 
     def add(self, metric, labels: tuple = (), amount: float = 1) -> None:
         key = (metric, labels)

@@ -59,3 +59,18 @@ def test_metrics_count_the_jobs_and_tasks_run(engine):
         now = scrape(engine)
         return value(now, "cameron_jobs_in_flight") == 0 and value(now, "cameron_tasks_in_flight") == 0
     wait_until(idle, 30, "no job or task in flight")
+
+
+def test_a_task_in_flight_is_counted_while_its_call_lasts(engine):
+    # Given a job whose one activity takes 2 s (nothing else ends meanwhile to write the counts)
+    before = scrape(engine)
+    resp = engine.start_job("slow", key="metrics-in-flight")
+    assert resp.status_code == 201
+    # Expect it counted as started and in flight while the call lasts, and no longer after
+    wait_until(lambda: value(scrape(engine), "cameron_tasks_in_flight") >= 1
+               and value(scrape(engine), "cameron_tasks_started_total", process="slow")
+               > value(before, "cameron_tasks_started_total", process="slow"), 1.5,
+               "the slow task counted in flight before its call ends")
+    wait_until(lambda: value(scrape(engine), "cameron_jobs_finished_total", process="slow", state="done")
+               > value(before, "cameron_jobs_finished_total", process="slow", state="done"), 15,
+               "the slow job counted as finished")
