@@ -19,8 +19,10 @@ def per_task(cls):
     took 7 times as long to build and twice as long to unpickle, and these were a large share
     of the runners' and TaskActors' CPU; nothing changes one once it is built."""
     cls = dataclasses.dataclass(cls)
-    values = operator.attrgetter(*(f.name for f in dataclasses.fields(cls)))
-    cls.__reduce__ = lambda self: (cls, values(self))
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = operator.attrgetter(*names)  # a tuple, or the one value of a one-field class
+    cls.__reduce__ = (lambda self: (type(self), values(self))) if len(names) > 1 else \
+        (lambda self: (type(self), (values(self),)))
     return cls
 
 

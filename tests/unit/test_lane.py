@@ -3,11 +3,12 @@ bytes arrive; never a blocked writer; the end of the other side seen; only the r
 adopted."""
 
 import os
+import pickle
 
 import pytest
 
 from cameron import messages as m
-from cameron.lane import Lane, LaneClosed, Lanes
+from cameron.lane import Lane, LaneClosed, Lanes, per_task
 
 
 @pytest.fixture
@@ -196,3 +197,23 @@ def test_no_lane_is_opened_to_a_listener_of_another_session(lanes):
     finally:
         child.kill()
         child.wait()
+
+
+@per_task
+class _OneField:
+    a: int
+
+
+def test_a_per_task_message_crosses_a_lane_equal_and_rebuilt_from_its_values(ends):
+    # Given per-task messages, one of a single field, one with nested ones
+    a, b = ends
+    outcome = m.ActivityOutcome("u" * 32, 3, None, "boom", 12, attempts=2)
+    moment = m.TaskStarted(tag="t", n=1, id="x", name="x", url="http://h/x", requestor="r",
+                           parent=0, parent_id="start", tasks_csv="", time="now")
+    # When they cross a lane, expect them equal, of their own class
+    a.send(m.ActivityOutcomes([outcome, moment, _OneField(7)]))
+    [got] = b.receive()
+    assert got.outcomes == [outcome, moment, _OneField(7)]
+    assert [type(o) for o in got.outcomes] == [m.ActivityOutcome, m.TaskStarted, _OneField]
+    # and pickled as their values: no per-object state dictionary on the wire
+    assert b"__dict__" not in pickle.dumps(moment) and b"tasks_csv" not in pickle.dumps(moment)
