@@ -4,6 +4,7 @@ rules, and the schema's parts re-exported: documents (encoding and reading back)
 
 import hashlib
 import json
+import select
 import time
 import uuid as uuid_module
 from contextlib import contextmanager
@@ -31,6 +32,24 @@ def connect(url: str, timeout: float = 5.0) -> redis.Redis:
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
                                 socket_connect_timeout=min(timeout, 2), health_check_interval=30,
                                 retry=None)
+
+
+_poll = None  # select.poll, as the OS gives it (not gevent's, which waits in its hub)
+
+
+def _readable(connection) -> bool:
+    """Whether a client's idle connection has anything to read: an end (Redis closed it) or a
+    reply nobody read. A poll that never waits, so it needs no cooperation from gevent."""
+    global _poll
+    sock = getattr(connection, "_sock", None)  # None: not connected (connects on its next command)
+    if sock is None:
+        return False
+    if _poll is None:
+        from gevent import monkey  # a dependency; importing it patches nothing
+        _poll = monkey.get_original("select", "poll") if monkey.is_module_patched("select") else select.poll
+    poller = _poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def never_sent(error: redis.RedisError) -> bool:
@@ -122,13 +141,19 @@ class JobStore:
     @contextmanager
     def lend(self):
         """A client with a connection of its own (on this store's pool), lent for one request's
-        commands. A command on it skips what the shared pool does before each: poll the
-        connection for a reply nobody read, which under gevent is a trip through its hub (about
-        a tenth of the API's CPU per start). What can leave a reply unread is an exception in
-        mid-command that is not Redis's own (a greenlet killed, a gevent timeout): the
-        connection is closed then, and opened again by the next command."""
+        commands. The shared pool polls a connection before each command (closed by Redis? a
+        reply left unread?), under gevent through its hub: about a tenth of the API's CPU per
+        start. A lent one is polled once per lending, by the OS directly (_readable). What can
+        leave a reply unread is an exception in mid-command that is not Redis's own (a greenlet
+        killed, a gevent timeout): the connection is closed then, and opened again by the next
+        command."""
         lent = self._lent.pop() if self._lent else \
             redis.Redis(connection_pool=self.redis.connection_pool, single_connection_client=True)
+        if _readable(lent.connection):
+            # Before a command nothing may be readable: Redis closed the connection (it
+            # restarted, or dropped idle clients) or a reply was left unread. A new one, as the
+            # pool does: the start then fails as "not sent" if Redis is down, or just works.
+            lent.connection.disconnect()
         try:
             yield lent
         except (redis.RedisError, IdempotencyConflict, UnknownProcess, EngineStarting):

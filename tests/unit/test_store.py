@@ -2,6 +2,7 @@
 
 import json
 import re
+import select
 import uuid as uuidlib
 from datetime import datetime, timedelta, timezone
 
@@ -460,6 +461,21 @@ def test_a_lent_client_is_reused_and_skips_the_pools_check_before_each_command(c
     # Expect them through one connection taken from the pool once, and the ten jobs queued
     assert len(handed) == 1
     assert client.llen(keys.engine_inbox(jobs.engine)) == 10
+
+
+def test_a_lent_connection_that_redis_closed_is_opened_again_before_the_next_start(client, jobs):
+    # Given a lent connection that Redis closed while it was idle (a restart, a client timeout)
+    jobs.redis.hset(keys.engine_catalog(jobs.engine), "foo", FOO.start_url)
+    with jobs.lend() as via:
+        jobs.start("foo", "k0", "d", "r", via=via)
+        first = via.client_id()
+    client.client_kill_filter(_id=first)
+    assert select.select([via.connection._sock], [], [], 5)[0]  # its end has arrived
+    # When the next start borrows it, expect that start to go through on a new connection
+    with jobs.lend() as again:
+        jobs.start("foo", "k1", "d", "r", via=again)
+    assert again is via and again.client_id() != first
+    assert client.llen(keys.engine_inbox(jobs.engine)) == 2
 
 
 class Killed(BaseException):
