@@ -10,9 +10,16 @@ import time
 from cameron import keys
 
 
+_second = (None, "")  # (a second since the epoch, now() for it): a job's moments ask many times
+
+
 def now() -> str:
     """The time format of the original (`MM-DD-YYYY hh:mm:ss`), in UTC."""
-    return time.strftime("%m-%d-%Y %H:%M:%S", time.gmtime())
+    global _second
+    second = int(time.time())
+    if second != _second[0]:
+        _second = (second, time.strftime("%m-%d-%Y %H:%M:%S", time.gmtime(second)))
+    return _second[1]
 
 
 def ms() -> int:

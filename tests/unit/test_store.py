@@ -263,6 +263,21 @@ def test_now_uses_the_original_time_format_in_utc():
     assert abs(datetime.now(timezone.utc) - parsed) < timedelta(minutes=1)
 
 
+def test_now_follows_the_clock_from_one_second_to_the_next(monkeypatch):
+    # (made once per second and kept for the second's other moments)
+    import time
+    from types import SimpleNamespace
+    from cameron.store import documents
+    clock = [1_764_460_800.2]  # 2025-11-30 00:00:00.2 UTC
+    monkeypatch.setattr(documents, "time", SimpleNamespace(time=lambda: clock[0], strftime=time.strftime,
+                                                           gmtime=time.gmtime))
+    first = store.now()
+    clock[0] += 0.5
+    assert store.now() == first == "11-30-2025 00:00:00"
+    clock[0] += 0.5
+    assert store.now() == "11-30-2025 00:00:01"
+
+
 def test_every_time_of_a_job_read_back_has_the_original_format(jobs):
     # Given a job run with times stamped by store.now()
     job = new_job()
