@@ -51,13 +51,15 @@ class CameronActor(ActorTypeDispatcher):
         self.log = logging.getLogger(f"cameron.{self.role}")
         self._early = []  # work that arrived before the first Setup
         self.lanes = None  # to sibling actors, if LANES
-        self._flush_due = False  # a wake-up will write what waits on the lanes
+        self._due = set()  # payloads of the wake_once() wake-ups on their way
 
     def receiveMessage(self, message, sender):
         if not self.handled:
             link_to_parent(self)
             self._open_lanes()
         self.handled += 1
+        if isinstance(message, WakeupMessage):
+            self._due.discard(message.payload)
         if isinstance(message, WatchMessage) and self.lanes is not None:
             for by_lane, peer in self.lanes.ready(message.ready):
                 self.receiveMessage(by_lane, peer)
@@ -116,16 +118,19 @@ class CameronActor(ActorTypeDispatcher):
         Thespian thread only)."""
         return []
 
+    def wake_once(self, after, payload):
+        """A wake-up with `payload` `after` from now, unless one with it is on its way already."""
+        if payload not in self._due:
+            self._due.add(payload)
+            self.wakeupAfter(after, payload=payload)
+
     def flush_later(self):
         """One wake-up, FLUSH_AGAIN from now, writes what waits on any lane (what its socket
-        could not take yet); none while one is due."""
-        waiting = (self.lanes is not None and self.lanes.pending()) or any(lane.pending for lane in self.own_lanes())
-        if waiting and not self._flush_due:
-            self._flush_due = True
-            self.wakeupAfter(FLUSH_AGAIN, payload=_FLUSH_LANES)
+        could not take yet)."""
+        if (self.lanes is not None and self.lanes.pending()) or any(lane.pending for lane in self.own_lanes()):
+            self.wake_once(FLUSH_AGAIN, _FLUSH_LANES)
 
     def _flush_lanes(self):
-        self._flush_due = False
         if self.lanes is not None:
             self.lanes.flush()
         for lane in self.own_lanes():

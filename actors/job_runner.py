@@ -35,7 +35,6 @@ class JobRunner(CameronActor):
         self._job_data = None  # the JobData they were sent to
         self._to_data = Pipe(self, self.outbox.batch)
         self.tally = metrics.Tally()  # counts not yet written (_count)
-        self._metrics_due = False  # a wake-up to write them is on its way
 
     def watched(self):
         return [self.lane.fileno()] if self._lane_open else []
@@ -133,9 +132,8 @@ class JobRunner(CameronActor):
             return
         if not len(self.jobs) or any(type(op) is m.JobEnded for op in moments):
             self._write_metrics()
-        elif not self._metrics_due:
-            self._metrics_due = True
-            self.wakeupAfter(METRICS_EVERY, payload=_METRICS)
+        else:
+            self.wake_once(METRICS_EVERY, _METRICS)
 
     def _write_metrics(self):
         self.tally.write()
@@ -143,7 +141,6 @@ class JobRunner(CameronActor):
 
     def receiveMsg_WakeupMessage(self, msg, sender):
         if msg.payload == _METRICS:
-            self._metrics_due = False
             self._write_metrics()
 
     # --- supervision of the TaskActor -------------------------------------

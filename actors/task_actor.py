@@ -17,6 +17,8 @@ from cameron.lane import Lane, LaneClosed, close_fd
 
 from actors.base import FLUSH_AGAIN, CameronActor
 
+#: The payload of its wake-up that writes what the lane's socket could not take yet.
+_FLUSH_OUTCOMES = "outcomes"
 #: Calls in flight at once per TaskActor (each path: the loop's, the threads'); more wait their turn.
 MAX_CALLS = 2048
 
@@ -41,7 +43,6 @@ class TaskActor(CameronActor):
         self.in_flight = 0
         self.lane = None  # to the runner, from its Lane message on
         self._runner_gone = False
-        self._lane_flush_due = False  # a wake-up will write what the lane's socket could not take
         self._loop = None  # the CallLoop, started with the lane
         self._pool = None  # the CallPool, started with the first https call
         self.engine_ports = None  # () -> the engine's own ports, for allow lists
@@ -115,7 +116,6 @@ class TaskActor(CameronActor):
         self._send_queued()
 
     def receiveMsg_WakeupMessage(self, msg, sender):
-        self._lane_flush_due = False
         self._send_queued()
 
     def _send_queued(self):
@@ -125,9 +125,8 @@ class TaskActor(CameronActor):
                 outcomes.append(self._done.get_nowait())
             except queue.Empty:
                 break
-        if self.lane is not None and not self._send(outcomes) and not self._lane_flush_due:
-            self._lane_flush_due = True  # one wake-up writes what the lane's socket could not take
-            self.wakeupAfter(FLUSH_AGAIN)
+        if self.lane is not None and not self._send(outcomes):
+            self.wake_once(FLUSH_AGAIN, _FLUSH_OUTCOMES)  # writes what the lane's socket could not take
 
     def _send(self, outcomes) -> bool:
         """On any thread: these outcomes to the runner (none: only what waits); False while the
