@@ -116,7 +116,9 @@ class EngineData:
         """Hand every job on the inbox to the scheduler, in batches. A take moves jobs to the
         engine's taking list, where they stay until the next take acknowledges them: one whose
         reply is lost (Redis stalled past the timeout) loses nothing, the next take returns
-        them again. While Redis does not answer, only the look that probes it takes."""
+        them again. While Redis does not answer, only the look that probes it takes. A start
+        wakes JobData only when its job lands in an empty inbox, so every look takes until the
+        inbox is empty."""
         if self.stalled and not probe:
             return
         try:

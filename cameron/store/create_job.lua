@@ -30,6 +30,8 @@ redis.call('ZADD', scheduled, score, tag)
 redis.call('ZADD', key_jobs, score, tag)
 redis.call('SET', by_uuid, tag)
 redis.call('SADD', engines, engine)
-redis.call('RPUSH', inbox, tag)
-redis.call('PUBLISH', inbox, '')
+-- A wake-up only into an empty inbox: JobData takes until the inbox is empty each time it
+-- wakes, so a job pushed behind others is taken with them. Under a burst of starts, one
+-- wake-up instead of one per job, each costing JobData a pub/sub message to read.
+if redis.call('RPUSH', inbox, tag) == 1 then redis.call('PUBLISH', inbox, '') end
 return {'created', tag}

@@ -462,6 +462,34 @@ def test_a_start_is_checked_against_the_published_catalog_and_queued_on_the_inbo
     assert jobs.take_new(handed=[taken]) == []
 
 
+def test_a_start_wakes_the_engine_only_when_it_lands_in_an_empty_inbox(client, jobs):
+    # Given the engine's inbox subscription (as JobData has it) and a published catalog
+    jobs.publish_catalog([FOO])
+    wakeups = client.pubsub(ignore_subscribe_messages=True)
+    wakeups.subscribe(keys.engine_inbox(jobs.engine))
+    wakeups.get_message(timeout=5)  # the subscription's confirmation
+
+    def count():
+        # A PING's reply comes after every message published before it: nothing is missed.
+        wakeups.ping()
+        seen = []
+        while (msg := wakeups.get_message(timeout=5)) and msg["type"] != "pong":
+            seen.append(msg)
+        return len(seen)
+
+    # When three jobs are started before the engine takes any
+    for i in range(3):
+        jobs.start("foo", f"k{i}", "d", "r")
+    # Expect one wake-up: the jobs behind the first are taken with it
+    assert count() == 1
+    taken = jobs.take_new()
+    assert len(taken) == 3
+    # ... and once the inbox is empty again, the next start wakes it again
+    jobs.start("foo", "k3", "d", "r")
+    assert count() == 1
+    wakeups.close()
+
+
 def test_a_lent_client_is_reused_and_skips_the_pools_check_before_each_command(client, jobs, monkeypatch):
     # Given a store whose pool counts the connections it hands out (and checks for unread replies)
     jobs.redis.hset(keys.engine_catalog(jobs.engine), "foo", FOO.start_url)
