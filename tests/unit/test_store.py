@@ -543,6 +543,19 @@ def test_a_client_lent_to_a_request_killed_in_mid_command_is_not_reused_with_its
         assert again is via and again.ping() and again.connection._sock is kept
 
 
+def test_a_start_through_a_lent_client_loads_the_script_again_when_redis_lost_it(client, jobs):
+    # Given a lent client that started a job, then Redis forgot its scripts (a restart, SCRIPT FLUSH)
+    jobs.publish_catalog([FOO])
+    with jobs.lend() as via:
+        jobs.start("foo", "k0", "d", "r", via=via)
+    client.script_flush()
+    # When the next start goes through it, expect it created all the same
+    with jobs.lend() as via:
+        created = jobs.start("foo", "k1", "d", "r", via=via)
+    assert client.hget(keys.job_tag("foo", "k1", created.uuid), "job.status.current") == "scheduled"
+    assert client.llen(keys.engine_inbox(jobs.engine)) == 2
+
+
 def test_a_take_whose_reply_is_lost_leaves_its_jobs_for_the_next_take(client, jobs):
     # Given three jobs on the inbox, and a take of two whose reply never arrived
     jobs.publish_catalog([FOO])
