@@ -2,6 +2,7 @@
 
 import os
 import queue
+import resource
 import socket
 import threading
 import time
@@ -19,8 +20,11 @@ from actors.base import FLUSH_AGAIN, CameronActor
 
 #: The payload of its wake-up that writes what the lane's socket could not take yet.
 _FLUSH_OUTCOMES = "outcomes"
-#: Calls in flight at once per TaskActor (each path: the loop's, the threads'); more wait their turn.
-MAX_CALLS = 2048
+#: https calls in flight at once per TaskActor (a thread each); more wait their turn.
+MAX_THREADS = 2048
+#: Open files a TaskActor keeps for other things than its calls' sockets: its lanes, Thespian's
+#: sockets, its log (the https threads' sockets are MAX_THREADS more).
+FILES_KEPT = 1024
 
 
 class TaskActor(CameronActor):
@@ -61,8 +65,21 @@ class TaskActor(CameronActor):
             self.log.error("no lane to the runner (%s); exiting", e)
             self.send(self.myAddress, ActorExitRequest())
             return
-        self._loop = activity_loop.CallLoop(self._loop_done, self._loop_round, MAX_CALLS,
+        self._loop = activity_loop.CallLoop(self._loop_done, self._loop_round, self._loop_calls(),
                                             engine_ports=self.engine_ports, watch=(self.lane.sock, self._from_runner))
+
+    def _loop_calls(self) -> int:
+        """Plain-http calls the loop may have in flight: calls_in_flight, or fewer if this
+        process's open-file limit would not hold a socket for each (a call that cannot open
+        one fails; one that waits its turn does not)."""
+        wanted = self.config.calls_in_flight
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY or soft - FILES_KEPT - MAX_THREADS >= wanted:
+            return wanted
+        room = max(64, soft - FILES_KEPT - MAX_THREADS)
+        self.log.warning("calls in flight limited to %d per runner (calls_in_flight = %d) by the "
+                         "open-file limit of %d: raise it (ulimit -n) for more", room, wanted, soft)
+        return room
 
     def _from_runner(self):
         """On the loop's thread, when the lane is readable: the plain-HTTP calls the runner
@@ -88,7 +105,7 @@ class TaskActor(CameronActor):
                     self._ended(call, None, e, time.monotonic(), 1)
                 continue
             if self._pool is None:
-                self._pool = activity_blocking.CallPool(self._call, MAX_CALLS)
+                self._pool = activity_blocking.CallPool(self._call, MAX_THREADS)
             self._pool.submit(call)
         return plain
 

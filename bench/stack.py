@@ -170,6 +170,8 @@ class Stack:
     def _start(self):
         # A short path: unix socket names are limited to ~100 bytes.
         self.tmp = Path(tempfile.mkdtemp(prefix="cambench", dir="/tmp"))
+        # The activity server holds a socket per call in flight: 10,000 of them in one figure.
+        actorsys.more_open_files()
         self.redis = EmbeddedRedis(str(self.tmp / "data")).start()
         if self.acts_url is None:
             self._start_activities()

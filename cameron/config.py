@@ -43,6 +43,9 @@ class Config:
     admin_port: int = 19500
     #: How many JobRunners share the jobs (each with its own TaskActor).
     runners: int = 2
+    #: Plain-http activity calls in flight at once per runner; more wait their turn. Each
+    #: holds a socket: the TaskActor takes fewer if its open-file limit would not hold them.
+    calls_in_flight: int = 16384
     #: gunicorn worker processes, connections each serves at once, and seconds before a
     #: silent worker is restarted.
     web_workers: int = 2
@@ -166,6 +169,7 @@ SETTINGS = {
     "port": ("CAMERON_PORT", int, POSITIVE),
     "admin_port": ("CAMERON_ADMIN_PORT", int, POSITIVE),
     "runners": ("CAMERON_RUNNERS", int, POSITIVE),
+    "calls_in_flight": ("CAMERON_CALLS_IN_FLIGHT", int, POSITIVE),
     "web_workers": ("CAMERON_WEB_WORKERS", int, POSITIVE),
     "web_connections": ("CAMERON_WEB_CONNECTIONS", int, POSITIVE),
     "web_timeout": ("CAMERON_WEB_TIMEOUT", int, POSITIVE),

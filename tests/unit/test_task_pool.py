@@ -1,7 +1,10 @@
 """The TaskActor's pool of call threads (for https, activity_blocking.CallPool), and the TaskActor
 without Thespian: how it sends outcomes back over its lane."""
 
+import logging
+import resource
 import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,7 +25,7 @@ def pool(monkeypatch):
     def fake_call(call):  # stands in for the HTTP call: waits until released
         calls.append(call.n)
         release.wait(5)
-    yield activity_blocking.CallPool(fake_call, task_actor.MAX_CALLS), release, calls
+    yield activity_blocking.CallPool(fake_call, task_actor.MAX_THREADS), release, calls
     release.set()
 
 
@@ -126,3 +129,16 @@ def test_an_activity_url_with_a_bad_port_ends_its_task_in_error_not_the_actor(ga
     assert outcome.error == ("request failed: the URL has a port that is no number from 0 to 65535: "
                              "'http://127.0.0.1:notaport/x'")
     assert actor.in_flight == 0
+
+
+def test_the_loop_takes_calls_in_flight_unless_the_open_file_limit_would_not_hold_them(monkeypatch, caplog):
+    actor = SimpleNamespace(config=Config(calls_in_flight=5000), log=logging.getLogger("cameron.task_actor"))
+    # A limit with room for them (and for the https threads and the actor's own files): all of them
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (65536, 65536))
+    assert task_actor.TaskActor._loop_calls(actor) == 5000
+    assert not caplog.records
+    # A limit of 4,096 files: what is left after the actor's own and the threads', said in the log
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (4096, 65536))
+    with caplog.at_level(logging.WARNING):
+        assert task_actor.TaskActor._loop_calls(actor) == 4096 - task_actor.FILES_KEPT - task_actor.MAX_THREADS
+    assert "calls in flight limited to 1024 per runner (calls_in_flight = 5000)" in caplog.text
