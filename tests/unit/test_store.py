@@ -7,6 +7,7 @@ import uuid as uuidlib
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import redis
 
 from cameron import keys, store
 from cameron import messages as m
@@ -569,6 +570,20 @@ def test_a_take_whose_reply_is_lost_leaves_its_jobs_for_the_next_take(client, jo
     assert [t for t, _ in jobs.take_new(2, handed=again)] == tags[2:]
     assert jobs.take_new(2, handed=tags[2:]) == []
     assert not client.exists(keys.engine_taking("me:1"))
+
+
+def test_the_stores_client_sends_every_kind_of_argument_and_two_word_commands(client):
+    # hiredis packs str, bytes and numbers itself; a bytearray or memoryview, a command named
+    # in two words, and a value Redis cannot take go by redis-py's own packer
+    client.set("packed:str", "é")
+    client.set("packed:bytearray", bytearray(b"ba"))
+    client.set("packed:memoryview", memoryview(b"mv"))
+    client.hset("packed:numbers", mapping={"int": 7, "float": 0.5})
+    assert client.mget("packed:str", "packed:bytearray", "packed:memoryview") == ["é", "ba", "mv"]
+    assert client.hgetall("packed:numbers") == {"int": "7", "float": "0.5"}
+    assert client.client_setname("packer") and client.client_getname() == "packer"
+    with pytest.raises(redis.DataError):
+        client.set("packed:none", None)
 
 
 def test_a_write_records_its_token_in_the_same_transaction(client, jobs):
