@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -168,6 +169,11 @@ class ActivityServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._calls = Counter()
         self._log = deque(maxlen=200_000)  # bounded: the benchmark makes millions of calls
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the caller went away (an engine stopped, a call timed out): nothing to report
+        super().handle_error(request, client_address)
 
     def count(self, path, job=None, task=None, attempt=1, again=False):
         with self._lock:

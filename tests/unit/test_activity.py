@@ -2,6 +2,8 @@
 
 import itertools
 import json
+import socket
+import struct
 import sys
 import threading
 import uuid
@@ -147,6 +149,24 @@ def lab():
     server = ActivityServer("127.0.0.1", 0).start_in_thread()
     yield server
     server.stop()
+
+
+def test_the_sample_server_says_nothing_of_a_caller_that_resets_its_connection(lab, capsys):
+    # Given a caller that connects, sends half a request line and resets the connection
+    # (SO_LINGER 0), as an engine stopping mid-call or a timed-out call can
+    handled = threading.Event()
+    real = lab.shutdown_request
+    lab.shutdown_request = lambda request: (real(request), handled.set())
+    try:
+        with socket.create_connection(lab.server_address[:2]) as sock:
+            sock.sendall(b"POST /lab/ec")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # When the server's thread for it is done with it
+        assert handled.wait(5)
+    finally:
+        lab.shutdown_request = real
+    # Expect no traceback on its output
+    assert "Traceback" not in capsys.readouterr().err
 
 
 class _Recorder(BaseHTTPRequestHandler):
