@@ -137,8 +137,8 @@ def start(config: Config, timeout: float = 30.0, log_file: str | None = None) ->
 
 def more_open_files(most: int = 65536) -> int:
     """Raise this process's soft limit of open files to its hard one (at most `most`), for the
-    processes it starts: a TaskActor holds a socket per call in flight (up to 2,048), and
-    Linux's usual soft limit is 1,024. Returns the limit now."""
+    processes it starts: a TaskActor holds a socket per call in flight (calls_in_flight of
+    them, 16,384 by default), and Linux's usual soft limit is 1,024. Returns the limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = most if hard == resource.RLIM_INFINITY else min(hard, most)
     if soft != resource.RLIM_INFINITY and soft < want:
