@@ -2,6 +2,7 @@
 activity server, the actor system (`cameron start`) and gunicorn, on free loopback ports in a
 temp dir; plus what the figures read from it (job completions, memory of its processes)."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -138,7 +139,8 @@ class DoneWatcher:
         return [self.wait(u, max(0.0, deadline - time.monotonic())) for u in uuids]
 
     def close(self):
-        self.sock.shutdown(socket.SHUT_RDWR)  # ends the thread's recv
+        with contextlib.suppress(OSError):  # Redis may be gone already
+            self.sock.shutdown(socket.SHUT_RDWR)  # ends the thread's recv
         self.thread.join(2)
         self.sock.close()
 
