@@ -12,19 +12,24 @@ from tests.conftest import start_engine, stop_engine
 
 pytestmark = pytest.mark.stack
 
-LEAVES = 12
+LEAVES = 12  # four rounds of LIMIT
+LIMIT = 3
+HOLD = 10.0
 
 
 class CountingServer(ThreadingHTTPServer):
-    """/start answers LEAVES children at /leaf; a /leaf call is held 200 ms, and the server
-    counts how many it holds at once."""
+    """/start answers LEAVES children at /leaf. The server counts the /leaf calls it holds at
+    once. It holds each until its group of LIMIT (in the order they came) has all come, HOLD
+    seconds at most, then 200 ms more: with the limit kept, every group is open together,
+    whatever the machine's speed, and no call comes meanwhile; without it, the burst's calls
+    all come while the first ones are held."""
 
     daemon_threads = True
 
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.lock = threading.Lock()
-        self.now = self.most = self.leaves = 0
+        self.lock = threading.Condition()
+        self.now = self.most = self.came = self.leaves = 0
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
 
@@ -37,8 +42,12 @@ class _Handler(BaseHTTPRequestHandler):
                 {"name": f"leaf_{i}", "url": f"{server.url}/leaf"} for i in range(LEAVES)]}}
         else:
             with server.lock:
+                group_ends = (server.came // LIMIT + 1) * LIMIT
+                server.came += 1
                 server.now += 1
                 server.most = max(server.most, server.now)
+                server.lock.notify_all()
+                server.lock.wait_for(lambda: server.came >= group_ends, HOLD)
             time.sleep(0.2)
             with server.lock:
                 server.now -= 1
@@ -61,10 +70,10 @@ def test_a_runner_has_at_most_calls_in_flight_calls_open_and_the_rest_wait(short
     threading.Thread(target=server.serve_forever, daemon=True).start()
     engine, web = start_engine(short_tmp / "calls-in-flight", redis_server.url, activities,
                                catalog=lambda _: f'[processes.wide]\nstart = "{server.url}/start"\n',
-                               CAMERON_CALLS_IN_FLIGHT="3", CAMERON_RUNNERS="1")
+                               CAMERON_CALLS_IN_FLIGHT=str(LIMIT), CAMERON_RUNNERS="1")
     try:
         # When the job runs
-        doc = engine.run_job("wide", timeout=30)
+        doc = engine.run_job("wide", timeout=60)
     finally:
         stop_engine(engine, web)
         server.shutdown()
@@ -72,4 +81,4 @@ def test_a_runner_has_at_most_calls_in_flight_calls_open_and_the_rest_wait(short
     # Expect every task done, each leaf called once, and never more than 3 of them open at once
     assert [t["status"]["current"] for t in doc["tasks"]] == ["done"] * (1 + LEAVES)
     assert server.leaves == LEAVES
-    assert server.most == 3
+    assert server.most == LIMIT
