@@ -74,9 +74,9 @@ class TaskActor(CameronActor):
         one fails; one that waits its turn does not)."""
         wanted = self.config.calls_in_flight
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY or soft - FILES_KEPT - MAX_THREADS >= wanted:
+        room = wanted if soft == resource.RLIM_INFINITY else max(64, soft - FILES_KEPT - MAX_THREADS)
+        if room >= wanted:
             return wanted
-        room = max(64, soft - FILES_KEPT - MAX_THREADS)
         self.log.warning("calls in flight limited to %d per runner (calls_in_flight = %d) by the "
                          "open-file limit of %d: raise it (ulimit -n) for more", room, wanted, soft)
         return room
