@@ -75,12 +75,16 @@ class Api:
         thread per connection: 50 threads' hand-offs of the GIL cost more than their requests."""
         request, uuids, left = self._request(process), [], jobs
         selector = selectors.DefaultSelector()
+
+        def open_one() -> socket.socket:
+            sock = self._connect()
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ, b"")
+            return sock
+
         try:
             for _ in range(min(connections, jobs)):
-                sock = self._connect()
-                sock.sendall(request)
-                sock.setblocking(False)
-                selector.register(sock, selectors.EVENT_READ, b"")
+                open_one().sendall(request)  # a few hundred bytes: the socket's buffer takes them
                 left -= 1
             while len(uuids) < jobs:
                 for key, _ in selector.select(JOB_DEADLINE) or _timeout(jobs - len(uuids)):
@@ -93,19 +97,16 @@ class Api:
                         continue
                     status, close, payload = answer
                     uuids.append(_uuid(process, status, payload))
-                    if left and close:
+                    if close or not left:
                         selector.unregister(sock)
                         sock.close()
-                        sock = self._connect()
-                        sock.setblocking(False)
-                        selector.register(sock, selectors.EVENT_READ, b"")
-                    if left:
-                        sock.sendall(request)  # a few hundred bytes: the socket's buffer takes them
-                        left -= 1
-                        selector.modify(sock, selectors.EVENT_READ, b"")
+                        if not left:
+                            continue
+                        sock = open_one()
                     else:
-                        selector.unregister(sock)
-                        sock.close()
+                        selector.modify(sock, selectors.EVENT_READ, b"")
+                    sock.sendall(request)
+                    left -= 1
         finally:
             for key in list(selector.get_map().values()):
                 key.fileobj.close()
